@@ -1,0 +1,35 @@
+# Set-up and checks. `make test` is what CI runs (.ci/run).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-parity lint clean
+
+# Create the virtual environment and install the project with its test tools.
+# torch/torchvision come first and pinned: pip takes them from the machine's local
+# wheel store; an unpinned torch would pull a multi-GB build from the network.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e ".[reference,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The whole test suite (parity tests against diffusers included).
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+# Only the comparisons against the PyTorch reference.
+test-parity: $(STAMP)
+	$(BIN)/pytest -q -m parity
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,170 @@
+"""The project's native model folder: what `styledrop convert` writes and `muse.load` reads.
+
+Layout::
+
+    model.json                 format version, ModelConfig, sha256 of each weights file
+    transformer.safetensors    U-ViT parameters under their NNX names (float32)
+    vqvae.safetensors          VQ parameters under their NNX names (float32)
+    text_encoder/              transformers CLIPTextModelWithProjection (config + safetensors)
+    tokenizer/                 CLIPTokenizer files (vocab.json, merges.txt, ...)
+
+The sha256 of `transformer.safetensors` identifies the base model: adapter files record
+it, so an adapter cannot silently be applied to another base.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+from flax import nnx
+from safetensors.numpy import load_file
+
+from muse import weights
+from muse.config import ModelConfig
+from muse.transformer import UVit2D
+from muse.vq import VQModel
+
+FORMAT_VERSION = 1
+MODEL_JSON = "model.json"
+TRANSFORMER_FILE = "transformer.safetensors"
+VQ_FILE = "vqvae.safetensors"
+TEXT_ENCODER_DIR = "text_encoder"
+TOKENIZER_DIR = "tokenizer"
+
+
+class CheckpointError(ValueError):
+    """A model folder is missing, incomplete, corrupt or of an unknown format."""
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_model_json(folder: Path, config: ModelConfig, extra: dict[str, Any] | None = None):
+    """Writes `model.json` with the config and the hashes of the weights files in `folder`."""
+    hashes = {name: sha256_file(folder / name) for name in (TRANSFORMER_FILE, VQ_FILE)}
+    record = {
+        "format_version": FORMAT_VERSION,
+        "config": config.to_dict(),
+        "sha256": hashes,
+        **(extra or {}),
+    }
+    (folder / MODEL_JSON).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def read_model_json(folder: str | Path) -> dict[str, Any]:
+    """Reads and validates `model.json` of a native model folder.
+
+    Raises:
+        CheckpointError: if the folder is not a converted model.
+    """
+    folder = Path(folder)
+    path = folder / MODEL_JSON
+    if not path.is_file():
+        hint = ""
+        if (folder / "transformer" / "config.json").is_file():
+            hint = f" It looks like a diffusers folder: run `styledrop convert {folder} OUT` first."
+        raise CheckpointError(f"{folder} is not a converted model folder (no {MODEL_JSON}).{hint}")
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path} is not valid JSON: {error}") from error
+    version = record.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format version {version}; this code reads version {FORMAT_VERSION}."
+            " Convert the model again with this version of `styledrop convert`."
+        )
+    return record
+
+
+def base_model_hash(folder: str | Path) -> str:
+    """The sha256 of the transformer weights, as recorded in `model.json`."""
+    return read_model_json(folder)["sha256"][TRANSFORMER_FILE]
+
+
+def _load_into(factory, path: Path, what: str) -> nnx.Module:
+    if not path.is_file():
+        raise CheckpointError(f"Missing weights file {path}.")
+    model = nnx.eval_shape(factory)
+    try:
+        tensors = load_file(str(path))
+    except Exception as error:  # safetensors raises several types for corrupt files
+        raise CheckpointError(f"Cannot read {path}: {error}") from error
+    weights.assign(model, tensors, what)
+    return model
+
+
+def load_transformer(folder: str | Path, dtype=jnp.float32) -> tuple[ModelConfig, UVit2D]:
+    """Loads the U-ViT of a native model folder.
+
+    Args:
+        folder: A folder written by `styledrop convert` (or the model zoo).
+        dtype: Compute dtype, float32 or bfloat16 (parameters stay float32).
+    """
+    folder = Path(folder)
+    config = ModelConfig.from_dict(read_model_json(folder)["config"])
+    model = _load_into(
+        lambda: UVit2D(config.transformer, dtype=dtype, rngs=nnx.Rngs(0)),
+        folder / TRANSFORMER_FILE,
+        "transformer",
+    )
+    return config, model
+
+
+def load_vq(folder: str | Path, dtype=jnp.float32) -> VQModel:
+    """Loads the VQ tokenizer of a native model folder."""
+    folder = Path(folder)
+    config = ModelConfig.from_dict(read_model_json(folder)["config"])
+    return _load_into(
+        lambda: VQModel(config.vq, rngs=nnx.Rngs(0), dtype=dtype), folder / VQ_FILE, "VQ"
+    )
+
+
+def save_model_folder(
+    folder: str | Path,
+    config: ModelConfig,
+    transformer: UVit2D,
+    vq: VQModel,
+    text_encoder_dir: str | Path,
+    tokenizer_dir: str | Path,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Writes a native model folder from in-memory models (used by training code).
+
+    The folder is assembled next to its destination and renamed into place, so a
+    reader never sees half a model.
+    """
+    folder = Path(folder)
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    weights.save_params(transformer, staging / TRANSFORMER_FILE)
+    weights.save_params(vq, staging / VQ_FILE)
+    shutil.copytree(text_encoder_dir, staging / TEXT_ENCODER_DIR)
+    shutil.copytree(tokenizer_dir, staging / TOKENIZER_DIR)
+    write_model_json(staging, config, extra)
+    replace_folder(staging, folder)
+    return folder
+
+
+def replace_folder(staging: Path, folder: Path) -> None:
+    """Moves a finished staging folder to `folder`, replacing what was there."""
+    if folder.exists():
+        old = folder.with_name(folder.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        folder.rename(old)
+        staging.rename(folder)
+        shutil.rmtree(old)
+    else:
+        staging.rename(folder)

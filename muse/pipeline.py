@@ -1,0 +1,254 @@
+"""Text-to-image generation with a converted model: `muse.load(path).generate(prompts)`.
+
+The pipeline encodes prompts once (the text encoder caches them), decodes token grids
+with the jitted MaskGIT loop of `muse.sampling`, and turns tokens into pixels with the
+VQ decoder. Work is split into fixed-size chunks so every chunk reuses one compiled
+program; the last chunk is padded rather than compiled again.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from muse import checkpoint
+from muse.config import ModelConfig
+from muse.sampling import DecodeConfig, decode
+from muse.text_encoder import TextEncoder
+from muse.transformer import UVit2D
+from muse.vq import VQModel
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One guidance branch: a prompt per image, a weight, and how much adapter to apply.
+
+    Attributes:
+        prompts: One prompt per image of the batch.
+        weight: Its weight in the combined logits (see `muse.sampling`).
+        adapter_gate: Scale on adapter outputs for these rows (0 = frozen base).
+    """
+
+    prompts: tuple[str, ...]
+    weight: float
+    adapter_gate: float = 1.0
+
+
+def cfg_branches(prompts: Sequence[str], negative: Sequence[str], scale: float) -> list[Branch]:
+    """Classifier-free guidance as branches: u + s (c - u) = (1 - s) u + s c."""
+    if scale == 1.0:
+        return [Branch(tuple(prompts), 1.0)]
+    return [Branch(tuple(negative), 1.0 - scale), Branch(tuple(prompts), scale)]
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "cfg"))
+def _sample_tokens(graphdef, state, init_ids, hidden, pooled, micro, gates, weights, key, cfg):
+    """Jitted decode of one chunk. Rows of hidden/pooled/micro/gates are branch-major."""
+    model = nnx.merge(graphdef, state)
+
+    def logits_fn(ids, inputs):
+        return model(ids, *inputs)
+
+    return decode(logits_fn, (hidden, pooled, micro, gates), weights, init_ids, key, cfg)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _decode_pixels(graphdef, state, ids):
+    return nnx.merge(graphdef, state).decode(ids)
+
+
+class Pipeline:
+    """A loaded model: transformer, VQ tokenizer, text encoder and sampling defaults."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        transformer: UVit2D,
+        vq: VQModel,
+        text_encoder: TextEncoder,
+        path: Path | None = None,
+    ):
+        self.config = config
+        self.transformer = transformer
+        self.vq = vq
+        self.text_encoder = text_encoder
+        self.path = path
+
+    @property
+    def image_size(self) -> int:
+        """Side in pixels of generated images."""
+        return self.config.transformer.sample_size * self.config.vq.downscale_factor
+
+    def decode_config(self, **overrides) -> DecodeConfig:
+        """Decoding settings: the model's defaults with `overrides` (None values ignored)."""
+        sampling = self.config.sampling
+        values = {
+            "mask_token_id": sampling.mask_token_id,
+            "num_steps": sampling.num_steps,
+            "style": "amused",
+            "schedule": sampling.masking_schedule,
+            "temperature": sampling.temperature,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return DecodeConfig(**values)
+
+    def micro_conds(self, batch: int, aesthetic_score: float | None = None) -> np.ndarray:
+        """[batch, 5] micro-conditions: width, height, crop top, crop left, aesthetic score."""
+        sampling = self.config.sampling
+        score = sampling.aesthetic_score if aesthetic_score is None else aesthetic_score
+        size = self.image_size
+        row = [size, size, *sampling.crop_coords, score]
+        return np.tile(np.asarray([row], np.float32), (batch, 1))
+
+    def sample_tokens(
+        self,
+        branches: Sequence[Branch],
+        *,
+        seed: int = 0,
+        decode_config: DecodeConfig | None = None,
+        batch_size: int = 8,
+        aesthetic_score: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """Decodes one token grid per image with the given guidance branches.
+
+        Args:
+            branches: Guidance branches, all with the same number of prompts N.
+            seed: Randomness; the same seed and batch size give the same tokens.
+            decode_config: Decoding settings (default: the model's).
+            batch_size: Images per compiled chunk.
+            aesthetic_score: Micro-conditioning score (default: the model's).
+            progress: Called with (images done, total) after each chunk.
+
+        Returns:
+            [N, h, w] int32 token ids.
+        """
+        total = len(branches[0].prompts)
+        if any(len(b.prompts) != total for b in branches):
+            raise ValueError("Every guidance branch needs one prompt per image.")
+        cfg = decode_config or self.decode_config()
+        side = self.config.transformer.sample_size
+        chunk = min(batch_size, total)
+        graphdef, state = nnx.split(self.transformer)
+        weights = jnp.asarray([b.weight for b in branches], jnp.float32)
+        embeddings = [self.text_encoder.encode(list(b.prompts)) for b in branches]
+        micro = self.micro_conds(len(branches) * chunk, aesthetic_score)
+        key = jax.random.key(seed)
+        out = []
+        for index, start in enumerate(range(0, total, chunk)):
+            rows = _padded_rows(start, chunk, total)  # [chunk]
+            hidden = np.concatenate([e.hidden_states[rows] for e in embeddings])
+            pooled = np.concatenate([e.pooled[rows] for e in embeddings])
+            gates = np.repeat(np.asarray([b.adapter_gate for b in branches], np.float32), chunk)
+            init = jnp.full((chunk, side, side), cfg.mask_token_id, jnp.int32)
+            ids = _sample_tokens(
+                graphdef, state, init, hidden, pooled, micro, gates, weights,
+                jax.random.fold_in(key, index), cfg,
+            )  # fmt: skip
+            out.append(np.asarray(ids)[: min(chunk, total - start)])
+            if progress is not None:
+                progress(min(start + chunk, total), total)
+        return np.concatenate(out)
+
+    def decode_tokens(self, ids: np.ndarray, batch_size: int = 8) -> np.ndarray:
+        """Token grids [N, h, w] -> images [N, H, W, 3] float32 in [0, 1]."""
+        graphdef, state = nnx.split(self.vq)
+        chunk = min(batch_size, len(ids))
+        images = []
+        for start in range(0, len(ids), chunk):
+            rows = _padded_rows(start, chunk, len(ids))
+            pixels = _decode_pixels(graphdef, state, jnp.asarray(ids[rows]))
+            images.append(np.asarray(pixels)[: min(chunk, len(ids) - start)])
+        return np.concatenate(images)
+
+    def generate(
+        self,
+        prompts: str | Sequence[str],
+        *,
+        num_images_per_prompt: int = 1,
+        seed: int = 0,
+        negative_prompt: str | Sequence[str] = "",
+        guidance_scale: float | None = None,
+        num_steps: int | None = None,
+        temperature: float | tuple[float, float] | None = None,
+        style: str | None = None,
+        aesthetic_score: float | None = None,
+        batch_size: int = 8,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """Generates images from prompts with classifier-free guidance.
+
+        Args:
+            prompts: A prompt or a list of prompts.
+            num_images_per_prompt: Images per prompt (grouped by prompt in the output).
+            seed: Randomness: the same arguments and seed give the same images.
+            negative_prompt: The unconditional branch's prompt ("" as aMUSEd), or one per prompt.
+            guidance_scale: Logit guidance scale (default: the model's, 10 for aMUSEd).
+            num_steps: Decoding steps (default: the model's, 12 for aMUSEd).
+            temperature: Gumbel temperature schedule (see `muse.schedule.temperatures`).
+            style: "amused" or "maskgit" re-masking rule.
+            aesthetic_score: Micro-conditioning aesthetic score (default 6).
+            batch_size: Images per compiled chunk.
+            progress: Called with (images done, total).
+
+        Returns:
+            [len(prompts) * num_images_per_prompt, H, W, 3] float32 images in [0, 1].
+        """
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise ValueError("Give at least one prompt.")
+        if num_images_per_prompt < 1:
+            raise ValueError("num_images_per_prompt must be at least 1.")
+        negatives = (
+            [negative_prompt] * len(prompts)
+            if isinstance(negative_prompt, str)
+            else list(negative_prompt)
+        )
+        if len(negatives) != len(prompts):
+            raise ValueError("Give one negative prompt, or one per prompt.")
+        repeat = num_images_per_prompt
+        scale = self.config.sampling.guidance_scale if guidance_scale is None else guidance_scale
+        branches = cfg_branches(
+            [p for p in prompts for _ in range(repeat)],
+            [n for n in negatives for _ in range(repeat)],
+            scale,
+        )
+        cfg = self.decode_config(num_steps=num_steps, temperature=temperature, style=style)
+        ids = self.sample_tokens(
+            branches, seed=seed, decode_config=cfg, batch_size=batch_size,
+            aesthetic_score=aesthetic_score, progress=progress,
+        )  # fmt: skip
+        return self.decode_tokens(ids, batch_size=batch_size)
+
+
+def _padded_rows(start: int, chunk: int, total: int) -> np.ndarray:
+    """Row indices of one chunk; past the end, the last row repeats (keeps shapes static)."""
+    return np.minimum(np.arange(start, start + chunk), total - 1)
+
+
+def load(path: str | Path, dtype: str = "float32") -> Pipeline:
+    """Loads a native model folder (written by `styledrop convert` or the model zoo).
+
+    Args:
+        path: The model folder.
+        dtype: Compute dtype of the transformer: "float32" or "bfloat16".
+
+    Returns:
+        A ready `Pipeline`.
+    """
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}.")
+    path = Path(path)
+    config, transformer = checkpoint.load_transformer(path, dtype=jnp.dtype(dtype))
+    vq = checkpoint.load_vq(path)
+    text_encoder = TextEncoder.load(
+        path / checkpoint.TEXT_ENCODER_DIR, tokenizer=path / checkpoint.TOKENIZER_DIR
+    )
+    return Pipeline(config, transformer, vq, text_encoder, path=path)
