@@ -86,9 +86,7 @@ def _run_generate(args) -> None:
     if args.temperature:
         if len(args.temperature) > 2:
             raise UserError("--temperature takes one value (start) or two (start end).")
-        temperature = (
-            args.temperature[0] if len(args.temperature) == 1 else tuple(args.temperature)
-        )
+        temperature = args.temperature[0] if len(args.temperature) == 1 else tuple(args.temperature)
     pipe = muse.load(args.base, dtype=args.dtype)
     total = len(args.prompt) * args.num_images
     with tqdm(total=total, unit="img", desc="generating") as bar:
@@ -135,7 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     from muse.tokenizer import TokenizerNotFoundError
     from muse.weights import WeightsError
 
-    user_errors = (UserError, CheckpointError, ConversionError, TokenizerNotFoundError, WeightsError)
+    user_errors = (
+        UserError,
+        CheckpointError,
+        ConversionError,
+        TokenizerNotFoundError,
+        WeightsError,
+    )
     try:
         args.run(args)
     except user_errors as error:

@@ -75,7 +75,11 @@ def write_tiny_diffusers_checkpoint(root: Path, seed: int = 0, fp16: bool = Fals
     )
     text_encoder = CLIPTextModelWithProjection(text_config)
     dtype = torch.float16 if fp16 else torch.float32
-    for name, module in (("transformer", transformer), ("vqvae", vq), ("text_encoder", text_encoder)):
+    for name, module in (
+        ("transformer", transformer),
+        ("vqvae", vq),
+        ("text_encoder", text_encoder),
+    ):
         module.to(dtype).save_pretrained(root / name, variant=variant, safe_serialization=True)
     tokenizer.save_pretrained(root / "tokenizer")
     scheduler = diffusers.AmusedScheduler(mask_token_id=tcfg.mask_token_id)

@@ -16,11 +16,17 @@ from muse.weights import WeightsError
 
 def test_converted_folder_has_native_layout(tiny_model_dir):
     names = {p.name for p in tiny_model_dir.iterdir()}
-    assert {"model.json", "transformer.safetensors", "vqvae.safetensors", "text_encoder",
-            "tokenizer"} <= names
+    assert {
+        "model.json",
+        "transformer.safetensors",
+        "vqvae.safetensors",
+        "text_encoder",
+        "tokenizer",
+    } <= names
     record = json.loads((tiny_model_dir / "model.json").read_text())
     assert record["sha256"]["transformer.safetensors"] == checkpoint.sha256_file(
-        tiny_model_dir / "transformer.safetensors")
+        tiny_model_dir / "transformer.safetensors"
+    )
     assert record["config"]["sampling"]["mask_token_id"] == 39
 
 
@@ -35,8 +41,9 @@ def test_loaded_pipeline_matches_diffusers_modules(tiny_diffusers_dir, tiny_mode
     text_model = CLIPTextModelWithProjection.from_pretrained(tiny_diffusers_dir / "text_encoder")
     prompts = ["a cat", "a red bus in the snow"]
     emb = pipe.text_encoder.encode(prompts)
-    ids = pipe.text_encoder.tokenizer(prompts, padding="max_length", max_length=77,
-                                      truncation=True, return_tensors="pt").input_ids
+    ids = pipe.text_encoder.tokenizer(
+        prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
         out = text_model(ids, output_hidden_states=True)
     np.testing.assert_allclose(emb.hidden_states, out.hidden_states[-2].numpy(), atol=1e-5)
@@ -45,8 +52,12 @@ def test_loaded_pipeline_matches_diffusers_modules(tiny_diffusers_dir, tiny_mode
     tokens = np.random.default_rng(0).integers(0, 40, (2, 8, 8))
     micro = pipe.micro_conds(2)
     with torch.no_grad():
-        expected = reference(torch.from_numpy(tokens), out.hidden_states[-2], out.text_embeds,
-                             torch.from_numpy(micro)).numpy()
+        expected = reference(
+            torch.from_numpy(tokens),
+            out.hidden_states[-2],
+            out.text_embeds,
+            torch.from_numpy(micro),
+        ).numpy()
     got = np.asarray(pipe.transformer(tokens, emb.hidden_states, emb.pooled, micro))
     np.testing.assert_allclose(got.transpose(0, 3, 1, 2), expected, atol=1e-4, rtol=1e-4)
     assert micro[0].tolist() == [16, 16, 0, 0, 6]  # 8 tokens x factor 2, crop (0, 0), score 6
@@ -57,7 +68,7 @@ def test_generate_is_deterministic_and_shaped(tiny_model_dir):
     images = pipe.generate(["a cat", "a dog"], num_images_per_prompt=2, seed=3, batch_size=3)
     assert images.shape == (4, 16, 16, 3)
     assert images.dtype == np.float32
-    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert images.min() >= 0.0 and images.max() <= 1.0
     again = pipe.generate(["a cat", "a dog"], num_images_per_prompt=2, seed=3, batch_size=3)
     np.testing.assert_array_equal(images, again)
     other = pipe.generate(["a cat", "a dog"], num_images_per_prompt=2, seed=4, batch_size=3)
@@ -84,8 +95,10 @@ def test_fp16_variant_converts(tmp_path, make_tiny_diffusers):
     half = load_file(str(src / "transformer" / "diffusion_pytorch_model.fp16.safetensors"))
     native = load_file(str(out / "transformer.safetensors"))
     assert all(v.dtype == np.float32 for v in native.values())
-    np.testing.assert_array_equal(native["mlm_layer.conv2.kernel"][0, 0],
-                                  half["mlm_layer.conv2.weight"][:, :, 0, 0].T.astype(np.float32))
+    np.testing.assert_array_equal(
+        native["mlm_layer.conv2.kernel"][0, 0],
+        half["mlm_layer.conv2.weight"][:, :, 0, 0].T.astype(np.float32),
+    )
     images = muse.load(out).generate("a cat", num_steps=2)
     assert images.shape == (1, 16, 16, 3)
 
@@ -116,3 +129,39 @@ def test_bad_sources_have_clear_errors(tmp_path, tiny_model_dir):
         convert_diffusers(tmp_path, tiny_model_dir)
     with pytest.raises(checkpoint.CheckpointError, match="not a converted model"):
         muse.load(tmp_path)
+
+
+def test_generation_compiles_once_for_a_shape(tiny_model_dir):
+    """New prompts, seeds and guidance scales reuse the compiled decode loop."""
+    from muse import pipeline
+
+    pipe = muse.load(tiny_model_dir)
+    pipe.generate(["warm", "up"], num_steps=3, batch_size=2)  # chunks of 2 images
+    before = pipeline._sample_tokens._cache_size()
+    pipe.generate(
+        ["a cat", "a dog", "a bus"],
+        num_steps=3,
+        batch_size=2,
+        seed=5,
+        guidance_scale=4.0,
+        negative_prompt="blurry",
+    )
+    assert pipeline._sample_tokens._cache_size() == before
+
+
+def test_convert_from_the_hugging_face_cache_by_repo_id(tmp_path, tiny_diffusers_dir, monkeypatch):
+    """A repo id resolves to the snapshot in the local cache (laid out as huggingface_hub does)."""
+    import shutil
+
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--someone--tiny-amused" / "snapshots" / ("ab" * 20)
+    shutil.copytree(tiny_diffusers_dir, snapshot)
+    (cache / "models--someone--tiny-amused" / "refs").mkdir()
+    (cache / "models--someone--tiny-amused" / "refs" / "main").write_text("ab" * 20)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    out = convert_diffusers("someone/tiny-amused", tmp_path / "native")
+    assert checkpoint.read_model_json(out)["config"]["source"] == "someone/tiny-amused"

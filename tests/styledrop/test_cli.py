@@ -29,8 +29,24 @@ def test_convert_then_generate_writes_a_grid(tmp_path, tiny_diffusers_dir):
     assert (model / "model.json").is_file()
 
     out = tmp_path / "grid.png"
-    result = _run("generate", "--base", str(model), "--prompt", "a cat", "--prompt", "a bus",
-                  "-n", "3", "--seed", "0", "--steps", "4", "--out", str(out), "--individual")
+    result = _run(
+        "generate",
+        "--base",
+        str(model),
+        "--prompt",
+        "a cat",
+        "--prompt",
+        "a bus",
+        "-n",
+        "3",
+        "--seed",
+        "0",
+        "--steps",
+        "4",
+        "--out",
+        str(out),
+        "--individual",
+    )
     assert result.returncode == 0, result.stderr
     grid = np.asarray(Image.open(out))
     # 2 rows x 3 columns of 16 px images with 2 px padding.
@@ -42,18 +58,27 @@ def test_convert_then_generate_writes_a_grid(tmp_path, tiny_diffusers_dir):
 
 
 def test_user_errors_are_one_line_not_tracebacks(tmp_path, tiny_diffusers_dir):
-    result = _run("generate", "--base", str(tmp_path), "--prompt", "x", "--out",
-                  str(tmp_path / "a.png"))
+    result = _run(
+        "generate", "--base", str(tmp_path), "--prompt", "x", "--out", str(tmp_path / "a.png")
+    )
     assert result.returncode == 2
     assert "not a converted model folder" in result.stderr
     assert "Traceback" not in result.stderr
 
-    result = _run("generate", "--base", str(tiny_diffusers_dir), "--prompt", "x", "--out",
-                  str(tmp_path / "a.png"))
+    result = _run(
+        "generate",
+        "--base",
+        str(tiny_diffusers_dir),
+        "--prompt",
+        "x",
+        "--out",
+        str(tmp_path / "a.png"),
+    )
     assert "styledrop convert" in result.stderr  # a diffusers folder: says what to run
 
-    result = _run("generate", "--base", str(tmp_path), "--prompt", "x", "--out",
-                  str(tmp_path / "a.gif"))
+    result = _run(
+        "generate", "--base", str(tmp_path), "--prompt", "x", "--out", str(tmp_path / "a.gif")
+    )
     assert result.returncode == 2 and "--out must end in" in result.stderr
 
     result = _run("convert", str(tmp_path / "nothing"), str(tmp_path / "out"))
