@@ -28,17 +28,19 @@ from muse.vq import VQModel
 
 @dataclass(frozen=True)
 class Branch:
-    """One guidance branch: a prompt per image, a weight, and how much adapter to apply.
+    """One guidance branch: a prompt per image, a weight, and which adapters are on.
 
     Attributes:
         prompts: One prompt per image of the batch.
         weight: Its weight in the combined logits (see `muse.sampling`).
-        adapter_gate: Scale on adapter outputs for these rows (0 = frozen base).
+        adapter_gate: Weight of each injected adapter's output in these rows, one entry
+            per adapter (see `muse.transformer`); () means every adapter fully on, and an
+            all-zero gate runs the frozen base.
     """
 
     prompts: tuple[str, ...]
     weight: float
-    adapter_gate: float = 1.0
+    adapter_gate: tuple[float, ...] = ()
 
 
 def cfg_branches(prompts: Sequence[str], negative: Sequence[str], scale: float) -> list[Branch]:
@@ -146,7 +148,7 @@ class Pipeline:
             rows = _padded_rows(start, chunk, total)  # [chunk]
             hidden = np.concatenate([e.hidden_states[rows] for e in embeddings])
             pooled = np.concatenate([e.pooled[rows] for e in embeddings])
-            gates = np.repeat(np.asarray([b.adapter_gate for b in branches], np.float32), chunk)
+            gates = np.repeat(_gate_matrix(branches), chunk, axis=0)  # [n * chunk, K]
             init = jnp.full((chunk, side, side), cfg.mask_token_id, jnp.int32)
             ids = _sample_tokens(
                 graphdef, state, init, hidden, pooled, micro, gates, weights,
@@ -226,6 +228,15 @@ class Pipeline:
             aesthetic_score=aesthetic_score, progress=progress,
         )  # fmt: skip
         return self.decode_tokens(ids, batch_size=batch_size)
+
+
+def _gate_matrix(branches: Sequence[Branch]) -> np.ndarray:
+    """[n_branches, K] adapter gates; branches without a gate get all ones."""
+    width = max((len(b.adapter_gate) for b in branches), default=0)
+    if any(b.adapter_gate and len(b.adapter_gate) != width for b in branches):
+        raise ValueError("Every branch must gate the same number of adapters.")
+    rows = [b.adapter_gate or (1.0,) * width for b in branches]
+    return np.asarray(rows, np.float32).reshape(len(branches), width)
 
 
 def _padded_rows(start: int, chunk: int, total: int) -> np.ndarray:

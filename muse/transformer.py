@@ -11,11 +11,24 @@ Data flow for a [B, H, W] grid of token ids (NHWC inside):
         -> logits (1x1 conv, RMSNorm, 1x1 conv)           [B, H, W, codebook]
 
 Attribute names mirror the PyTorch modules so checkpoints convert by name
-(see `muse.weights`). Adapters (StyleDrop) plug into every transformer layer through
-the `adapter_attn` / `adapter_ff` slots, which are empty in the base model.
+(see `muse.weights`).
+
+Adapters plug in without this file knowing their kind:
+
+* every transformer layer has two slots, `adapter_attn` (after the cross-attention
+  residual) and `adapter_ff` (after the feed-forward residual), each an `nnx.List` of
+  modules mapping h [B, N, D] to a delta [B, N, D] (empty in the base model);
+* `UVit2D.__call__` takes `adapter_gate` [B, K]: row b adds `gate[b, k] * delta_k` for
+  the k-th adapter of a slot, so one batched forward can run some rows with an adapter
+  and others without (StyleDrop guidance) or with another adapter (style + subject);
+* adapters that live inside other layers (LoRA on q/k/v) read the gate of the running
+  forward from `current_adapter_gate()`.
 """
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +46,24 @@ from muse.layers import (
     exact_gelu,
     sinusoidal_embedding,
 )
+
+_ADAPTER_GATE: contextvars.ContextVar[jax.Array | None] = contextvars.ContextVar(
+    "adapter_gate", default=None
+)
+
+
+def current_adapter_gate() -> jax.Array | None:
+    """The [B, K] adapter gate of the forward pass in progress (None: every adapter fully on)."""
+    return _ADAPTER_GATE.get()
+
+
+@contextlib.contextmanager
+def _adapter_gate_scope(gate: jax.Array | None):
+    token = _ADAPTER_GATE.set(gate)
+    try:
+        yield
+    finally:
+        _ADAPTER_GATE.reset(token)
 
 
 class ConvEmbed(nnx.Module):
@@ -181,11 +212,8 @@ class ConvStage(nnx.Module):
 class TransformerLayer(nnx.Module):
     """Adaptive-norm transformer layer: self-attention, cross-attention, GEGLU feed-forward.
 
-    Adapter slots: `adapter_attn` runs after the cross-attention residual and
-    `adapter_ff` after the feed-forward residual (StyleDrop's Houlsby placement). Each is
-    a module mapping h [B, N, D] to a delta [B, N, D]; the layer adds
-    `delta * adapter_gate[:, None, None]`, so one batched forward can run some rows
-    with the adapter and some without.
+    `adapter_attn` runs after the cross-attention residual and `adapter_ff` after the
+    feed-forward residual (StyleDrop's Houlsby placement); see the module docstring.
     """
 
     def __init__(self, cfg: TransformerConfig, *, dtype, rngs: nnx.Rngs):
@@ -197,8 +225,8 @@ class TransformerLayer(nnx.Module):
         self.attn2 = Attention(dim, dim, heads, dim // heads, bias, dtype=dtype, rngs=rngs)
         self.norm3 = AdaptiveNorm(dim, dim, "layer", eps, affine, bias, dtype=dtype, rngs=rngs)
         self.ff = FeedForward(dim, cfg.intermediate_size, bias, dtype=dtype, rngs=rngs)
-        self.adapter_attn: nnx.Module | None = None
-        self.adapter_ff: nnx.Module | None = None
+        self.adapter_attn = nnx.List([])
+        self.adapter_ff = nnx.List([])
 
     def __call__(
         self,
@@ -207,22 +235,24 @@ class TransformerLayer(nnx.Module):
         cond: jax.Array,
         adapter_gate: jax.Array | None = None,
     ) -> jax.Array:
-        # h: [B, N, D]; text: [B, T, D]; cond: [B, D]; adapter_gate: [B] or None (= all ones)
+        # h: [B, N, D]; text: [B, T, D]; cond: [B, D]; adapter_gate: [B, K] or None
         x = self.norm1(h, cond)
         h = h + self.attn1(x, x)
         h = h + self.attn2(self.norm2(h, cond), text)
-        h = _apply_adapter(self.adapter_attn, h, adapter_gate)
+        h = _apply_adapters(self.adapter_attn, h, adapter_gate)
         h = h + self.ff(self.norm3(h, cond))
-        return _apply_adapter(self.adapter_ff, h, adapter_gate)
+        return _apply_adapters(self.adapter_ff, h, adapter_gate)
 
 
-def _apply_adapter(adapter, h: jax.Array, gate: jax.Array | None) -> jax.Array:
-    if adapter is None:
-        return h
-    delta = adapter(h)
-    if gate is not None:
-        delta = delta * gate.astype(delta.dtype)[:, None, None]
-    return h + delta
+def _apply_adapters(adapters: nnx.List, h: jax.Array, gate: jax.Array | None) -> jax.Array:
+    """Returns h + sum_k gate[:, k] * adapter_k(h); every adapter sees the same input h."""
+    out = h
+    for k, adapter in enumerate(adapters):
+        delta = adapter(h)
+        if gate is not None:
+            delta = delta * gate[:, k].astype(delta.dtype)[:, None, None]
+        out = out + delta
+    return out
 
 
 class MlmLayer(nnx.Module):
@@ -313,7 +343,7 @@ class UVit2D(nnx.Module):
             text_hidden: [B, T, encoder_hidden_size] penultimate text-encoder states.
             text_pooled: [B, cond_embed_dim] projected pooled text embedding.
             micro_conds: [B, 5] (orig width, orig height, crop top, crop left, aesthetic score).
-            adapter_gate: [B] weights for adapter outputs per row (None: adapters fully on).
+            adapter_gate: [B, K] weight of adapter k's output in row b (None: all on).
 
         Returns:
             [B, H, W, codebook_size] logits in float32.
@@ -326,13 +356,14 @@ class UVit2D(nnx.Module):
         pooled = jnp.concatenate([text_pooled.astype(jnp.float32), micro], axis=-1)
         cond = self.cond_embed(pooled.astype(self.dtype))  # [B, D]
 
-        x = self.down_block(self.embed(ids), cond, text)  # [B, h, w, C]
-        _, height, width, channels = x.shape
-        h = x.reshape(batch, height * width, channels)
-        h = self.project_to_hidden(self.project_to_hidden_norm(h))  # [B, h*w, D]
-        for layer in self.transformer_layers:
-            h = layer(h, text, cond, adapter_gate)
-        h = self.project_from_hidden(self.project_from_hidden_norm(h))  # [B, h*w, C]
-        x = h.reshape(batch, height, width, channels)
-        x = self.up_block(x, cond, text)
-        return self.mlm_layer(x).astype(jnp.float32)
+        with _adapter_gate_scope(adapter_gate):
+            x = self.down_block(self.embed(ids), cond, text)  # [B, h, w, C]
+            _, height, width, channels = x.shape
+            h = x.reshape(batch, height * width, channels)
+            h = self.project_to_hidden(self.project_to_hidden_norm(h))  # [B, h*w, D]
+            for layer in self.transformer_layers:
+                h = layer(h, text, cond, adapter_gate)
+            h = self.project_from_hidden(self.project_from_hidden_norm(h))  # [B, h*w, C]
+            x = h.reshape(batch, height, width, channels)
+            x = self.up_block(x, cond, text)
+            return self.mlm_layer(x).astype(jnp.float32)
