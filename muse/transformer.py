@@ -17,12 +17,13 @@ Adapters plug in without this file knowing their kind:
 
 * every transformer layer has two slots, `adapter_attn` (after the cross-attention
   residual) and `adapter_ff` (after the feed-forward residual), each an `nnx.List` of
-  modules mapping h [B, N, D] to a delta [B, N, D] (empty in the base model);
-* `UVit2D.__call__` takes `adapter_gate` [B, K]: row b adds `gate[b, k] * delta_k` for
-  the k-th adapter of a slot, so one batched forward can run some rows with an adapter
-  and others without (StyleDrop guidance) or with another adapter (style + subject);
-* adapters that live inside other layers (LoRA on q/k/v) read the gate of the running
-  forward from `current_adapter_gate()`.
+  modules mapping h [B, N, D] to a delta [B, N, D] that the layer adds (empty in the
+  base model);
+* `UVit2D.__call__` takes `adapter_gate` [B, K]: the weight of adapter k in row b, so one
+  batched forward can run some rows with an adapter and others without (StyleDrop
+  guidance) or with another adapter (style + subject). Every adapter, in a slot or
+  inside another layer (LoRA on q/k/v), scales its own output by its column of the gate,
+  read from `current_adapter_gate()` during the forward.
 """
 
 from __future__ import annotations
@@ -228,30 +229,21 @@ class TransformerLayer(nnx.Module):
         self.adapter_attn = nnx.List([])
         self.adapter_ff = nnx.List([])
 
-    def __call__(
-        self,
-        h: jax.Array,
-        text: jax.Array,
-        cond: jax.Array,
-        adapter_gate: jax.Array | None = None,
-    ) -> jax.Array:
-        # h: [B, N, D]; text: [B, T, D]; cond: [B, D]; adapter_gate: [B, K] or None
+    def __call__(self, h: jax.Array, text: jax.Array, cond: jax.Array) -> jax.Array:
+        # h: [B, N, D]; text: [B, T, D]; cond: [B, D]
         x = self.norm1(h, cond)
         h = h + self.attn1(x, x)
         h = h + self.attn2(self.norm2(h, cond), text)
-        h = _apply_adapters(self.adapter_attn, h, adapter_gate)
+        h = _apply_adapters(self.adapter_attn, h)
         h = h + self.ff(self.norm3(h, cond))
-        return _apply_adapters(self.adapter_ff, h, adapter_gate)
+        return _apply_adapters(self.adapter_ff, h)
 
 
-def _apply_adapters(adapters: nnx.List, h: jax.Array, gate: jax.Array | None) -> jax.Array:
-    """Returns h + sum_k gate[:, k] * adapter_k(h); every adapter sees the same input h."""
+def _apply_adapters(adapters: nnx.List, h: jax.Array) -> jax.Array:
+    """Returns h + sum of the adapters' deltas; every adapter sees the same input h."""
     out = h
-    for k, adapter in enumerate(adapters):
-        delta = adapter(h)
-        if gate is not None:
-            delta = delta * gate[:, k].astype(delta.dtype)[:, None, None]
-        out = out + delta
+    for adapter in adapters:
+        out = out + adapter(h)
     return out
 
 
@@ -362,7 +354,7 @@ class UVit2D(nnx.Module):
             h = x.reshape(batch, height * width, channels)
             h = self.project_to_hidden(self.project_to_hidden_norm(h))  # [B, h*w, D]
             for layer in self.transformer_layers:
-                h = layer(h, text, cond, adapter_gate)
+                h = layer(h, text, cond)
             h = self.project_from_hidden(self.project_from_hidden_norm(h))  # [B, h*w, C]
             x = h.reshape(batch, height, width, channels)
             x = self.up_block(x, cond, text)
