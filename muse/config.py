@@ -169,9 +169,12 @@ class SamplingConfig:
 
     mask_token_id: int = 8255
     masking_schedule: str = "cosine"
+    # Re-masking rule: "amused" (diffusers' scheduler) or "maskgit" (the paper's sampler).
+    decoding: str = "amused"
     num_steps: int = 12
     guidance_scale: float = 10.0
-    temperature: tuple[float, float] = (2.0, 0.0)
+    # aMUSEd: (start, end) annealed linearly; MaskGIT: a scalar choice temperature.
+    temperature: float | tuple[float, float] = (2.0, 0.0)
     aesthetic_score: float = 6.0
     crop_coords: tuple[int, int] = (0, 0)
 
@@ -183,7 +186,8 @@ class SamplingConfig:
     def to_dict(self) -> dict[str, Any]:
         """Returns a JSON-serialisable dict."""
         values = dataclasses.asdict(self)
-        values["temperature"] = list(self.temperature)
+        if isinstance(self.temperature, tuple):
+            values["temperature"] = list(self.temperature)
         values["crop_coords"] = list(self.crop_coords)
         return values
 

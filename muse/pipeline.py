@@ -94,7 +94,7 @@ class Pipeline:
         values = {
             "mask_token_id": sampling.mask_token_id,
             "num_steps": sampling.num_steps,
-            "style": "amused",
+            "style": sampling.decoding,
             "schedule": sampling.masking_schedule,
             "temperature": sampling.temperature,
         }
