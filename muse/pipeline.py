@@ -20,7 +20,7 @@ from flax import nnx
 
 from muse import checkpoint
 from muse.config import ModelConfig
-from muse.sampling import DecodeConfig, decode
+from muse.sampling import DecodeConfig, combine_branches, decode
 from muse.text_encoder import TextEncoder
 from muse.transformer import UVit2D
 from muse.vq import VQModel
@@ -59,6 +59,15 @@ def _sample_tokens(graphdef, state, init_ids, hidden, pooled, micro, gates, weig
         return model(ids, *inputs)
 
     return decode(logits_fn, (hidden, pooled, micro, gates), weights, init_ids, key, cfg)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _guided_logits(graphdef, state, ids, hidden, pooled, micro, gates, weights):
+    """One guided forward: the combined logits a decoding step would see for `ids`."""
+    model = nnx.merge(graphdef, state)
+    tiled = jnp.tile(ids, (weights.shape[0], 1, 1))
+    logits = model(tiled, hidden, pooled, micro, gates)
+    return combine_branches(logits, weights, ids.shape[0])
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -140,24 +149,45 @@ class Pipeline:
         chunk = min(batch_size, total)
         graphdef, state = nnx.split(self.transformer)
         weights = jnp.asarray([b.weight for b in branches], jnp.float32)
-        embeddings = [self.text_encoder.encode(list(b.prompts)) for b in branches]
-        micro = self.micro_conds(len(branches) * chunk, aesthetic_score)
         key = jax.random.key(seed)
         out = []
         for index, start in enumerate(range(0, total, chunk)):
             rows = _padded_rows(start, chunk, total)  # [chunk]
-            hidden = np.concatenate([e.hidden_states[rows] for e in embeddings])
-            pooled = np.concatenate([e.pooled[rows] for e in embeddings])
-            gates = np.repeat(_gate_matrix(branches), chunk, axis=0)  # [n * chunk, K]
+            inputs = self.branch_inputs(branches, rows, aesthetic_score)
             init = jnp.full((chunk, side, side), cfg.mask_token_id, jnp.int32)
             ids = _sample_tokens(
-                graphdef, state, init, hidden, pooled, micro, gates, weights,
-                jax.random.fold_in(key, index), cfg,
-            )  # fmt: skip
+                graphdef, state, init, *inputs, weights, jax.random.fold_in(key, index), cfg
+            )
             out.append(np.asarray(ids)[: min(chunk, total - start)])
             if progress is not None:
                 progress(min(start + chunk, total), total)
         return np.concatenate(out)
+
+    def branch_inputs(
+        self, branches: Sequence[Branch], rows: np.ndarray, aesthetic_score: float | None = None
+    ) -> tuple[np.ndarray, ...]:
+        """Branch-major model inputs for the given example rows: hidden, pooled, micro, gates."""
+        embeddings = [self.text_encoder.encode([b.prompts[r] for r in rows]) for b in branches]
+        hidden = np.concatenate([e.hidden_states for e in embeddings])  # [n * B, T, D]
+        pooled = np.concatenate([e.pooled for e in embeddings])  # [n * B, E]
+        micro = self.micro_conds(len(branches) * len(rows), aesthetic_score)  # [n * B, 5]
+        gates = np.repeat(_gate_matrix(branches), len(rows), axis=0)  # [n * B, K]
+        return hidden, pooled, micro, gates
+
+    def guided_logits(self, branches: Sequence[Branch], ids: np.ndarray) -> np.ndarray:
+        """Combined logits of all branches for token grids `ids` [B, h, w], in one forward.
+
+        This is exactly what a decoding step computes (same batching, same combination).
+
+        Returns:
+            [B, h, w, V] float32.
+        """
+        inputs = self.branch_inputs(branches, np.arange(len(ids)))
+        weights = jnp.asarray([b.weight for b in branches], jnp.float32)
+        graphdef, state = nnx.split(self.transformer)
+        return np.asarray(
+            _guided_logits(graphdef, state, jnp.asarray(ids, jnp.int32), *inputs, weights)
+        )
 
     def decode_tokens(self, ids: np.ndarray, batch_size: int = 8) -> np.ndarray:
         """Token grids [N, h, w] -> images [N, H, W, 3] float32 in [0, 1]."""

@@ -72,6 +72,21 @@ class DecodeConfig:
         return schedule.temperatures(self.num_steps, self.temperature)
 
 
+def combine_branches(logits: jax.Array, weights: jax.Array, batch: int) -> jax.Array:
+    """Weighted sum of branch logits.
+
+    Args:
+        logits: [n * B, ..., V] branch-major model outputs.
+        weights: [n] branch weights.
+        batch: B.
+
+    Returns:
+        [B, ..., V] float32 `sum_i weights[i] * logits_i`.
+    """
+    stacked = logits.reshape(weights.shape[0], batch, *logits.shape[1:]).astype(jnp.float32)
+    return jnp.tensordot(weights.astype(jnp.float32), stacked, axes=1)
+
+
 def decode_step(
     logits: jax.Array,
     ids: jax.Array,
@@ -158,8 +173,8 @@ def decode(
         ids, key, history = carry
         key, sample_key, gumbel_key = jax.random.split(key, 3)
         tiled = jnp.tile(ids, (num_branches, 1)).reshape(num_branches * batch, height, width)
-        logits = logits_fn(tiled, inputs).reshape(num_branches, batch, length, -1)
-        combined = jnp.tensordot(weights, logits.astype(jnp.float32), axes=1)  # [B, L, V]
+        logits = logits_fn(tiled, inputs)  # [n * B, H, W, V]
+        combined = combine_branches(logits, weights, batch).reshape(batch, length, -1)
         x0_draw = jax.random.categorical(sample_key, combined, axis=-1)
         gumbel = jax.random.gumbel(gumbel_key, (batch, length), jnp.float32)
         ids = decode_step(combined, ids, step, x0_draw, gumbel, temps[step], base_count, cfg)
