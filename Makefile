@@ -4,12 +4,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-parity lint clean
+SYSTEM_PACKAGES := fonts-noto-color-emoji fonts-symbola fonts-dejavu-core fontconfig
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install system-packages test test-parity lint clean
+
+# Debian packages: the fonts the emoji world is rendered from.
+system-packages:
+	@dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \
+		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES))
 
 # Create the virtual environment and install the project with its test tools.
 # torch/torchvision come first and pinned: pip takes them from the machine's local
 # wheel store; an unpinned torch would pull a multi-GB build from the network.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
@@ -19,7 +27,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The whole test suite (parity tests against diffusers included).
-test: $(STAMP)
+test: system-packages $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
