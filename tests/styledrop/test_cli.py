@@ -83,3 +83,82 @@ def test_user_errors_are_one_line_not_tracebacks(tmp_path, tiny_diffusers_dir):
 
     result = _run("convert", str(tmp_path / "nothing"), str(tmp_path / "out"))
     assert result.returncode == 2 and "No checkpoint folder" in result.stderr
+
+
+def test_finetune_then_generate_in_style(tmp_path, tiny_model_dir):
+    style = tmp_path / "style.png"
+    pixels = np.zeros((24, 24, 3), np.uint8)
+    pixels[:, ::3] = (255, 0, 0)
+    Image.fromarray(pixels).save(style)
+    run = tmp_path / "run"
+    result = _run(
+        "finetune",
+        str(style),
+        "--descriptor",
+        "in stripes style",
+        "--caption",
+        "style.png=a grid",
+        "--base",
+        str(tiny_model_dir),
+        "--steps",
+        "3",
+        "--adapter",
+        "r2",
+        "--out",
+        str(run),
+    )
+    assert result.returncode == 0, result.stderr
+    adapter = run / "adapter.safetensors"
+    assert adapter.is_file()
+    out = tmp_path / "styled.png"
+    result = _run(
+        "generate",
+        "--base",
+        str(tiny_model_dir),
+        "--adapter",
+        str(adapter),
+        "--prompt",
+        "a cat",
+        "-n",
+        "2",
+        "--lambda-a",
+        "1.5",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    assert np.asarray(Image.open(out)).shape == (18 + 2, 2 * 18 + 2, 3)
+
+
+def test_finetune_refuses_bad_images_before_any_work(tmp_path, tiny_model_dir):
+    good = tmp_path / "good.png"
+    Image.new("RGB", (32, 32)).save(good)
+    bad = tmp_path / "anim.gif"
+    Image.new("RGB", (32, 32)).save(bad)
+    result = _run(
+        "finetune",
+        str(good),
+        str(bad),
+        "--descriptor",
+        "x",
+        "--base",
+        str(tiny_model_dir),
+        "--out",
+        str(tmp_path / "run"),
+    )
+    assert result.returncode == 2
+    assert "anim.gif" in result.stderr and "GIF" in result.stderr
+    assert not (tmp_path / "run").exists()
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    result = _run(
+        "finetune",
+        str(broken),
+        "--descriptor",
+        "x",
+        "--base",
+        str(tiny_model_dir),
+        "--out",
+        str(tmp_path / "run"),
+    )
+    assert result.returncode == 2 and "broken.png" in result.stderr
