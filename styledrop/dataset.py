@@ -19,6 +19,7 @@ from flax import nnx
 from PIL import Image
 
 from muse.pipeline import Pipeline
+from muse.vq import VQModel
 from styledrop.guidance import add_descriptor
 from styledrop.inputs import center_square
 
@@ -98,9 +99,9 @@ def _tokenize(graphdef, state, images):
     return nnx.merge(graphdef, state).tokenize(images)
 
 
-def tokenize_images(pipe: Pipeline, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
+def tokenize_images(vq: VQModel, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
     """[N, S, S, 3] uint8 -> [N, h, w] int32 VQ token ids."""
-    graphdef, state = nnx.split(pipe.vq)
+    graphdef, state = nnx.split(vq)
     out = []
     for start in range(0, len(images), batch_size):
         chunk = jnp.asarray(images[start : start + batch_size], jnp.float32) / 255.0
@@ -137,7 +138,7 @@ def build_token_pool(
         crops = augmented_crops(example.pixels, size, variants_per_image, rng)
         images.append(crops)
         prompt_rows += [prompts.index(prompt)] * len(crops)
-    ids = tokenize_images(pipe, np.concatenate(images))
+    ids = tokenize_images(pipe.vq, np.concatenate(images))
     embeddings = pipe.text_encoder.encode(prompts)
     return TokenPool(
         ids=jnp.asarray(ids),

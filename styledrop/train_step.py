@@ -72,6 +72,9 @@ def make_train_step(
     tx: optax.GradientTransformation,
     batch_size: int,
     mask_token_id: int,
+    *,
+    caption_dropout: float = 0.0,
+    empty_prompt_index: int = 0,
 ) -> Callable[..., Any]:
     """Builds the jitted step (adapter, opt, base, pool, step, key) -> (adapter, opt, metrics).
 
@@ -80,6 +83,12 @@ def make_train_step(
         tx: The optimizer (over the adapter state only).
         batch_size: Examples per step, drawn from the token pool.
         mask_token_id: The model's mask id.
+        caption_dropout: Probability of replacing an example's prompt by the empty prompt
+            (base-model training, so classifier-free guidance has an unconditional model).
+        empty_prompt_index: Row of the empty prompt in the pool's text arrays.
+
+    The trainable state is whatever the caller split out first (adapters for StyleDrop,
+    every parameter for base training); the third argument holds the rest, frozen.
 
     Returns:
         A jitted function; the adapter and optimizer states are donated (updated in place).
@@ -88,7 +97,7 @@ def make_train_step(
     def step_fn(adapter_state, opt_state, base_state, pool, step, seed_key):
         ids_pool, prompt_index, hidden, pooled, micro = pool
         key = jax.random.fold_in(seed_key, step)
-        pick_key, mask_key = jax.random.split(key)
+        pick_key, mask_key, drop_key = jax.random.split(key, 3)
         # A shuffled pass over the pool, repeated when the pool is smaller than a batch.
         size = ids_pool.shape[0]
         order = jax.random.permutation(pick_key, size)
@@ -96,11 +105,15 @@ def make_train_step(
         targets = ids_pool[rows]  # [B, h, w]
         masked, mask = mask_tokens(mask_key, targets, mask_token_id)
         text_rows = prompt_index[rows]
+        if caption_dropout > 0:
+            dropped = jax.random.uniform(drop_key, (batch_size,)) < caption_dropout
+            text_rows = jnp.where(dropped, empty_prompt_index, text_rows)
         micro_b = jnp.broadcast_to(micro, (batch_size, micro.shape[-1]))
 
         def loss_fn(adapter):
             model = nnx.merge(graphdef, adapter, base_state)
-            logits = model(masked, hidden[text_rows], pooled[text_rows], micro_b)
+            text_hidden = hidden[text_rows].astype(jnp.float32)
+            logits = model(masked, text_hidden, pooled[text_rows].astype(jnp.float32), micro_b)
             return masked_cross_entropy(logits, targets, mask)
 
         (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(adapter_state)

@@ -1,0 +1,260 @@
+"""Training the embedded base U-ViT on the emoji world (Muse masking + caption dropout).
+
+The base is the same `muse.transformer.UVit2D` as the aMUSEd presets, in a small size.
+Everything the step needs is prepared once: the "base" split is tokenized with the zoo's
+VQ and every distinct caption is encoded with the zoo's text encoder; each (image,
+caption) pair becomes one row of a token pool, and the jitted step of
+`styledrop.train_step` (the same one StyleDrop fine-tuning uses) samples batches from it,
+dropping captions to the empty prompt so classifier-free guidance has an unconditional
+model. Checkpoints are atomic and resumable bit-identically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from muse import weights
+from muse.config import TransformerConfig
+from muse.text_encoder import TextEncoder
+from muse.transformer import UVit2D
+from muse.vq import VQModel
+from styledrop import train_checkpoint
+from styledrop.dataset import TokenPool, tokenize_images
+from styledrop.train_step import make_train_step
+from styledrop.zoo.dataset import load_dataset
+
+TRANSFORMER_FILE = "transformer.safetensors"
+CONFIG_FILE = "transformer_config.json"
+POOL_FILE = "pool.npz"
+
+
+def zoo_transformer_config(
+    codebook_size: int, text_hidden: int, text_projection: int, grid: int = 8, width: int = 256
+) -> TransformerConfig:
+    """The small U-ViT of the emoji world: same architecture as aMUSEd, fewer channels/layers.
+
+    Args:
+        codebook_size: VQ codebook size (the mask token is appended after it).
+        text_hidden: Text encoder hidden width.
+        text_projection: Text encoder projection width (the pooled embedding).
+        grid: Token grid side.
+        width: Transformer hidden width.
+    """
+    return TransformerConfig(
+        hidden_size=width,
+        cond_embed_dim=text_projection,
+        micro_cond_encode_dim=16,
+        micro_cond_embed_dim=80,
+        encoder_hidden_size=text_hidden,
+        vocab_size=codebook_size + 1,
+        codebook_size=codebook_size,
+        in_channels=width // 2,
+        block_out_channels=width // 2,
+        num_res_blocks=1,
+        block_num_heads=4,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        intermediate_size=2 * width,
+        sample_size=grid,
+    )
+
+
+@dataclass(frozen=True)
+class BaseTrainConfig:
+    """Hyperparameters of base-model training.
+
+    Attributes:
+        width: Transformer width (see `zoo_transformer_config`).
+        steps: Optimizer steps.
+        batch_size: Pairs per step.
+        learning_rate: Peak AdamW learning rate (linear warm-up, cosine decay).
+        warmup_steps: Warm-up length.
+        weight_decay: AdamW weight decay.
+        caption_dropout: Probability of training on the empty prompt instead.
+        captions_per_image: Caption phrasings kept per image.
+        seed: Seed of init, batches, masks and dropout.
+        checkpoint_every: Steps between checkpoints.
+    """
+
+    width: int = 256
+    steps: int = 3000
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    warmup_steps: int = 200
+    weight_decay: float = 0.01
+    caption_dropout: float = 0.1
+    captions_per_image: int = 4
+    seed: int = 0
+    checkpoint_every: int = 200
+
+    def fingerprint(self) -> str:
+        """What a checkpoint must match to be resumed."""
+        values = dataclasses.asdict(self)
+        values.pop("checkpoint_every")
+        return json.dumps(values, sort_keys=True)
+
+
+def build_pool(
+    data_dir: Path, vq: VQModel, text_encoder: TextEncoder, captions_per_image: int
+) -> tuple[TokenPool, dict]:
+    """Tokenizes the "base" split and encodes its captions; row 0 of the text is "".
+
+    Returns:
+        The pool (one row per (image, caption) pair) and a summary dict.
+    """
+    images, records = load_dataset(data_dir, split="base")
+    ids = tokenize_images(vq, images, batch_size=64)  # [N, h, w]
+    prompts = [""]
+    index: dict[str, int] = {"": 0}
+    image_rows, prompt_rows = [], []
+    for row, record in enumerate(records):
+        for caption in record["captions"][:captions_per_image]:
+            if caption not in index:
+                index[caption] = len(prompts)
+                prompts.append(caption)
+            image_rows.append(row)
+            prompt_rows.append(index[caption])
+    hidden, pooled = [], []
+    for start in range(0, len(prompts), 256):
+        emb = text_encoder.encode(prompts[start : start + 256])
+        hidden.append(emb.hidden_states.astype(np.float16))
+        pooled.append(emb.pooled.astype(np.float16))
+    side = ids.shape[1] * (images.shape[1] // ids.shape[1])
+    pool = TokenPool(
+        ids=jnp.asarray(ids[np.asarray(image_rows)]),
+        prompt_index=jnp.asarray(prompt_rows, jnp.int32),
+        hidden=jnp.asarray(np.concatenate(hidden)),
+        pooled=jnp.asarray(np.concatenate(pooled)),
+        micro=jnp.asarray([side, side, 0, 0, 6], jnp.float32),
+        prompts=tuple(prompts),
+    )
+    summary = {"images": len(images), "pairs": len(image_rows), "prompts": len(prompts)}
+    return pool, summary
+
+
+def train_base(
+    data_dir: str | Path,
+    vq: VQModel,
+    text_encoder: TextEncoder,
+    out_dir: str | Path,
+    config: BaseTrainConfig,
+    progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Path | None:
+    """Trains (or resumes) the base U-ViT; writes `transformer.safetensors` and its config.
+
+    Args:
+        data_dir: An emoji-world dataset folder (`styledrop zoo data`).
+        vq: The zoo's trained VQ tokenizer.
+        text_encoder: The zoo's trained text encoder.
+        out_dir: Run folder (checkpoint, log, final weights).
+        config: Hyperparameters.
+        progress: Called after each step with step, loss, accuracy, steps_per_s, eta_s.
+        should_stop: Polled after each step; True checkpoints and returns None.
+
+    Returns:
+        Path of the final weights (None when stopped early).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pool, summary = build_pool(Path(data_dir), vq, text_encoder, config.captions_per_image)
+    codebook = int(vq.config.num_vq_embeddings)
+    model_cfg = zoo_transformer_config(
+        codebook,
+        int(pool.hidden.shape[-1]),
+        int(pool.pooled.shape[-1]),
+        grid=int(pool.ids.shape[1]),
+        width=config.width,
+    )
+    model = UVit2D(model_cfg, rngs=nnx.Rngs(config.seed))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, config.learning_rate, config.warmup_steps, config.steps, config.learning_rate * 0.05
+    )
+    tx = optax.chain(
+        optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=config.weight_decay)
+    )
+    opt_state = tx.init(params)
+    start = 0
+    saved = train_checkpoint.restore(out_dir, (params, opt_state), config.fingerprint())
+    if saved is not None:
+        (params, opt_state), start = saved
+    step_fn = make_train_step(
+        graphdef, tx, config.batch_size, model_cfg.mask_token_id,
+        caption_dropout=config.caption_dropout, empty_prompt_index=0,
+    )  # fmt: skip
+    key = jax.random.key(config.seed)
+    arrays = pool.as_tuple()
+    began, done_at_start = time.perf_counter(), start
+    with (out_dir / "train_log.jsonl").open("a") as log:
+        for step in range(start + 1, config.steps + 1):
+            params, opt_state, metrics = step_fn(params, opt_state, rest, arrays, step - 1, key)
+            record = {"step": step, "loss": float(metrics["loss"])}
+            record["accuracy"] = float(metrics["accuracy"])
+            log.write(json.dumps(record) + "\n")
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                train_checkpoint.save(out_dir, (params, opt_state), step, config.fingerprint())
+                log.flush()
+            if progress is not None:
+                rate = (step - done_at_start) / max(time.perf_counter() - began, 1e-9)
+                progress({**record, "steps_per_s": rate, "eta_s": (config.steps - step) / rate})
+            if should_stop is not None and should_stop() and step < config.steps:
+                train_checkpoint.save(out_dir, (params, opt_state), step, config.fingerprint())
+                return None
+    train_checkpoint.save(out_dir, (params, opt_state), config.steps, config.fingerprint())
+    nnx.update(model, params)
+    path = out_dir / TRANSFORMER_FILE
+    weights.save_params(model, path)
+    info = {"transformer": model_cfg.to_dict(), "train": dataclasses.asdict(config), **summary}
+    (out_dir / CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return path
+
+
+def main_train_base(argv: list[str] | None = None) -> int:
+    """`styledrop zoo train base --data DIR --vq DIR --text DIR --out DIR [--steps N]`."""
+    from tqdm import tqdm
+
+    from muse.config import VQConfig
+
+    parser = argparse.ArgumentParser(prog="styledrop zoo train base")
+    parser.add_argument("--data", type=Path, required=True, help="emoji-world dataset folder")
+    parser.add_argument("--vq", type=Path, required=True, help="folder with vqvae.safetensors")
+    parser.add_argument(
+        "--text", type=Path, required=True, help="folder with text_encoder/ and tokenizer/"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="run folder")
+    parser.add_argument("--steps", type=int, default=BaseTrainConfig.steps)
+    parser.add_argument("--batch-size", type=int, default=BaseTrainConfig.batch_size)
+    parser.add_argument("--width", type=int, default=BaseTrainConfig.width)
+    parser.add_argument("--lr", type=float, default=BaseTrainConfig.learning_rate)
+    args = parser.parse_args(argv)
+    vq_cfg = VQConfig.from_dict(json.loads((args.vq / "vq_config.json").read_text()))
+    vq = nnx.eval_shape(lambda: VQModel(vq_cfg, rngs=nnx.Rngs(0)))
+    weights.load_params(vq, args.vq / "vqvae.safetensors")
+    text = TextEncoder.load(args.text / "text_encoder", tokenizer=args.text / "tokenizer")
+    config = BaseTrainConfig(
+        steps=args.steps, batch_size=args.batch_size, width=args.width, learning_rate=args.lr
+    )
+    bar = tqdm(total=config.steps, unit="step", desc="base U-ViT")
+
+    def show(event: dict) -> None:
+        bar.n = event["step"]
+        bar.set_postfix(loss=f"{event['loss']:.3f}", acc=f"{event['accuracy']:.3f}")
+        bar.refresh()
+
+    path = train_base(args.data, vq, text, args.out, config, progress=show)
+    bar.close()
+    print(f"Wrote {path}")
+    return 0
