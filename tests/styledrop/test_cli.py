@@ -162,3 +162,13 @@ def test_finetune_refuses_bad_images_before_any_work(tmp_path, tiny_model_dir):
         str(tmp_path / "run"),
     )
     assert result.returncode == 2 and "broken.png" in result.stderr
+
+
+def test_zoo_dispatches_to_its_steps(tmp_path):
+    result = _run("zoo", "train", "nothing")
+    assert result.returncode == 2 and "vq, text, judge or base" in result.stderr
+    result = _run(
+        "zoo", "data", "--out", str(tmp_path / "w"), "--subjects", "penguin,dog", "--no-heldout"
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "w" / "manifest.json").is_file()
