@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from muse.config import TransformerConfig, VQConfig
+
+# Nothing in the tests may reach the network: every model is built in the test.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def perturb_norms(model, scale: float = 0.3) -> None:
