@@ -1,0 +1,190 @@
+"""The zoo's two CLIPs on a tiny emoji-world build: world tokenizer, learning, resume, loading."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import CLIPTextModelWithProjection
+
+from muse.text_encoder import TextEncoder
+from muse.tokenizer import build_open_clip_tokenizer, load_tokenizer, tokenize
+from styledrop.zoo import train_judge as tj
+from styledrop.zoo import train_text_encoder as tt
+from styledrop.zoo.dataset import build_dataset
+
+SUBJECTS = ["penguin", "banana", "racing_car", "teapot", "letter_a"]
+
+TINY_TEXT = tt.TextTrainConfig(
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    projection_dim=16,
+    vision_width=32,
+    vision_layers=2,
+    vision_heads=2,
+    patch_size=16,
+    steps=20,
+    batch_size=16,
+    learning_rate=3e-3,
+    warmup_steps=2,
+    checkpoint_every=5,
+    eval_every=0,
+)
+TINY_JUDGE = tj.JudgeTrainConfig(
+    embed_dim=16,
+    vision_width=32,
+    vision_layers=2,
+    vision_head_width=16,
+    patch_size=16,
+    text_width=32,
+    text_layers=2,
+    text_heads=2,
+    steps=20,
+    batch_size=16,
+    learning_rate=3e-3,
+    warmup_steps=2,
+    checkpoint_every=5,
+    eval_every=0,
+)
+TRAIN = {"text": tt.train_text_encoder, "judge": tj.train_judge}
+CONFIGS = {"text": TINY_TEXT, "judge": TINY_JUDGE}
+CHECKPOINTS = {"text": tt.CHECKPOINT_FILE, "judge": tj.CHECKPOINT_FILE}
+LOGS = {"text": tt.LOG_FILE, "judge": tj.LOG_FILE}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """5 subjects: 40 base images, 40 judge images, 10 eval images, held-out references."""
+    data = tmp_path_factory.mktemp("world")
+    build_dataset(data, subjects=SUBJECTS, draws={"base": 8, "judge": 8, "eval": 2})
+    return data
+
+
+@pytest.fixture(autouse=True)
+def deterministic():
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(previous)
+
+
+@pytest.fixture(scope="module")
+def trained(world, tmp_path_factory):
+    """Both models trained for 20 tiny steps: {"text": run folder, "judge": run folder}."""
+    runs = {}
+    for name, train in TRAIN.items():
+        runs[name] = tmp_path_factory.mktemp(name)
+        train(world, runs[name], CONFIGS[name])
+    return runs
+
+
+def _losses(run, name):
+    lines = (run / LOGS[name]).read_text().splitlines()
+    return [json.loads(line)["loss"] for line in lines]
+
+
+def test_world_tokenizer_splits_world_text_like_clip():
+    world = tt.build_world_tokenizer()
+    full = build_open_clip_tokenizer()
+    texts = [*tt.world_texts()[::50], "a penguin in watercolor style", "the letter 'Z'"]
+    assert len(world) < 4000 and world.pad_token_id == world.eos_token_id == len(world) - 1
+    ours, clips = tokenize(world, texts), tokenize(full, texts)
+    for a, b in zip(ours, clips, strict=True):
+        pieces = world.convert_ids_to_tokens(a[a != world.pad_token_id].tolist())
+        assert pieces == full.convert_ids_to_tokens(b[b != full.pad_token_id].tolist())
+    # Text outside the world still tokenizes, into smaller pieces.
+    assert world.tokenize("astronaut") == ["a", "str", "on", "au", "t</w>"]
+
+
+@pytest.mark.parametrize("name", ["text", "judge"])
+def test_training_lowers_the_loss(trained, name):
+    losses = _losses(trained[name], name)
+    assert len(losses) == CONFIGS[name].steps
+    assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.1
+
+
+@pytest.mark.parametrize("name", ["text", "judge"])
+def test_resume_is_bit_identical(world, tmp_path, name):
+    config = dataclasses.replace(CONFIGS[name], steps=6, checkpoint_every=2)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    TRAIN[name](world, straight, config)
+    steps = []
+    assert TRAIN[name](world, resumed, config, progress=steps.append,
+                       should_stop=lambda: steps[-1]["step"] == 3) is None  # fmt: skip
+    assert json.loads((resumed / LOGS[name]).read_text().splitlines()[-1])["step"] == 3
+    TRAIN[name](world, resumed, config)
+    a = torch.load(straight / CHECKPOINTS[name], weights_only=True)
+    b = torch.load(resumed / CHECKPOINTS[name], weights_only=True)
+    assert a["step"] == b["step"] == 6
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key, state in a["optimizer"]["state"].items():
+        for field, value in state.items():
+            assert torch.equal(value, b["optimizer"]["state"][key][field]), (key, field)
+    assert _losses(straight, name) == _losses(resumed, name)
+
+
+def test_resume_refuses_other_settings(world, trained):
+    other = dataclasses.replace(TINY_TEXT, learning_rate=1e-2)
+    with pytest.raises(tt.CheckpointMismatchError, match="other settings"):
+        tt.train_text_encoder(world, trained["text"], other)
+
+
+def test_saved_text_encoder_loads_and_encodes(world, trained):
+    out = trained["text"]
+    model = CLIPTextModelWithProjection.from_pretrained(out / tt.TEXT_ENCODER_DIR)
+    assert model.config.vocab_size == len(load_tokenizer(out / tt.TOKENIZER_DIR))
+    assert model.config.max_position_embeddings == 77
+    encoder = TextEncoder.load(out / tt.TEXT_ENCODER_DIR, tokenizer=out / tt.TOKENIZER_DIR)
+    emb = encoder.encode(["a penguin in greyscale", ""])
+    assert emb.hidden_states.shape == (2, 77, TINY_TEXT.hidden_size)
+    assert emb.pooled.shape == (2, TINY_TEXT.projection_dim)
+    assert np.isfinite(emb.hidden_states).all() and np.isfinite(emb.pooled).all()
+    # The text tower is the trained one, and the short training context changes nothing.
+    state = torch.load(out / tt.CHECKPOINT_FILE, weights_only=True)["model"]
+    ids = torch.from_numpy(tokenize(encoder.tokenizer, ["a penguin in greyscale"]))
+    clip = tt.TextCLIP(TINY_TEXT, encoder.tokenizer)
+    clip.load_state_dict(state)
+    with torch.no_grad():
+        full = clip.text(input_ids=ids).text_embeds
+        short = clip.text(input_ids=ids[:, :12]).text_embeds
+    np.testing.assert_allclose(emb.pooled[:1], full.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(short.numpy(), full.numpy(), rtol=1e-5, atol=1e-6)
+    info = json.loads((out / tt.EVAL_FILE).read_text())
+    assert 0.0 <= info["text_top1_eval"] <= 1.0 and info["classes"] == len(SUBJECTS)
+    assert tt.evaluate_text_encoder(world, out)["text_top1_eval"] == info["text_top1_eval"]
+
+
+def test_saved_judge_reloads_offline_with_the_same_embeddings(world, trained):
+    out = trained["judge"]
+    judge_dir = out / tj.JUDGE_DIR
+    model, tokenizer = tj.load_judge(judge_dir)
+    # The weights are stored in float16: compare with the trained model rounded the same way.
+    state = torch.load(out / tj.CHECKPOINT_FILE, weights_only=True)["model"]
+    reference = tj.build_judge(json.loads((judge_dir / tj.CONFIG_FILE).read_text())["model_cfg"])
+    reference.load_state_dict({k: v.half().float() for k, v in state.items()})
+    reference.eval()
+    saved = load_file(judge_dir / tj.WEIGHTS_FILE)
+    assert all(v.dtype == torch.float16 for v in saved.values())
+    prompts = ["a penguin", "a banana on a blue background", "an image of the letter 'A'"]
+    ids = tokenizer(prompts)
+    world_ids = tokenize(tt.build_world_tokenizer(), prompts, TINY_JUDGE.context_length)
+    assert torch.equal(ids, torch.from_numpy(world_ids))
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    pixels = tt.to_pixels(images)
+    with torch.no_grad():
+        for a, b in [
+            (model.encode_text(ids), reference.encode_text(ids)),
+            (model.encode_image(pixels), reference.encode_image(pixels)),
+        ]:
+            assert a.shape == (3, TINY_JUDGE.embed_dim)
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    scores = tj.evaluate_judge(world, judge_dir)
+    assert set(scores) >= {"judge_top1_real", "judge_top1_heldout_style"}
+    assert 0.0 <= scores["judge_top1_real"] <= 1.0
