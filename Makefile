@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := fonts-noto-color-emoji fonts-symbola fonts-dejavu-core fontconfig
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages test test-parity lint clean
+.PHONY: install system-packages test test-parity bench lint clean
 
 # Debian packages: the fonts the emoji world is rendered from.
 system-packages:
@@ -34,6 +34,10 @@ test: system-packages $(STAMP)
 # Only the comparisons against the PyTorch reference.
 test-parity: $(STAMP)
 	$(BIN)/pytest -q -m parity
+
+# Speed and memory against diffusers on this machine (amused_256 and amused_512; long).
+bench: $(STAMP)
+	$(BIN)/styledrop bench --json bench-results.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

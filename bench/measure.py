@@ -1,0 +1,416 @@
+"""Timing, thread pinning and process isolation for the benchmark.
+
+* `time_repeated(fn, warmup, repeats)`: warm-up calls (the first one compiles on our
+  side), then timed repetitions; the figure is their median.
+* `pin_process(threads)` / `child_env(threads)`: both implementations run on the same
+  CPUs with the same thread count: the process's CPU affinity is cut to `threads` CPUs
+  (XLA sizes its thread pool from it), `OMP_NUM_THREADS` / `MKL_NUM_THREADS` /
+  `OPENBLAS_NUM_THREADS` are set, the workloads call `torch.set_num_threads`, and
+  `XLA_FLAGS` carries `--xla_cpu_multi_thread_eigen=true`.
+* Isolation: every measurement runs in its own process and reports its peak resident
+  memory (`VmHWM`). `run_process` starts a fresh interpreter per measurement
+  (`python -m bench.ours WORKLOAD ...`, one JSON line out): the reference method.
+  `ForkWorker` starts one interpreter per implementation that imports that side's
+  libraries once and forks a child per measurement: much faster for small models, but
+  the child's peak starts from its RSS at the fork, which leaves out the shared-library
+  pages it never touches, so its memory figures read lower than a fresh process's
+  (by about 250 MB per side here) and the two modes' figures are not comparable.
+
+Workload modules (`bench.ours`, `bench.reference`) call `workload_main(run, argv)`,
+which serves both: a plain command line runs one measurement; `--serve` runs the fork
+server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+XLA_THREAD_FLAG = "--xla_cpu_multi_thread_eigen=true"
+RESULT_PREFIX = "BENCH-RESULT "
+
+
+class BenchError(RuntimeError):
+    """A measurement failed; the message carries the child's error output."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock times of one measurement, in seconds.
+
+    Attributes:
+        first_s: The first call (on our side it includes tracing and compiling).
+        times_s: The timed repetitions, after warm-up.
+    """
+
+    first_s: float
+    times_s: tuple[float, ...] = field(default_factory=tuple)
+
+    @property
+    def median_s(self) -> float:
+        """Median of the timed repetitions."""
+        return statistics.median(self.times_s)
+
+
+def time_repeated(fn: Callable[[], Any], warmup: int = 1, repeats: int = 5) -> Timing:
+    """Calls `fn` `warmup` times untimed-for-the-figure, then `repeats` times timed.
+
+    `fn` must return only once its work is done (block on device results, convert to
+    numpy, or call `.item()`).
+
+    Returns:
+        The timing; `first_s` is the very first call whether or not it was a warm-up.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"Need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}.")
+    times = []
+    for _ in range(warmup + repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return Timing(first_s=times[0], times_s=tuple(times[warmup:]))
+
+
+def _status_mb(field: str) -> float | None:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    return None
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MB.
+
+    `VmHWM` from /proc/self/status: the high-water mark of this process image only.
+    (`ru_maxrss` would do on a fresh process too, but after fork + exec it starts from
+    the parent's peak, so a small child of a big parent reports the parent's size.)
+    Falls back to `ru_maxrss` where /proc is missing.
+    """
+    peak = _status_mb("VmHWM")
+    if peak is None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return peak
+
+
+def current_rss_mb() -> float:
+    """This process's current resident set size in MB (`VmRSS`)."""
+    value = _status_mb("VmRSS")
+    return float("nan") if value is None else value
+
+
+def available_cpus() -> list[int]:
+    """The CPUs this process may run on."""
+    return sorted(os.sched_getaffinity(0))
+
+
+def pin_process(threads: int, cpus: Sequence[int] | None = None) -> list[int]:
+    """Restricts this process to `cpus`, or else to its first `threads` allowed CPUs.
+
+    Call it before JAX or torch start their thread pools (0 threads and no `cpus`: all
+    allowed CPUs). Also sets the thread-count environment variables for libraries
+    initialised later.
+
+    Returns:
+        The CPUs in use.
+    """
+    allowed = available_cpus()
+    if cpus:
+        chosen = sorted(set(cpus))
+        if not set(chosen) <= set(allowed):
+            raise ValueError(f"CPUs {chosen} are not all available (allowed: {allowed}).")
+    elif threads > len(allowed):
+        raise ValueError(f"Asked for {threads} threads but only {len(allowed)} CPUs are available.")
+    else:
+        chosen = allowed[:threads] if threads else allowed
+    if chosen != allowed:
+        os.sched_setaffinity(0, chosen)
+    for name in THREAD_ENV_VARS:
+        os.environ[name] = str(len(chosen))
+    return chosen
+
+
+def parse_cpus(text: str | None) -> list[int] | None:
+    """Parses a CPU list such as "0,1,4"; None or "" give None."""
+    return [int(part) for part in text.split(",")] if text else None
+
+
+def child_env(threads: int, xla_flags: str = "") -> dict[str, str]:
+    """Environment of a measurement process: pinned thread counts, CPU-only JAX, quiet logs.
+
+    Args:
+        threads: Thread count for both frameworks.
+        xla_flags: Extra XLA flags (appended after the thread flag).
+    """
+    env = dict(os.environ)
+    for name in THREAD_ENV_VARS:
+        env[name] = str(threads)
+    flags = [XLA_THREAD_FLAG, *env.get("XLA_FLAGS", "").split(), *xla_flags.split()]
+    env["XLA_FLAGS"] = " ".join(dict.fromkeys(flags))
+    env["JAX_PLATFORMS"] = "cpu"  # a CPU-to-CPU comparison even where a GPU exists
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    env["HF_HUB_OFFLINE"] = "1"
+    env["TRANSFORMERS_VERBOSITY"] = "error"
+    env["DIFFUSERS_VERBOSITY"] = "error"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    path = [str(REPO_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
+    return env
+
+
+def preload(modules: Iterable[str]) -> None:
+    """Imports modules (without starting any computation)."""
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
+
+
+def workload_parser(prog: str, workloads: Sequence[str]) -> argparse.ArgumentParser:
+    """The command line shared by `bench.ours` and `bench.reference`."""
+    parser = argparse.ArgumentParser(prog=prog, description="Runs one benchmark workload.")
+    parser.add_argument("workload", choices=list(workloads))
+    parser.add_argument("--model", type=Path, help="model folder (ours: native; else diffusers)")
+    parser.add_argument("--batch", type=int, default=1, help="images per call / train batch")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument(
+        "--adapter-kind", choices=["r1", "r2", "lora"], default="lora", help="train_step"
+    )
+    parser.add_argument("--adapter", type=Path, help="LoRA file (styledrop_sampling)")
+    parser.add_argument("--size", type=int, default=2048, help="matmul side")
+    parser.add_argument("--variant", default="plain", help="matmul variant (bench.matmul)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls first")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls (median)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
+    parser.add_argument("--cpus", help="comma-separated CPUs to run on (overrides --threads)")
+    parser.add_argument("--dump", type=Path, help="cfg_forward: save the logits (.npy)")
+    return parser
+
+
+def report(
+    impl: str,
+    args: argparse.Namespace,
+    timing: Timing,
+    *,
+    baseline_rss_mb: float,
+    peak_mb: float,
+    cpus: Sequence[int],
+    torch_threads: int | None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON record of one measurement."""
+    return {
+        "impl": impl,
+        "workload": args.workload,
+        "args": {
+            key: (str(value) if isinstance(value, Path) else value)
+            for key, value in vars(args).items()
+        },
+        "first_s": timing.first_s,
+        "times_s": list(timing.times_s),
+        "median_s": timing.median_s,
+        "peak_rss_mb": peak_mb,
+        "baseline_rss_mb": baseline_rss_mb,
+        "threads": {"cpus": list(cpus), "torch": torch_threads},
+        "extra": extra or {},
+    }
+
+
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Sends everything written to fd 1 to fd 2; yields a writer for the real stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    real = os.fdopen(saved, "w", closefd=True)
+    try:
+        yield real
+    finally:
+        sys.stdout.flush()
+        os.dup2(real.fileno(), 1)
+        real.close()
+
+
+def workload_main(
+    run: Callable[[list[str]], dict[str, Any]],
+    argv: list[str] | None = None,
+    preload_modules: Sequence[str] = (),
+) -> int:
+    """Entry point of a workload module.
+
+    `python -m bench.X WORKLOAD ...` runs one measurement and prints one JSON line;
+    `python -m bench.X --serve [--threads N]` is the fork server (see `serve`).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--serve":
+        parser = argparse.ArgumentParser(prog="--serve")
+        parser.add_argument("--threads", type=int, default=0)
+        parser.add_argument("--cpus")
+        options = parser.parse_args(argv[1:])
+        pin_process(options.threads, parse_cpus(options.cpus))
+        preload(preload_modules)
+        serve(run)
+        return 0
+    with stdout_to_stderr() as out:
+        record = run(argv)
+        out.write(json.dumps(record) + "\n")
+    return 0
+
+
+def serve(run: Callable[[list[str]], dict[str, Any]]) -> None:
+    """Fork server: one request (a JSON argv list) per stdin line, one reply per stdout line.
+
+    Each request runs in a forked child whose stdout goes to stderr; the child sends its
+    record (or its traceback) back through a pipe and exits with `os._exit`.
+    """
+    reply = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        argv = json.loads(line)
+        read_end, write_end = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child
+            os.close(read_end)
+            try:
+                payload = json.dumps(run(argv))
+                code = 0
+            except BaseException:
+                payload = json.dumps({"error": traceback.format_exc()})
+                code = 1
+            with os.fdopen(write_end, "w") as pipe:
+                pipe.write(payload)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        os.close(write_end)
+        with os.fdopen(read_end) as pipe:
+            payload = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        if not payload:
+            payload = json.dumps({"error": f"child died (wait status {status})"})
+        reply.write(RESULT_PREFIX + payload + "\n")
+        reply.flush()
+
+
+def _parse_record(text: str, what: str, stderr_tail: str) -> dict[str, Any]:
+    for line in reversed(text.splitlines()):
+        line = line.removeprefix(RESULT_PREFIX)
+        if line.startswith("{"):
+            record = json.loads(line)
+            if "error" in record:
+                raise BenchError(f"{what} failed:\n{record['error']}{stderr_tail}")
+            return record
+    raise BenchError(f"{what} printed no result.{stderr_tail}")
+
+
+def _tail(text: str, lines: int = 30) -> str:
+    text = text.strip()
+    return "\n--- stderr (tail) ---\n" + "\n".join(text.splitlines()[-lines:]) if text else ""
+
+
+def run_process(
+    module: str, argv: Sequence[str], env: dict[str, str], timeout: float | None = None
+) -> dict[str, Any]:
+    """Runs `python -m module *argv` in a fresh interpreter and returns its JSON record."""
+    what = f"python -m {module} {' '.join(argv)}"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", module, *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO_ROOT,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise BenchError(f"{what} ran past {timeout} s.") from error
+    if done.returncode != 0:
+        raise BenchError(f"{what} exited with {done.returncode}.{_tail(done.stderr)}")
+    return _parse_record(done.stdout, what, _tail(done.stderr))
+
+
+class ForkWorker:
+    """One fork server (`python -m module --serve`) for the measurements of one side.
+
+    Use as a context manager; `request(argv)` runs one measurement in a fresh child.
+    The server's stderr goes to `log` (a file path), or is discarded when None.
+    """
+
+    def __init__(
+        self, module: str, env: dict[str, str], cpus: Sequence[int], log: Path | None = None
+    ) -> None:
+        self.module = module
+        self._log = open(log, "a") if log else subprocess.DEVNULL  # noqa: SIM115
+        self.log_path = log
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", module, "--serve", "--cpus", ",".join(map(str, cpus))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env=env,
+            cwd=REPO_ROOT,
+        )
+
+    def request(self, argv: Sequence[str]) -> dict[str, Any]:
+        """Runs one measurement (same arguments as the module's command line)."""
+        what = f"{self.module} {' '.join(argv)} (forked)"
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        try:
+            self._proc.stdin.write(json.dumps(list(argv)) + "\n")
+            self._proc.stdin.flush()
+        except BrokenPipeError as error:
+            raise BenchError(f"{what}: the fork server is gone.{self._log_tail()}") from error
+        while True:
+            line = self._proc.stdout.readline()
+            if not line:
+                raise BenchError(f"{what}: the fork server exited.{self._log_tail()}")
+            if line.startswith(RESULT_PREFIX):
+                return _parse_record(line, what, self._log_tail())
+
+    def _log_tail(self) -> str:
+        if self.log_path is None:
+            return ""
+        with contextlib.suppress(OSError):
+            self._log.flush()
+            return _tail(self.log_path.read_text())
+        return ""
+
+    def close(self) -> None:
+        """Stops the server (its stdin closes; it exits after the current request)."""
+        if self._proc.stdin:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        if self._log is not subprocess.DEVNULL:
+            self._log.close()
+        if self._proc.stdout:
+            self._proc.stdout.close()
+
+    def __enter__(self) -> ForkWorker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,221 @@
+"""Our side of the benchmark (JAX + Flax NNX), through the public API a user calls.
+
+`python -m bench.ours WORKLOAD --model NATIVE_DIR [options]` prints one JSON line (see
+`bench.measure.report`). Workloads:
+
+* `cfg_forward`: `Pipeline.guided_logits(cfg_branches(prompts, negatives, 10), ids)` for
+  `--batch` images (the transformer sees 2x the rows); the prompts are encoded once
+  (the text cache is warm, as during sampling). Also reports the forward's FLOPs from
+  XLA's cost analysis of the same model call.
+* `sampling`: `Pipeline.generate(prompts, seed=0, batch_size=B)`: text encoding, 12
+  classifier-free-guided steps in one jitted loop, VQ decode. The text-embedding cache
+  is cleared before every call, so each call encodes its prompts as diffusers does.
+* `styledrop_sampling`: the LoRA file attached with `attach_adapter`, then
+  `generate_styled` (StyleDrop Eq. 4: adapted, base and negative branches in one
+  batched forward per step, the adapter gated per row), VQ decode; cache cleared too.
+  `--dump` saves one step's Eq. 4 logits (`Pipeline.guided_logits`) after timing.
+* `train_step`: `make_train_step` (the jitted step `styledrop finetune` runs) with a fresh
+  r1, r2 or LoRA adapter, Adam at the kind's default learning rate, a pool of 8 token
+  grids and one prompt; `--dtype bfloat16` loads the model with bf16 compute.
+* `matmul`: `bench.matmul.jax_matmul`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from bench import fixtures, measure
+
+WORKLOADS = ("cfg_forward", "sampling", "styledrop_sampling", "train_step", "matmul")
+# What the fork server imports once (nothing here starts a JAX backend).
+PRELOAD = (
+    "numpy",
+    "torch",
+    "transformers",
+    "jax",
+    "jax.numpy",
+    "flax.nnx",
+    "optax",
+    "muse.pipeline",
+    "adapters",
+    "styledrop.adapted",
+    "styledrop.train_step",
+    "styledrop.finetune",
+)
+
+
+def _cfg_forward(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any]]:
+    import numpy as np
+
+    import muse
+    from muse.pipeline import cfg_branches
+
+    pipe = muse.load(args.model, dtype=args.dtype)
+    batch = args.batch
+    branches = cfg_branches(fixtures.prompts(batch), [""] * batch, fixtures.GUIDANCE_SCALE)
+    ids = fixtures.token_grid(pipe.config.transformer, batch).astype(np.int32)
+    timing = measure.time_repeated(
+        lambda: pipe.guided_logits(branches, ids), args.warmup, args.repeats
+    )
+    if args.dump:
+        np.save(args.dump, pipe.guided_logits(branches, ids))
+    peak = measure.peak_rss_mb()  # before the cost analysis compiles a second program
+    return timing, {"flops": _forward_flops(pipe, branches, ids), "peak_rss_mb": peak}
+
+
+def _forward_flops(pipe, branches, ids) -> float:
+    """FLOPs of the model call of one guided forward (XLA's cost analysis, compiled)."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    graphdef, state = nnx.split(pipe.transformer)
+    hidden, pooled, micro, _ = pipe.branch_inputs(branches, np.arange(len(ids)))
+    tiled = np.tile(ids, (len(branches), 1, 1))
+
+    def forward(state, ids, hidden, pooled, micro):
+        return nnx.merge(graphdef, state)(ids, hidden, pooled, micro)
+
+    cost = jax.jit(forward).lower(state, tiled, hidden, pooled, micro).compile().cost_analysis()
+    if isinstance(cost, list | tuple):  # older jaxlib: one dict per computation
+        cost = cost[0]
+    return float(cost["flops"])
+
+
+def _sampling(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any]]:
+    import muse
+
+    pipe = muse.load(args.model, dtype=args.dtype)
+    prompts = fixtures.prompts(args.batch)
+
+    def call():
+        pipe.text_encoder.clear_cache()
+        return pipe.generate(
+            prompts,
+            seed=0,
+            guidance_scale=fixtures.GUIDANCE_SCALE,
+            num_steps=fixtures.NUM_STEPS,
+            batch_size=args.batch,
+        )
+
+    return measure.time_repeated(call, args.warmup, args.repeats), {}
+
+
+def _styledrop_sampling(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any]]:
+    import muse
+    from styledrop.adapted import attach_adapter, generate_styled
+    from styledrop.guidance import GuidanceScales
+
+    if args.adapter is None:
+        raise SystemExit("styledrop_sampling needs --adapter (a LoRA file).")
+    pipe = muse.load(args.model, dtype=args.dtype)
+    style = attach_adapter(pipe, args.adapter)
+    prompts = fixtures.styled_prompts(args.batch)
+    scales = GuidanceScales(fixtures.LAMBDA_A, fixtures.LAMBDA_B)
+
+    def call():
+        pipe.text_encoder.clear_cache()
+        return generate_styled(pipe, style, prompts, seed=0, scales=scales, batch_size=args.batch)
+
+    timing = measure.time_repeated(call, args.warmup, args.repeats)
+    peak = measure.peak_rss_mb()  # before the check below compiles another program
+    if args.dump:  # Eq. 4 logits of one step, for the same-function check
+        import numpy as np
+
+        from styledrop.guidance import styledrop_branches
+
+        branches = styledrop_branches(
+            prompts, [""] * len(prompts), scales, adapter_index=style.index,
+            num_adapters=style.index + 1,
+        )  # fmt: skip
+        ids = fixtures.token_grid(pipe.config.transformer, len(prompts)).astype(np.int32)
+        np.save(args.dump, pipe.guided_logits(branches, ids))
+    return timing, {"peak_rss_mb": peak}
+
+
+def _train_step(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any]]:
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    import muse
+    from adapters import AdapterParam, AdapterSpec, count_parameters, inject_adapter
+    from muse.transformer import current_adapter_gate
+    from styledrop.finetune import DEFAULT_LEARNING_RATES
+    from styledrop.train_step import make_train_step
+
+    pipe = muse.load(args.model, dtype=args.dtype)
+    kind = args.adapter_kind
+    spec = (
+        AdapterSpec(kind, rank=fixtures.LORA_RANK, alpha=fixtures.LORA_ALPHA,
+                    lora_targets=fixtures.LORA_TARGETS)
+        if kind == "lora" else AdapterSpec(kind)
+    )  # fmt: skip
+    trainable = count_parameters(pipe.transformer, spec)
+    inject_adapter(pipe.transformer, spec, rngs=nnx.Rngs(0), gate_source=current_adapter_gate)
+    graphdef, adapter_state, base_state = nnx.split(pipe.transformer, AdapterParam, ...)
+    tx = optax.adam(DEFAULT_LEARNING_RATES[kind])
+    opt_state = tx.init(adapter_state)
+    cfg = pipe.config.transformer
+    step_fn = make_train_step(graphdef, tx, args.batch, cfg.mask_token_id)
+    text = pipe.text_encoder.encode([fixtures.TRAIN_PROMPT])
+    ids = fixtures.training_tokens(cfg)
+    pool = (
+        jnp.asarray(ids, jnp.int32),
+        jnp.zeros((len(ids),), jnp.int32),
+        jnp.asarray(text.hidden_states),
+        jnp.asarray(text.pooled),
+        jnp.asarray(pipe.micro_conds(1)[0]),
+    )
+    key = jax.random.key(0)
+    state = {"adapter": adapter_state, "opt": opt_state, "step": 0}
+
+    def call():
+        adapter, opt, metrics = step_fn(
+            state["adapter"], state["opt"], base_state, pool, state["step"], key
+        )
+        state.update(adapter=adapter, opt=opt, step=state["step"] + 1)
+        return float(metrics["loss"])  # what the fine-tuning loop reads every step
+
+    timing = measure.time_repeated(call, args.warmup, args.repeats)
+    return timing, {"trainable_parameters": trainable}
+
+
+def _matmul(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any]]:
+    from bench.matmul import gflops, jax_matmul
+
+    timing = jax_matmul(args.size, args.dtype, args.variant, args.warmup, args.repeats)
+    return timing, {"gflops": gflops(args.size, timing.median_s)}
+
+
+_FUNCTIONS = {
+    "cfg_forward": _cfg_forward,
+    "sampling": _sampling,
+    "styledrop_sampling": _styledrop_sampling,
+    "train_step": _train_step,
+    "matmul": _matmul,
+}
+
+
+def run(argv: list[str]) -> dict[str, Any]:
+    """Runs one workload in this process and returns its record."""
+    args = measure.workload_parser("python -m bench.ours", WORKLOADS).parse_args(argv)
+    cpus = measure.pin_process(args.threads, measure.parse_cpus(args.cpus))
+    measure.preload(PRELOAD)
+    import torch  # the text encoder runs in PyTorch: same thread count
+
+    torch.set_num_threads(len(cpus))
+    baseline = measure.current_rss_mb()
+    timing, extra = _FUNCTIONS[args.workload](args)
+    peak = extra.pop("peak_rss_mb", None) or measure.peak_rss_mb()
+    return measure.report(
+        "ours", args, timing, baseline_rss_mb=baseline, peak_mb=peak, cpus=cpus,
+        torch_threads=torch.get_num_threads(), extra=extra,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(measure.workload_main(run, preload_modules=PRELOAD))

@@ -1,0 +1,301 @@
+"""The reference side of the benchmark: diffusers 0.42 (+ peft for LoRA), as a user drives it.
+
+`python -m bench.reference WORKLOAD --model DIFFUSERS_DIR [options]` prints one JSON line
+(see `bench.measure.report`). Every workload loads `AmusedPipeline.from_pretrained`
+(fp32, CPU, progress bar off) and runs under `torch.no_grad()` except training.
+
+* `cfg_forward`: what one step of `AmusedPipeline.__call__` does: `transformer` on the
+  rows [negatives; prompts] (prompts encoded once, as the pipeline does per call, with
+  `text_encoder(..., output_hidden_states=True)`: `hidden_states[-2]` and
+  `text_embeds`), then `u + 10 (c - u)`.
+* `sampling`: `AmusedPipeline(prompts, num_inference_steps=12, guidance_scale=10,
+  generator=torch.Generator().manual_seed(0), output_type="np")`: text encoding, 12
+  steps of one batched transformer call + `AmusedScheduler.step`, VQ decode.
+* `styledrop_sampling`: diffusers has no StyleDrop guidance, so this is the loop a user
+  writes with its API: the LoRA file is loaded with
+  `transformer.load_lora_adapter(..., prefix="transformer")`; per step,
+  `enable_adapters()` and one call on the prompt rows (adapted model), then
+  `disable_adapters()` and one call on [prompts; negatives] (frozen base, both base
+  branches batched), Eq. 4 `(1 + a) G_a(t) + (b - a) G(t) - b G(n)`,
+  `AmusedScheduler.step`; then `enable_adapters()`, the VQ decode and post-processing of
+  the pipeline. `--dump` saves one step's Eq. 4 logits after timing.
+* `train_step` (LoRA only): diffusers' `train_amused.py` recipe at batch `--batch`:
+  `transformer.add_adapter(LoraConfig(r=16, lora_alpha=32,
+  target_modules=["to_q", "to_k", "to_v"]))`, train mode, AdamW (lr 4e-4) on the LoRA
+  weights only, cosine masking (>= 1 token), cross-entropy on masked tokens,
+  `backward`, `step`, `zero_grad`; `--dtype bfloat16` wraps forward and loss in
+  `torch.autocast("cpu", dtype=torch.bfloat16)` (fp32 weights, as accelerate's bf16
+  mixed precision).
+* `matmul`: `bench.matmul.torch_matmul`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Any
+
+from bench import fixtures, measure
+
+WORKLOADS = ("cfg_forward", "sampling", "styledrop_sampling", "train_step", "matmul")
+PRELOAD = (
+    "numpy",
+    "torch",
+    "transformers",
+    "diffusers",
+    "diffusers.pipelines.deprecated.amused.pipeline_amused",
+    "peft",
+)
+
+
+def _load(args: argparse.Namespace):
+    import torch
+    from diffusers import AmusedPipeline
+
+    pipe = AmusedPipeline.from_pretrained(args.model, torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _encode(pipe, prompts: list[str]):
+    """(hidden [B, 77, D], pooled [B, E]) exactly as `AmusedPipeline.__call__` encodes."""
+    input_ids = pipe.tokenizer(
+        prompts,
+        return_tensors="pt",
+        padding="max_length",
+        truncation=True,
+        max_length=pipe.tokenizer.model_max_length,
+    ).input_ids
+    outputs = pipe.text_encoder(input_ids, return_dict=True, output_hidden_states=True)
+    return outputs.hidden_states[-2], outputs.text_embeds
+
+
+def _micro_conds(pipe, rows: int):
+    import torch
+
+    tcfg = pipe.transformer.config
+    vcfg = pipe.vqvae.config
+    size = tcfg.sample_size * 2 ** (len(vcfg.block_out_channels) - 1)
+    return torch.tensor([[size, size, 0, 0, 6]], dtype=torch.float32).expand(rows, -1)
+
+
+def _cfg_forward(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any]]:
+    import numpy as np
+    import torch
+
+    pipe = _load(args)
+    transformer = pipe.transformer.eval()
+    batch = args.batch
+    scale = fixtures.GUIDANCE_SCALE
+    with torch.no_grad():
+        hidden, pooled = _encode(pipe, [""] * batch + fixtures.prompts(batch))
+    ids = fixtures.token_grid(_our_config(pipe), batch)
+    rows = torch.from_numpy(np.concatenate([ids, ids])).long()
+    micro = _micro_conds(pipe, 2 * batch)
+
+    @torch.no_grad()
+    def call():
+        logits = transformer(
+            rows, micro_conds=micro, pooled_text_emb=pooled, encoder_hidden_states=hidden
+        )
+        uncond, cond = logits.chunk(2)
+        return uncond + scale * (cond - uncond)
+
+    timing = measure.time_repeated(call, args.warmup, args.repeats)
+    if args.dump:
+        np.save(args.dump, call().permute(0, 2, 3, 1).numpy())  # [B, V, h, w] -> [B, h, w, V]
+    return timing, {}
+
+
+def _our_config(pipe):
+    from muse.config import TransformerConfig
+
+    return TransformerConfig.from_dict(dict(pipe.transformer.config))
+
+
+def _sampling(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any]]:
+    import torch
+
+    pipe = _load(args)
+    prompts = fixtures.prompts(args.batch)
+
+    def call():
+        return pipe(
+            prompts,
+            num_inference_steps=fixtures.NUM_STEPS,
+            guidance_scale=fixtures.GUIDANCE_SCALE,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        ).images
+
+    return measure.time_repeated(call, args.warmup, args.repeats), {}
+
+
+def _styledrop_sampling(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any]]:
+    import torch
+
+    if args.adapter is None:
+        raise SystemExit("styledrop_sampling needs --adapter (a LoRA file).")
+    pipe = _load(args)
+    transformer = pipe.transformer.eval()
+    transformer.load_lora_adapter(
+        str(args.adapter.parent), weight_name=args.adapter.name, prefix="transformer",
+        adapter_name="style",
+    )  # fmt: skip
+    prompts = fixtures.styled_prompts(args.batch)
+    a, b = fixtures.LAMBDA_A, fixtures.LAMBDA_B
+
+    side = transformer.config.sample_size
+    mask_id = pipe.scheduler.config.mask_token_id
+
+    def guided(latents, text, base_text, micro):
+        """Eq. 4 logits: the adapted model, then the base on [prompt; negative] rows.
+
+        Leaves the adapters disabled; the caller enables them again when done.
+        """
+        (hidden_t, pooled_t), (base_hidden, base_pooled) = text, base_text
+        batch = len(latents)
+        transformer.enable_adapters()
+        adapted = transformer(
+            latents, micro_conds=micro[:batch], pooled_text_emb=pooled_t,
+            encoder_hidden_states=hidden_t,
+        )  # fmt: skip
+        transformer.disable_adapters()
+        base = transformer(
+            torch.cat([latents, latents]), micro_conds=micro, pooled_text_emb=base_pooled,
+            encoder_hidden_states=base_hidden,
+        )  # fmt: skip
+        base_t, base_n = base.chunk(2)
+        return (1 + a) * adapted + (b - a) * base_t - b * base_n
+
+    def conditioning():
+        batch = len(prompts)
+        hidden_t, pooled_t = _encode(pipe, prompts)
+        hidden_n, pooled_n = _encode(pipe, [""] * batch)
+        base_text = (torch.cat([hidden_t, hidden_n]), torch.cat([pooled_t, pooled_n]))
+        return (hidden_t, pooled_t), base_text, _micro_conds(pipe, 2 * batch)
+
+    @torch.no_grad()
+    def call():
+        batch = len(prompts)
+        text, base_text, micro = conditioning()
+        latents = torch.full((batch, side, side), mask_id, dtype=torch.long)
+        generator = torch.Generator().manual_seed(0)
+        pipe.scheduler.set_timesteps(fixtures.NUM_STEPS, (2, 0))
+        for timestep in pipe.scheduler.timesteps:
+            logits = guided(latents, text, base_text, micro)
+            latents = pipe.scheduler.step(
+                logits, timestep, latents, generator=generator
+            ).prev_sample
+        transformer.enable_adapters()
+        images = pipe.vqvae.decode(
+            latents,
+            force_not_quantize=True,
+            shape=(batch, side, side, pipe.vqvae.config.latent_channels),  # a latent per token
+        ).sample.clip(0, 1)
+        return pipe.image_processor.postprocess(images, "np")
+
+    timing = measure.time_repeated(call, args.warmup, args.repeats)
+    if args.dump:  # Eq. 4 logits of one step, for the same-function check
+        import numpy as np
+
+        ids = torch.from_numpy(fixtures.token_grid(_our_config(pipe), len(prompts))).long()
+        with torch.no_grad():
+            logits = guided(ids, *conditioning())
+        transformer.enable_adapters()
+        np.save(args.dump, logits.permute(0, 2, 3, 1).numpy())  # -> [B, h, w, V]
+    return timing, {}
+
+
+def _train_step(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any]]:
+    import torch
+    import torch.nn.functional as F
+    from peft import LoraConfig
+
+    if args.adapter_kind != "lora":
+        raise SystemExit("The reference trains LoRA adapters only (peft); use --adapter-kind lora.")
+    pipe = _load(args)
+    model = pipe.transformer
+    model.add_adapter(
+        LoraConfig(
+            r=fixtures.LORA_RANK,
+            lora_alpha=fixtures.LORA_ALPHA,
+            target_modules=list(fixtures.LORA_TARGETS),
+        )
+    )
+    model.train()
+    trainable = [p for n, p in model.named_parameters() if p.requires_grad]
+    frozen_leak = [n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
+    if frozen_leak:
+        raise RuntimeError(f"Non-LoRA parameters would train: {frozen_leak[:5]}")
+    optimizer = torch.optim.AdamW(trainable, lr=4e-4)
+    with torch.no_grad():
+        hidden, pooled = _encode(pipe, [fixtures.TRAIN_PROMPT] * args.batch)
+    cfg = _our_config(pipe)
+    pool = torch.from_numpy(fixtures.training_tokens(cfg)).long()
+    micro = _micro_conds(pipe, args.batch)
+    mask_id = pipe.scheduler.config.mask_token_id
+    vocab = cfg.codebook_size
+    generator = torch.Generator().manual_seed(0)
+    bf16 = args.dtype == "bfloat16"
+
+    def call():
+        batch = args.batch
+        rows = torch.randint(len(pool), (batch,), generator=generator)
+        tokens = pool[rows].reshape(batch, -1)  # [B, L]
+        length = tokens.shape[1]
+        mask_prob = torch.cos(torch.rand(batch, generator=generator) * math.pi * 0.5)
+        count = (length * mask_prob).round().clamp(min=1)
+        mask = torch.rand(batch, length, generator=generator).argsort(-1) < count[:, None]
+        inputs = torch.where(mask, mask_id, tokens).reshape(batch, cfg.sample_size, -1)
+        labels = torch.where(mask, tokens, -100)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(
+                inputs, micro_conds=micro, pooled_text_emb=pooled, encoder_hidden_states=hidden
+            )
+            logits = logits.reshape(batch, vocab, -1).permute(0, 2, 1).reshape(-1, vocab)
+            loss = F.cross_entropy(logits, labels.reshape(-1), ignore_index=-100)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    timing = measure.time_repeated(call, args.warmup, args.repeats)
+    return timing, {"trainable_parameters": sum(p.numel() for p in trainable)}
+
+
+def _matmul(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any]]:
+    from bench.matmul import gflops, torch_matmul
+
+    timing = torch_matmul(args.size, args.dtype, args.variant, args.warmup, args.repeats)
+    return timing, {"gflops": gflops(args.size, timing.median_s)}
+
+
+_FUNCTIONS = {
+    "cfg_forward": _cfg_forward,
+    "sampling": _sampling,
+    "styledrop_sampling": _styledrop_sampling,
+    "train_step": _train_step,
+    "matmul": _matmul,
+}
+
+
+def run(argv: list[str]) -> dict[str, Any]:
+    """Runs one workload in this process and returns its record."""
+    args = measure.workload_parser("python -m bench.reference", WORKLOADS).parse_args(argv)
+    cpus = measure.pin_process(args.threads, measure.parse_cpus(args.cpus))
+    measure.preload(PRELOAD)
+    import torch
+
+    torch.set_num_threads(len(cpus))
+    baseline = measure.current_rss_mb()
+    timing, extra = _FUNCTIONS[args.workload](args)
+    return measure.report(
+        "diffusers", args, timing, baseline_rss_mb=baseline, peak_mb=measure.peak_rss_mb(),
+        cpus=cpus, torch_threads=torch.get_num_threads(), extra=extra,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(measure.workload_main(run, preload_modules=PRELOAD))
