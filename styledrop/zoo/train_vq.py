@@ -422,6 +422,39 @@ def has_checkpoint(out_dir: str | Path) -> bool:
     return (Path(out_dir) / train_checkpoint.CHECKPOINT_DIR / "state.json").is_file()
 
 
+def _truncated_normal(rng: np.random.Generator, shape: tuple[int, ...], std: float) -> np.ndarray:
+    """Normal samples redrawn outside 2 sigma, rescaled so their std is `std` (as flax)."""
+    out = rng.standard_normal(shape)
+    while (bad := np.abs(out) > 2.0).any():
+        out[bad] = rng.standard_normal(int(bad.sum()))
+    return (out * std / 0.87962566103423978).astype(np.float32)
+
+
+def init_model(vq_config: VQConfig, seed: int) -> VQModel:
+    """A randomly initialised model, drawn with numpy from `seed`.
+
+    The distributions are flax's defaults (LeCun truncated-normal kernels and code vectors,
+    zero biases, unit norm scales); drawing them with numpy avoids compiling one XLA
+    program per parameter shape, which eager JAX initialisation costs (seconds on a CPU).
+    """
+    model = nnx.eval_shape(lambda: VQModel(vq_config, rngs=nnx.Rngs(0)))
+    rng = np.random.default_rng(seed)
+    values = {}
+    for name, shape in sorted(weights.flat_params(model, abstract=True).items()):
+        shape = tuple(shape.shape)
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf == "kernel":  # conv [kh, kw, in, out]: fan_in = kh * kw * in
+            values[name] = _truncated_normal(rng, shape, math.sqrt(1.0 / np.prod(shape[:-1])))
+        elif leaf == "embedding":  # codebook [K, D]
+            values[name] = _truncated_normal(rng, shape, math.sqrt(1.0 / shape[-1]))
+        elif leaf == "scale":
+            values[name] = np.ones(shape, np.float32)
+        else:
+            values[name] = np.zeros(shape, np.float32)
+    weights.assign(model, values, "init")
+    return model
+
+
 @functools.lru_cache(maxsize=8)
 def _compiled_step(
     graphdef: nnx.GraphDef, config: VQTrainConfig
@@ -437,7 +470,7 @@ def _restore(out_dir: Path, config: VQTrainConfig):
     Returns:
         (model, codebook, params, rest, ema, opt_state, step reached, step_fn).
     """
-    model = VQModel(config.vq_config(), rngs=nnx.Rngs(config.seed))
+    model = init_model(config.vq_config(), config.seed)
     graphdef, codebook, params, rest = split_model(model)
     # Steps do not depend on how often a run checkpoints or evaluates.
     cache_key = dataclasses.replace(config, checkpoint_every=0, eval_every=0, eval_images=0)

@@ -87,3 +87,27 @@ def test_base_training_resumes_bit_identically(world, tmp_path):
     a, b = load_file(str(straight)), load_file(str(resumed))
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_assembled_zoo_folder_loads_and_generates(world, tmp_path):
+    """Base + VQ + text encoder runs assemble into a native folder `muse.load` can use."""
+    import muse
+    from muse import weights
+    from styledrop.zoo.assemble import assemble_zoo
+
+    data, vq, text = world
+    config = BaseTrainConfig(width=32, steps=2, batch_size=4, warmup_steps=1, checkpoint_every=0)
+    train_base(data, vq, text, tmp_path / "base", config)
+    (tmp_path / "vq").mkdir()
+    weights.save_params(vq, tmp_path / "vq" / "vqvae.safetensors")
+    (tmp_path / "vq" / "vq_config.json").write_text(json.dumps(vq.config.to_dict()))
+    text.model.save_pretrained(tmp_path / "text" / "text_encoder")
+    text.tokenizer.save_pretrained(tmp_path / "text" / "tokenizer")
+    out = assemble_zoo(tmp_path / "base", tmp_path / "vq", tmp_path / "text", tmp_path / "zoo",
+                       data_recipe_version="test")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "transformer.safetensors" in manifest["files"]
+    pipe = muse.load(out)
+    assert pipe.config.sampling.decoding == "maskgit" and pipe.config.sampling.num_steps == 36
+    images = pipe.generate("a penguin", num_steps=4)
+    assert images.shape == (1, 64, 64, 3)

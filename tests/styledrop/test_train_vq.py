@@ -29,9 +29,9 @@ from styledrop.zoo.train_vq import (
 
 SUBJECTS = ["penguin", "banana", "racing_car", "teapot", "owl", "rocket", "house", "letter_a"]
 
-# 32 px -> 8 x 8 tokens through two downsamplers; 32 codes of width 4.
+# 32 px -> 16 x 16 tokens through one downsampler; 32 codes of width 4.
 TINY = VQTrainConfig(
-    block_out_channels=(8, 16, 16),
+    block_out_channels=(8, 16),
     layers_per_block=1,
     latent_channels=4,
     num_vq_embeddings=32,
@@ -108,7 +108,7 @@ def test_training_learns_and_keeps_codes_alive(world, tmp_path):
     assert {"psnr", "usage", "steps_per_s", "eta_s"} <= set(events[-1])
     # The outputs: weights, the diffusers-style config, the run record.
     assert path == tmp_path / VQ_FILE and path.is_file()
-    assert json.loads((tmp_path / CONFIG_FILE).read_text())["block_out_channels"] == [8, 16, 16]
+    assert json.loads((tmp_path / CONFIG_FILE).read_text())["block_out_channels"] == [8, 16]
     info = json.loads((tmp_path / INFO_FILE).read_text())
     assert info["train_images"] == 32 and info["eval_images"] == 8
     assert info["data_recipe_version"]
@@ -151,7 +151,7 @@ def test_resume_is_bit_identical(world, tmp_path):
 
 def test_cli_trains_and_refuses_to_overwrite_a_checkpoint(world, tmp_path, capsys):
     args = ["--data", str(world), "--out", str(tmp_path), "--steps", "3", "--batch-size", "4",
-            "--channels", "8,16,16", "--latent", "4", "--codebook", "16", "--groups", "4",
+            "--channels", "8,16", "--latent", "4", "--codebook", "16", "--groups", "4",
             "--eval-every", "0"]  # fmt: skip
     assert main_train_vq(args) == 0
     assert (tmp_path / VQ_FILE).is_file()
