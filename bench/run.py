@@ -463,7 +463,7 @@ def format_table(result: dict[str, Any]) -> str:
     ]
     if meta["jobs"] > 1:
         lines.append(f"WARNING: {meta['jobs']} measurements ran at once: a smoke run, not figures.")
-    if meta["load_average_start"] > 0.5:
+    if meta["load_average_start"] > 1.0:
         lines.append(
             f"WARNING: load average {meta['load_average_start']:.1f} at the start: other work"
             " shares the CPUs, times are noisy (and torch's spinning OpenMP threads suffer most)."
