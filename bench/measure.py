@@ -11,7 +11,8 @@
   memory (`VmHWM`). `run_process` starts a fresh interpreter per measurement
   (`python -m bench.ours WORKLOAD ...`, one JSON line out): the reference method.
   `ForkWorker` starts one interpreter per implementation that imports that side's
-  libraries once and forks a child per measurement: much faster for small models, but
+  libraries once and forks a child per measurement (several at once if asked): much
+  faster for small models, but
   the child's peak starts from its RSS at the fork, which leaves out the shared-library
   pages it never touches, so its memory figures read lower than a fresh process's
   (by about 250 MB per side here) and the two modes' figures are not comparable.
@@ -27,10 +28,13 @@ import argparse
 import contextlib
 import json
 import os
+import queue
 import resource
+import selectors
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -272,47 +276,77 @@ def workload_main(
 
 
 def serve(run: Callable[[list[str]], dict[str, Any]]) -> None:
-    """Fork server: one request (a JSON argv list) per stdin line, one reply per stdout line.
+    """Fork server: runs each request in a forked child; several may run at once.
 
-    Each request runs in a forked child whose stdout goes to stderr; the child sends its
-    record (or its traceback) back through a pipe and exits with `os._exit`.
+    Requests arrive on stdin, one JSON object `{"id": n, "argv": [...]}` per line; each
+    is answered on stdout, when its child exits, by one line `RESULT_PREFIX` + JSON
+    `{"id": n, "record": {...}}` (the record holds "error" if the child failed). A
+    child's own stdout goes to stderr; it sends its record through a pipe and leaves
+    with `os._exit`. The server exits once stdin closes and its children are done.
     """
     reply = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        argv = json.loads(line)
-        read_end, write_end = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # the child
+    selector = selectors.DefaultSelector()
+    selector.register(0, selectors.EVENT_READ)
+    children: dict[int, tuple[Any, int, list[bytes]]] = {}  # pipe fd -> (id, pid, chunks)
+    pending, stdin_open = b"", True
+    while stdin_open or children:
+        for key, _ in selector.select():
+            if key.fd == 0:
+                data = os.read(0, 1 << 16)
+                if not data:
+                    stdin_open = False
+                    selector.unregister(0)
+                pending += data
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    if line.strip():
+                        request = json.loads(line)
+                        fd, pid = _fork_child(run, request["argv"])
+                        children[fd] = (request["id"], pid, [])
+                        selector.register(fd, selectors.EVENT_READ)
+                continue
+            chunk = os.read(key.fd, 1 << 16)
+            if chunk:
+                children[key.fd][2].append(chunk)
+                continue
+            selector.unregister(key.fd)
+            os.close(key.fd)
+            ident, pid, chunks = children.pop(key.fd)
+            _, status = os.waitpid(pid, 0)
+            payload = b"".join(chunks).decode()
+            record = json.loads(payload) if payload else {"error": f"child died ({status})"}
+            reply.write(RESULT_PREFIX + json.dumps({"id": ident, "record": record}) + "\n")
+            reply.flush()
+
+
+def _fork_child(run: Callable[[list[str]], dict[str, Any]], argv: list[str]) -> tuple[int, int]:
+    """Forks a child that runs `run(argv)`; returns (read end of its result pipe, pid)."""
+    read_end, write_end = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
             os.close(read_end)
             try:
                 payload = json.dumps(run(argv))
                 code = 0
             except BaseException:
                 payload = json.dumps({"error": traceback.format_exc()})
-                code = 1
             with os.fdopen(write_end, "w") as pipe:
                 pipe.write(payload)
             sys.stdout.flush()
             sys.stderr.flush()
+        finally:
             os._exit(code)
-        os.close(write_end)
-        with os.fdopen(read_end) as pipe:
-            payload = pipe.read()
-        _, status = os.waitpid(pid, 0)
-        if not payload:
-            payload = json.dumps({"error": f"child died (wait status {status})"})
-        reply.write(RESULT_PREFIX + payload + "\n")
-        reply.flush()
+    os.close(write_end)
+    return read_end, pid
 
 
 def _parse_record(text: str, what: str, stderr_tail: str) -> dict[str, Any]:
     for line in reversed(text.splitlines()):
-        line = line.removeprefix(RESULT_PREFIX)
         if line.startswith("{"):
             record = json.loads(line)
             if "error" in record:
@@ -350,8 +384,9 @@ def run_process(
 class ForkWorker:
     """One fork server (`python -m module --serve`) for the measurements of one side.
 
-    Use as a context manager; `request(argv)` runs one measurement in a fresh child.
-    The server's stderr goes to `log` (a file path), or is discarded when None.
+    `request(argv)` runs one measurement in a fresh child and blocks until it is done;
+    several threads may call it at once (their children run concurrently). Use as a
+    context manager. The server's stderr goes to `log` (a file path), or is discarded.
     """
 
     def __init__(
@@ -369,45 +404,68 @@ class ForkWorker:
             env=env,
             cwd=REPO_ROOT,
         )
+        self._lock = threading.Lock()
+        self._next_id = 0
+        self._waiting: dict[int, queue.Queue] = {}
+        self._reader = threading.Thread(target=self._read_replies, daemon=True)
+        self._reader.start()
+
+    def _read_replies(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            if line.startswith(RESULT_PREFIX):
+                reply = json.loads(line.removeprefix(RESULT_PREFIX))
+                with self._lock:
+                    box = self._waiting.pop(reply["id"], None)
+                if box is not None:
+                    box.put(reply["record"])
+        with self._lock:  # the server is gone: wake everyone still waiting
+            for box in self._waiting.values():
+                box.put(None)
+            self._waiting.clear()
 
     def request(self, argv: Sequence[str]) -> dict[str, Any]:
         """Runs one measurement (same arguments as the module's command line)."""
         what = f"{self.module} {' '.join(argv)} (forked)"
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        try:
-            self._proc.stdin.write(json.dumps(list(argv)) + "\n")
-            self._proc.stdin.flush()
-        except BrokenPipeError as error:
-            raise BenchError(f"{what}: the fork server is gone.{self._log_tail()}") from error
-        while True:
-            line = self._proc.stdout.readline()
-            if not line:
-                raise BenchError(f"{what}: the fork server exited.{self._log_tail()}")
-            if line.startswith(RESULT_PREFIX):
-                return _parse_record(line, what, self._log_tail())
+        box: queue.Queue = queue.Queue(maxsize=1)
+        with self._lock:
+            ident = self._next_id
+            self._next_id += 1
+            self._waiting[ident] = box
+            try:
+                assert self._proc.stdin is not None
+                self._proc.stdin.write(json.dumps({"id": ident, "argv": list(argv)}) + "\n")
+                self._proc.stdin.flush()
+            except (BrokenPipeError, ValueError) as error:
+                self._waiting.pop(ident, None)
+                raise BenchError(f"{what}: the fork server is gone.{self._log_tail()}") from error
+        record = box.get()
+        if record is None:
+            raise BenchError(f"{what}: the fork server exited.{self._log_tail()}")
+        if "error" in record:
+            raise BenchError(f"{what} failed:\n{record['error']}")
+        return record
 
     def _log_tail(self) -> str:
         if self.log_path is None:
             return ""
         with contextlib.suppress(OSError):
-            self._log.flush()
             return _tail(self.log_path.read_text())
         return ""
 
     def close(self) -> None:
-        """Stops the server (its stdin closes; it exits after the current request)."""
+        """Stops the server: closes its stdin and waits for its children to finish."""
         if self._proc.stdin:
             with contextlib.suppress(OSError):
                 self._proc.stdin.close()
         try:
-            self._proc.wait(timeout=30)
+            self._proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+        self._reader.join(timeout=10)
         if self._log is not subprocess.DEVNULL:
             self._log.close()
-        if self._proc.stdout:
-            self._proc.stdout.close()
 
     def __enter__(self) -> ForkWorker:
         return self

@@ -88,8 +88,9 @@ WORKLOAD_NOTES = {
         " CPU bf16 support (bf16 inputs and output)."
     ),
     "achieved_gflops": (
-        "FLOPs of our guided forward's model call from XLA's cost analysis of the compiled"
-        " program, divided by each side's median time (both compute the same function)."
+        "FLOPs of our guided forward's model call from XLA's HLO cost analysis (of the"
+        " lowered program), divided by each side's median time (both compute the same"
+        " function, so the same count serves both)."
     ),
     "peak_memory": (
         "VmHWM (peak RSS) of the process that ran the measurement: imports, model load and"
@@ -238,8 +239,9 @@ def figure(ours: float, diffusers: float, unit: str) -> dict[str, Any]:
 class Runner:
     """Runs tasks in isolated processes, `jobs` at a time on disjoint CPU sets ("slots").
 
-    Slot i runs on CPUs `cpus[i * threads:(i + 1) * threads]`; with `isolation="fork"`
-    each slot has one fork server per side, started by `start()`.
+    Slot i runs on CPUs `cpus[i * threads:(i + 1) * threads]`. With `isolation="fork"`
+    there is one fork server per side (started by `start()`, on all the slots' CPUs);
+    each forked child pins itself to its slot.
     """
 
     def __init__(
@@ -259,30 +261,33 @@ class Runner:
         self.env = env
         self.log_dir = log_dir
         self.timeout = timeout
-        self._workers: dict[tuple[int, str], measure.ForkWorker] = {}
+        self._workers: dict[str, measure.ForkWorker] = {}
 
     def start(self) -> None:
         """Starts the fork servers (their imports overlap with whatever runs next)."""
         if self.isolation != "fork":
             return
-        for slot, cpus in enumerate(self.slots):
-            for impl, module in IMPLS.items():
-                log = self.log_dir / f"{impl}-{slot}.log"
-                self._workers[slot, impl] = measure.ForkWorker(module, self.env, cpus, log)
+        used = sorted({cpu for slot in self.slots for cpu in slot})
+        for impl, module in IMPLS.items():
+            log = self.log_dir / f"{impl}-server.log"
+            self._workers[impl] = measure.ForkWorker(module, self.env, used, log)
 
     def run_one(self, task: Task, slot: int = 0) -> dict[str, Any]:
         """Runs one task on a slot's CPUs and returns its record (BenchError on failure)."""
         argv = (*task.argv, "--cpus", ",".join(map(str, self.slots[slot])))
         if self.isolation == "fork":
-            return self._workers[slot, task.impl].request(argv)
+            return self._workers[task.impl].request(argv)
         return measure.run_process(IMPLS[task.impl], argv, self.env, self.timeout)
 
     def run_all(
         self, tasks: Sequence[Task], progress: Callable[[str], None]
     ) -> dict[tuple[str, str], dict[str, Any] | measure.BenchError]:
         """Runs each distinct task (by side and key) once; failures are returned, not raised."""
+        distinct = list({(t.impl, t.key): t for t in tasks}.values())
+        if len(self.slots) > 1:  # longest first, so that no slot idles at the end
+            distinct.sort(key=_expected_cost, reverse=True)
         pending: queue.Queue = queue.Queue()
-        for task in {(t.impl, t.key): t for t in tasks}.values():
+        for task in distinct:
             pending.put(task)
         results: dict[tuple[str, str], Any] = {}
 
@@ -314,6 +319,13 @@ class Runner:
         for worker in self._workers.values():
             worker.close()
         self._workers.clear()
+
+
+def _expected_cost(task: Task) -> int:
+    """A rough rank of how long a task takes (ours compiles; training compiles most)."""
+    order = ("matmul", "cfg_forward", "sampling", "styledrop_sampling", "train_step")
+    rank = order.index(task.argv[0])
+    return rank + (len(order) if task.impl == "ours" else 0) + ("bfloat16" in task.argv)
 
 
 def _collect(results, failures: list[str]) -> dict[str, Any]:
@@ -496,6 +508,11 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _progress(text: str) -> None:
+    sys.stderr.write(text + "\n")  # one write, so that lines from two threads stay whole
+    sys.stderr.flush()
+
+
 def prepare_fixture(name: str, cache: Path, env: dict[str, str]) -> fixtures.Fixture:
     """Builds or finds a fixture in a separate process (its memory is freed at its exit)."""
     done = subprocess.run(
@@ -518,7 +535,7 @@ def run_benchmark(
     Prints the table, writes `args.json` when given, and returns the result (see the
     module docstring). Failed measurements are listed under "failures".
     """
-    progress = progress or (lambda text: print(text, file=sys.stderr, flush=True))
+    progress = progress or _progress
     cpus = measure.available_cpus()
     threads = args.threads or len(cpus) // args.jobs
     if threads < 1 or threads * args.jobs > len(cpus):
