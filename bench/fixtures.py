@@ -172,20 +172,7 @@ def write_diffusers_checkpoint(name: str, root: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     transformer = diffusers.UVit2DModel(**tcfg.to_dict())
     _perturb_norms(transformer)
-    levels = len(vcfg.block_out_channels)
-    vq = diffusers.VQModel(
-        block_out_channels=list(vcfg.block_out_channels),
-        down_block_types=["DownEncoderBlock2D"] * levels,
-        up_block_types=["UpDecoderBlock2D"] * levels,
-        layers_per_block=vcfg.layers_per_block,
-        latent_channels=vcfg.latent_channels,
-        num_vq_embeddings=vcfg.num_vq_embeddings,
-        norm_num_groups=vcfg.norm_num_groups,
-        sample_size=vcfg.sample_size,
-        mid_block_add_attention=False,
-        lookup_from_codebook=True,
-        force_upcast=True,
-    )
+    vq = diffusers.VQModel(**vcfg.diffusers_kwargs())
     _perturb_norms(vq)
     with torch.no_grad():
         vq.quantize.embedding.weight.normal_()

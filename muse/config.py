@@ -145,6 +145,26 @@ class VQConfig:
         values["block_out_channels"] = list(self.block_out_channels)
         return values
 
+    def diffusers_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments of the equivalent diffusers `VQModel` (aMUSEd layout)."""
+        levels = len(self.block_out_channels)
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "down_block_types": ["DownEncoderBlock2D"] * levels,
+            "up_block_types": ["UpDecoderBlock2D"] * levels,
+            "block_out_channels": list(self.block_out_channels),
+            "layers_per_block": self.layers_per_block,
+            "latent_channels": self.latent_channels,
+            "num_vq_embeddings": self.num_vq_embeddings,
+            "norm_num_groups": self.norm_num_groups,
+            "vq_embed_dim": self.vq_embed_dim,
+            "sample_size": self.sample_size,
+            "mid_block_add_attention": False,
+            "lookup_from_codebook": True,
+            "force_upcast": True,
+        }
+
     @classmethod
     def tiny(cls) -> VQConfig:
         """Test preset: two levels ([8, 16] channels), 4-wide latents, 32 codes."""

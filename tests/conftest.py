@@ -49,19 +49,7 @@ def write_tiny_diffusers_checkpoint(root: Path, seed: int = 0, fp16: bool = Fals
     variant = "fp16" if fp16 else None
     transformer = diffusers.UVit2DModel(**tcfg.to_dict())
     perturb_norms(transformer)
-    vq = diffusers.VQModel(
-        block_out_channels=list(vcfg.block_out_channels),
-        down_block_types=["DownEncoderBlock2D"] * len(vcfg.block_out_channels),
-        up_block_types=["UpDecoderBlock2D"] * len(vcfg.block_out_channels),
-        layers_per_block=vcfg.layers_per_block,
-        latent_channels=vcfg.latent_channels,
-        num_vq_embeddings=vcfg.num_vq_embeddings,
-        norm_num_groups=vcfg.norm_num_groups,
-        sample_size=vcfg.sample_size,
-        mid_block_add_attention=False,
-        lookup_from_codebook=True,
-        force_upcast=True,
-    )
+    vq = diffusers.VQModel(**vcfg.diffusers_kwargs())
     perturb_norms(vq)
     with torch.no_grad():
         vq.quantize.embedding.weight.normal_()

@@ -31,23 +31,7 @@ decode = nnx.jit(VQModel.decode)
 
 def diffusers_kwargs(config: VQConfig) -> dict:
     """The diffusers `VQModel` constructor arguments of an aMUSEd-style VQ."""
-    levels = len(config.block_out_channels)
-    return dict(
-        in_channels=config.in_channels,
-        out_channels=config.out_channels,
-        down_block_types=("DownEncoderBlock2D",) * levels,
-        up_block_types=("UpDecoderBlock2D",) * levels,
-        block_out_channels=config.block_out_channels,
-        layers_per_block=config.layers_per_block,
-        latent_channels=config.latent_channels,
-        num_vq_embeddings=config.num_vq_embeddings,
-        norm_num_groups=config.norm_num_groups,
-        vq_embed_dim=config.vq_embed_dim,
-        sample_size=config.sample_size,
-        mid_block_add_attention=False,
-        lookup_from_codebook=True,
-        force_upcast=True,
-    )
+    return config.diffusers_kwargs()
 
 
 @pytest.fixture(scope="module")
