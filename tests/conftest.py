@@ -104,3 +104,78 @@ def tiny_model_dir(tiny_diffusers_dir, tmp_path_factory) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def build_tiny_zoo(root: Path) -> Path:
+    """A complete zoo folder of tiny models, trained a couple of steps on 6 subjects.
+
+    Mechanics only (the models are near random): a dataset with held-out references, a
+    factor-8 VQ, a random text encoder, a 2-step base and a 2-step judge, assembled as
+    `styledrop zoo assemble` does. Returns the zoo folder; the dataset is `root / "data"`.
+    """
+    import torch
+    from flax import nnx
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from muse import weights
+    from muse.text_encoder import TextEncoder
+    from muse.tokenizer import build_open_clip_tokenizer
+    from muse.vq import VQModel
+    from styledrop.zoo import train_judge as tj
+    from styledrop.zoo.assemble import assemble_zoo
+    from styledrop.zoo.dataset import build_dataset
+    from styledrop.zoo.train_base import BaseTrainConfig, train_base
+
+    data = root / "data"
+    subjects = ["penguin", "banana", "dog", "rocket", "house", "letter_a"]
+    build_dataset(data, subjects=subjects, draws={"vq": 1, "base": 4, "judge": 4, "eval": 2})
+    vq = VQModel(
+        VQConfig(
+            block_out_channels=(8, 8, 16, 16),
+            layers_per_block=1,
+            latent_channels=4,
+            num_vq_embeddings=16,
+            norm_num_groups=4,
+        ),
+        rngs=nnx.Rngs(0),
+    )
+    (root / "vq").mkdir()
+    weights.save_params(vq, root / "vq" / "vqvae.safetensors")
+    (root / "vq" / "vq_config.json").write_text(json.dumps(vq.config.to_dict()))
+    torch.manual_seed(0)
+    tokenizer = build_open_clip_tokenizer()
+    text_model = CLIPTextModelWithProjection(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            projection_dim=8,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    text_model.save_pretrained(root / "text" / "text_encoder")
+    tokenizer.save_pretrained(root / "text" / "tokenizer")
+    text = TextEncoder(text_model, tokenizer)
+    base = BaseTrainConfig(width=32, steps=2, batch_size=4, warmup_steps=1, checkpoint_every=0)
+    train_base(data, vq, text, root / "base", base)
+    judge = tj.JudgeTrainConfig(
+        embed_dim=16, vision_width=32, vision_layers=1, vision_head_width=16, patch_size=16,
+        text_width=32, text_layers=1, text_heads=2, steps=2, batch_size=8, warmup_steps=1,
+        checkpoint_every=0, eval_every=0,
+    )  # fmt: skip
+    tj.train_judge(data, root / "judge", judge)
+    return assemble_zoo(
+        root / "base", root / "vq", root / "text", root / "zoo",
+        judge_dir=root / "judge", data_recipe_version="test",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory) -> Path:
+    """A tiny assembled zoo folder (see `build_tiny_zoo`); its dataset is `.parent / "data"`."""
+    return build_tiny_zoo(tmp_path_factory.mktemp("tiny_zoo"))

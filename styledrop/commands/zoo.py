@@ -18,6 +18,8 @@ STEPS = {
     "train text": ("styledrop.zoo.train_text_encoder", "main_train_text"),
     "train judge": ("styledrop.zoo.train_judge", "main_train_judge"),
     "train base": ("styledrop.zoo.train_base", "main_train_base"),
+    "assemble": ("styledrop.zoo.assemble", "main_assemble"),
+    "report": ("styledrop.zoo.report", "main_report"),
 }
 
 
@@ -28,10 +30,12 @@ def add_parser(subparsers) -> None:
         help="Build the emoji-world dataset and train the embedded models.",
         description=(
             "Steps: `zoo data` renders the dataset; `zoo train vq|text|judge|base` trains one"
-            " model (resumable: rerun the same command to continue). Each step has --help."
+            " model (resumable: rerun the same command to continue); `zoo assemble` writes"
+            " the embedded zoo folder; `zoo report` scores it (HTML + one JSON line)."
+            " Each step has --help."
         ),
     )
-    parser.add_argument("step", choices=["data", "train"], help="what to do")
+    parser.add_argument("step", choices=["data", "train", "assemble", "report"], help="what to do")
     parser.add_argument("rest", nargs=argparse.REMAINDER, help="the step's own arguments")
     parser.set_defaults(run=run)
 

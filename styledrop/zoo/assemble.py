@@ -1,25 +1,35 @@
 """Assembling the trained zoo parts into one native model folder, with a manifest.
 
-The base U-ViT, the VQ tokenizer and the text encoder are trained separately (each
-resumable); this step copies their final files into the native layout that `muse.load`
-reads (see `muse.checkpoint`), with the paper's decoding defaults (MaskGIT re-masking,
-36 steps, choice temperature 4.5), and writes `manifest.json`: the sha256 of every file,
-each part's training config and the data recipe version, so a rebuild can be checked.
+The base U-ViT, the VQ tokenizer, the text encoder and the judge are trained separately
+(each resumable); this step copies their final files into the native layout that
+`muse.load` reads (see `muse.checkpoint`), with the paper's decoding defaults (MaskGIT
+re-masking, 36 steps, choice temperature 4.5), stores the U-ViT and VQ weights in float16
+(they load back into float32 parameters) so the committed zoo stays small, and writes
+`manifest.json`: the sha256 of every file, each part's training config and evaluation,
+and the data recipe version, so a rebuild can be checked.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from muse import checkpoint
 from muse.config import ModelConfig, SamplingConfig, TransformerConfig, VQConfig
+from styledrop.zoo.embedded import EMBEDDED_ZOO, JUDGE_DIR, MANIFEST
 from styledrop.zoo.train_base import CONFIG_FILE as BASE_CONFIG_FILE
 from styledrop.zoo.train_base import TRANSFORMER_FILE
 
-MANIFEST = "manifest.json"
 ZOO_SOURCE = "styledrop-zoo/emoji-world"
+# Training summaries each run folder leaves beside its weights.
+TEXT_EVAL_FILE = "text_eval.json"
+JUDGE_EVAL_FILE = "judge_eval.json"
 
 
 def zoo_sampling(mask_token_id: int, guidance_scale: float = 3.0) -> SamplingConfig:
@@ -40,22 +50,38 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def _optional_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def copy_as_float16(source: Path, dest: Path) -> None:
+    """Copies a safetensors file, storing floating-point tensors as float16."""
+    tensors = load_file(str(source))
+    cast = {
+        name: (array.astype(np.float16) if np.issubdtype(array.dtype, np.floating) else array)
+        for name, array in tensors.items()
+    }
+    save_file(cast, str(dest))
+
+
 def assemble_zoo(
     base_dir: str | Path,
     vq_dir: str | Path,
     text_dir: str | Path,
     out_dir: str | Path,
     *,
+    judge_dir: str | Path | None = None,
     data_recipe_version: str = "",
     guidance_scale: float = 3.0,
 ) -> Path:
-    """Writes the native model folder of the zoo from the three training run folders.
+    """Writes the native model folder of the zoo from the training run folders.
 
     Args:
         base_dir: Base U-ViT run (transformer.safetensors, transformer_config.json).
         vq_dir: VQ run (vqvae.safetensors, vq_config.json).
         text_dir: Text-encoder run (text_encoder/, tokenizer/).
         out_dir: Destination (replaced atomically).
+        judge_dir: Judge run (judge/); copied to `out_dir/judge/` when given.
         data_recipe_version: The dataset recipe the parts were trained on.
         guidance_scale: Default classifier-free guidance scale of the base.
 
@@ -63,6 +89,10 @@ def assemble_zoo(
         `out_dir`.
     """
     base_dir, vq_dir, text_dir, out_dir = map(Path, (base_dir, vq_dir, text_dir, out_dir))
+    judge_dir = None if judge_dir is None else Path(judge_dir)
+    if judge_dir is not None and not (judge_dir / JUDGE_DIR).is_dir():
+        missing = judge_dir / JUDGE_DIR
+        raise FileNotFoundError(f"Missing {missing}: run `styledrop zoo train judge`.")
     base_info = _read_json(base_dir / BASE_CONFIG_FILE)
     vq = VQConfig.from_dict(_read_json(vq_dir / "vq_config.json"))
     vq_train = vq_dir / "train_info.json"
@@ -77,18 +107,55 @@ def assemble_zoo(
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    shutil.copy2(base_dir / TRANSFORMER_FILE, staging / checkpoint.TRANSFORMER_FILE)
-    shutil.copy2(vq_dir / "vqvae.safetensors", staging / checkpoint.VQ_FILE)
+    copy_as_float16(base_dir / TRANSFORMER_FILE, staging / checkpoint.TRANSFORMER_FILE)
+    copy_as_float16(vq_dir / "vqvae.safetensors", staging / checkpoint.VQ_FILE)
     for name in (checkpoint.TEXT_ENCODER_DIR, checkpoint.TOKENIZER_DIR):
         shutil.copytree(text_dir / name, staging / name)
+    if judge_dir is not None:
+        shutil.copytree(judge_dir / JUDGE_DIR, staging / JUDGE_DIR)
     checkpoint.write_model_json(staging, config)
     files = sorted(p for p in staging.rglob("*") if p.is_file())
+    text_info = _optional_json(text_dir / TEXT_EVAL_FILE)
+    judge_info = {} if judge_dir is None else _optional_json(judge_dir / JUDGE_EVAL_FILE)
     manifest = {
         "source": ZOO_SOURCE,
         "data_recipe_version": data_recipe_version,
         "files": {str(p.relative_to(staging)): checkpoint.sha256_file(p) for p in files},
-        "training": {"base": base_info.get("train", {}), "vq": vq_info.get("train", {})},
+        "bytes": sum(p.stat().st_size for p in files),
+        "training": {
+            "base": {k: v for k, v in base_info.items() if k != "transformer"},
+            "vq": vq_info,
+            "text": text_info,
+            "judge": judge_info,
+        },
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     checkpoint.replace_folder(staging, out_dir)
     return out_dir
+
+
+def main_assemble(argv: Sequence[str] | None = None) -> int:
+    """`styledrop zoo assemble --base DIR --vq DIR --text DIR --judge DIR [--out DIR]`."""
+    parser = argparse.ArgumentParser(
+        prog="styledrop zoo assemble",
+        description=(
+            "Copies the trained parts into one native model folder with a manifest (default:"
+            " the package's embedded zoo, which then becomes the default --base)."
+        ),
+    )
+    parser.add_argument("--base", type=Path, required=True, help="`zoo train base` run folder")
+    parser.add_argument("--vq", type=Path, required=True, help="`zoo train vq` run folder")
+    parser.add_argument("--text", type=Path, required=True, help="`zoo train text` run folder")
+    parser.add_argument("--judge", type=Path, required=True, help="`zoo train judge` run folder")
+    parser.add_argument("--data", type=Path, help="dataset folder (for its recipe version)")
+    parser.add_argument("--out", type=Path, default=EMBEDDED_ZOO, help="destination folder")
+    args = parser.parse_args(argv)
+    recipe = ""
+    if args.data is not None:
+        recipe = _read_json(args.data / "manifest.json").get("recipe_version", "")
+    out = assemble_zoo(
+        args.base, args.vq, args.text, args.out, judge_dir=args.judge, data_recipe_version=recipe
+    )
+    manifest = json.loads((out / MANIFEST).read_text())
+    print(f"Wrote {out} ({manifest['bytes'] / 1e6:.1f} MB in {len(manifest['files'])} files)")
+    return 0

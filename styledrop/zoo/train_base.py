@@ -162,7 +162,8 @@ def train_base(
         out_dir: Run folder (checkpoint, log, final weights).
         config: Hyperparameters.
         progress: Called after each step with step, loss, accuracy, steps_per_s, eta_s.
-        should_stop: Polled after each step; True checkpoints and returns None.
+        should_stop: Polled after each step; True checkpoints, exports the weights so far
+            (marked incomplete in the config) and returns None.
 
     Returns:
         Path of the final weights (None when stopped early).
@@ -212,12 +213,25 @@ def train_base(
                 progress({**record, "steps_per_s": rate, "eta_s": (config.steps - step) / rate})
             if should_stop is not None and should_stop() and step < config.steps:
                 train_checkpoint.save(out_dir, (params, opt_state), step, config.fingerprint())
+                _export(model, params, out_dir, config, {**summary, "steps_done": step})
                 return None
     train_checkpoint.save(out_dir, (params, opt_state), config.steps, config.fingerprint())
+    return _export(model, params, out_dir, config, {**summary, "steps_done": config.steps})
+
+
+def _export(
+    model: UVit2D, params: nnx.State, out_dir: Path, config: BaseTrainConfig, summary: dict
+) -> Path:
+    """Writes the weights and `transformer_config.json` (with `steps_done` and `complete`)."""
     nnx.update(model, params)
     path = out_dir / TRANSFORMER_FILE
     weights.save_params(model, path)
-    info = {"transformer": model_cfg.to_dict(), "train": dataclasses.asdict(config), **summary}
+    info = {
+        "transformer": model.cfg.to_dict(),
+        "train": dataclasses.asdict(config),
+        **summary,
+        "complete": summary["steps_done"] >= config.steps,
+    }
     (out_dir / CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return path
 
@@ -239,6 +253,12 @@ def main_train_base(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=BaseTrainConfig.batch_size)
     parser.add_argument("--width", type=int, default=BaseTrainConfig.width)
     parser.add_argument("--lr", type=float, default=BaseTrainConfig.learning_rate)
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="minutes; then checkpoint, export the weights so far and stop (rerun to resume)",
+    )
     args = parser.parse_args(argv)
     vq_cfg = VQConfig.from_dict(json.loads((args.vq / "vq_config.json").read_text()))
     vq = nnx.eval_shape(lambda: VQModel(vq_cfg, rngs=nnx.Rngs(0)))
@@ -254,7 +274,14 @@ def main_train_base(argv: list[str] | None = None) -> int:
         bar.set_postfix(loss=f"{event['loss']:.3f}", acc=f"{event['accuracy']:.3f}")
         bar.refresh()
 
-    path = train_base(args.data, vq, text, args.out, config, progress=show)
+    deadline = None if args.time_limit is None else time.monotonic() + 60 * args.time_limit
+    path = train_base(
+        args.data, vq, text, args.out, config, progress=show,
+        should_stop=None if deadline is None else lambda: time.monotonic() > deadline,
+    )  # fmt: skip
     bar.close()
-    print(f"Wrote {path}")
+    if path is None:
+        print(f"Stopped at the time limit; weights so far in {args.out}. Rerun to resume.")
+    else:
+        print(f"Wrote {path}")
     return 0
