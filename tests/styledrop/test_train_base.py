@@ -103,8 +103,13 @@ def test_assembled_zoo_folder_loads_and_generates(world, tmp_path):
     (tmp_path / "vq" / "vq_config.json").write_text(json.dumps(vq.config.to_dict()))
     text.model.save_pretrained(tmp_path / "text" / "text_encoder")
     text.tokenizer.save_pretrained(tmp_path / "text" / "tokenizer")
-    out = assemble_zoo(tmp_path / "base", tmp_path / "vq", tmp_path / "text", tmp_path / "zoo",
-                       data_recipe_version="test")
+    out = assemble_zoo(
+        tmp_path / "base",
+        tmp_path / "vq",
+        tmp_path / "text",
+        tmp_path / "zoo",
+        data_recipe_version="test",
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert "transformer.safetensors" in manifest["files"]
     pipe = muse.load(out)

@@ -23,9 +23,9 @@ def test_assembled_zoo_stores_float16_with_a_complete_manifest(tiny_zoo):
         assert array.dtype == np.float16, name
         np.testing.assert_allclose(array, trained[name], rtol=1e-3, atol=1e-4, err_msg=name)
     manifest = embedded.read_manifest(tiny_zoo)
-    on_disk = {
-        str(p.relative_to(tiny_zoo)) for p in tiny_zoo.rglob("*") if p.is_file()
-    } - {"manifest.json"}
+    on_disk = {str(p.relative_to(tiny_zoo)) for p in tiny_zoo.rglob("*") if p.is_file()} - {
+        "manifest.json"
+    }
     assert set(manifest["files"]) == on_disk
     for name, digest in manifest["files"].items():
         assert checkpoint.sha256_file(tiny_zoo / name) == digest
