@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from muse.tokenizer import TokenizerNotFoundError
     from muse.weights import WeightsError
     from styledrop.inputs import ImageInputError
+    from styledrop.zoo.embedded import ZooMissingError
 
     user_errors = (
         UserError,
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         TokenizerNotFoundError,
         WeightsError,
         ImageInputError,
+        ZooMissingError,
     )
     try:
         args.run(args)

@@ -26,7 +26,9 @@ def add_parser(subparsers) -> None:
         "--caption", action="append", default=[], metavar="IMAGE=TEXT",
         help='content caption of one image, e.g. house.png="A house" (default "an image")',
     )  # fmt: skip
-    parser.add_argument("--base", type=Path, required=True, help="converted model folder")
+    parser.add_argument(
+        "--base", type=Path, help="model folder (default: the embedded emoji-world zoo)"
+    )
     parser.add_argument(
         "--adapter", choices=["r1", "r2", "lora"], default="r1",
         help="r1: paper round 1 (bottleneck 4, shared); r2: bottleneck 32 per layer; lora",
@@ -73,11 +75,13 @@ def run(args) -> None:
     from styledrop.finetune import FinetuneConfig, finetune
     from styledrop.images import make_grid, save_image
     from styledrop.inputs import load_images
+    from styledrop.zoo.embedded import embedded_base
 
     if args.steps < 1:
         raise UserError("--steps must be at least 1.")
     captions = parse_captions(args.caption, args.images)
     loaded = load_images(args.images)  # every image checked before any model work
+    args.base = args.base or embedded_base()
     read_model_json(args.base)
     spec_args = {"kind": args.adapter}
     if args.bottleneck:

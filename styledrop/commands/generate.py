@@ -14,7 +14,9 @@ def add_parser(subparsers) -> None:
         help="Generate images from text prompts.",
         description="Generates N images per prompt and writes them as one grid image.",
     )
-    parser.add_argument("--base", type=Path, required=True, help="converted model folder")
+    parser.add_argument(
+        "--base", type=Path, help="model folder (default: the embedded emoji-world zoo)"
+    )
     parser.add_argument(
         "--prompt", action="append", required=True, help="text prompt (repeat for several)"
     )
@@ -58,11 +60,13 @@ def run(args) -> None:
     import muse
     from muse.checkpoint import read_model_json
     from styledrop.images import IMAGE_SUFFIXES, make_grid, save_image
+    from styledrop.zoo.embedded import embedded_base
 
     if args.out.suffix.lower() not in IMAGE_SUFFIXES:
         raise UserError(f"--out must end in one of {', '.join(IMAGE_SUFFIXES)}: {args.out}")
     if args.num_images < 1:
         raise UserError("-n must be at least 1.")
+    args.base = args.base or embedded_base()
     read_model_json(args.base)  # fail fast, before loading anything heavy
     temperature = None
     if args.temperature:

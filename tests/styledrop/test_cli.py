@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -172,3 +173,25 @@ def test_zoo_dispatches_to_its_steps(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "w" / "manifest.json").is_file()
+
+
+def test_generate_defaults_to_the_embedded_zoo(tiny_zoo, tmp_path):
+    out = tmp_path / "grid.png"
+    result = subprocess.run(
+        [str(SCRIPT), "generate", "--prompt", "a penguin", "-n", "1", "--steps", "2",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "STYLEDROP_ZOO": str(tiny_zoo)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert out.is_file()
+
+
+def test_missing_zoo_says_how_to_get_one(tmp_path):
+    result = subprocess.run(
+        [str(SCRIPT), "generate", "--prompt", "x", "--out", str(tmp_path / "a.png")],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "STYLEDROP_ZOO": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--base" in result.stderr
