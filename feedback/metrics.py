@@ -1,0 +1,76 @@
+"""Evaluation statistics: mean with standard error, content leakage, preference rates.
+
+The paper reports mean +- standard error of raw CLIP cosines. Style score alone rewards
+copying the reference's content, so round 1's known failure (the reference's subject
+showing up in other prompts) gets its own measure here: an image *leaks* when the CLIP
+text score against the reference image's own content caption is higher than against the
+prompt it was drawn for.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def mean_stderr(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """(mean, standard error of the mean); the error is NaN below two values."""
+    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    if array.size == 0:
+        return float("nan"), float("nan")
+    if array.size == 1:
+        return float(array[0]), float("nan")
+    return float(array.mean()), float(array.std(ddof=1) / math.sqrt(array.size))
+
+
+def leakage_flags(prompt_scores: np.ndarray, reference_caption_scores: np.ndarray) -> np.ndarray:
+    """Bool [N]: images closer to the reference's content caption than to their prompt.
+
+    Args:
+        prompt_scores: [N] text scores against each image's own (content) prompt.
+        reference_caption_scores: [N] text scores against the reference image's caption.
+    """
+    prompt_scores = np.asarray(prompt_scores)
+    reference_caption_scores = np.asarray(reference_caption_scores)
+    if prompt_scores.shape != reference_caption_scores.shape:
+        raise ValueError(
+            f"Shapes differ: {prompt_scores.shape} vs {reference_caption_scores.shape}."
+        )
+    return reference_caption_scores > prompt_scores
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion (95% by default); (nan, nan) for no trials."""
+    if trials <= 0:
+        return float("nan"), float("nan")
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def preference_rates(votes: Sequence[str], a: str, b: str) -> dict[str, dict[str, float]]:
+    """Preference rates with 95% Wilson intervals from blind A/B votes.
+
+    Args:
+        votes: One entry per judged pair: the winner's name, or "tie".
+        a: Name of the first method.
+        b: Name of the second method.
+
+    Returns:
+        {name: {"rate", "low", "high", "votes"}} for a, b and "tie", over all votes.
+    """
+    unknown = set(votes) - {a, b, "tie"}
+    if unknown:
+        raise ValueError(f"Votes name {sorted(unknown)}; expected {a!r}, {b!r} or 'tie'.")
+    total = len(votes)
+    out = {}
+    for name in (a, b, "tie"):
+        count = sum(1 for vote in votes if vote == name)
+        low, high = wilson_interval(count, total)
+        rate = count / total if total else float("nan")
+        out[name] = {"rate": rate, "low": low, "high": high, "votes": float(count)}
+    return out

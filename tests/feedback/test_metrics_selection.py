@@ -1,0 +1,88 @@
+"""Statistics and selection policies on hand-made numbers a reader can check."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from feedback.metrics import leakage_flags, mean_stderr, preference_rates, wilson_interval
+from feedback.selection import (
+    Candidate,
+    HumanSelection,
+    candidates_from_json,
+    clip_best_per_prompt,
+    random_selection,
+    threshold,
+    top_k,
+)
+
+POOL = [
+    Candidate("a0", "a cat", 0.30, 0.60),
+    Candidate("a1", "a cat", 0.35, 0.50),
+    Candidate("b0", "a dog", 0.20, 0.90),
+    Candidate("b1", "a dog", 0.10, 0.95),
+    Candidate("c0", "a tree", 0.25, 0.70),
+]
+
+
+def test_mean_stderr():
+    mean, err = mean_stderr([1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.5 and err == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
+    assert math.isnan(mean_stderr([5.0])[1])
+
+
+def test_leakage_counts_images_closer_to_the_reference_caption():
+    flags = leakage_flags(np.array([0.3, 0.2, 0.4]), np.array([0.1, 0.25, 0.4]))
+    assert flags.tolist() == [False, True, False]
+
+
+def test_preference_rates_and_wilson():
+    rates = preference_rates(["A"] * 8 + ["B"] + ["tie"], "A", "B")
+    assert rates["A"]["rate"] == 0.8 and rates["tie"]["votes"] == 1
+    low, high = wilson_interval(8, 10)
+    assert low < 0.8 < high and 0.0 <= low and high <= 1.0
+    with pytest.raises(ValueError, match="expected"):
+        preference_rates(["C"], "A", "B")
+
+
+def test_clip_feedback_keeps_the_best_text_score_per_prompt():
+    assert [c.id for c in clip_best_per_prompt(POOL)] == ["a1", "b0", "c0"]
+
+
+def test_top_k_threshold_random():
+    assert [c.id for c in top_k(POOL, 2)] == ["a1", "a0"]
+    assert [c.id for c in top_k(POOL, 2, key="style")] == ["b1", "b0"]
+    assert [c.id for c in threshold(POOL, text_min=0.25, style_min=0.6)] == ["a0", "c0"]
+    picked = random_selection(POOL, 3, seed=1)
+    assert len({c.id for c in picked}) == 3 and picked == random_selection(POOL, 3, seed=1)
+    with pytest.raises(ValueError):
+        random_selection(POOL, 6)
+
+
+def test_human_selection_round_trips_and_resolves(tmp_path):
+    record = HumanSelection(pool="job-1", reviewer="ana")
+    for candidate in ("c0", "a0", "c0"):
+        record.pick(candidate)
+    record.unpick("a0")
+    record.pick("b1")
+    path = record.save(tmp_path / "selection.json")
+    loaded = HumanSelection.load(path)
+    assert loaded == record
+    assert [c.id for c in loaded.resolve(POOL)] == ["c0", "b1"]
+    (tmp_path / "hand.json").write_text(json.dumps({"selected": ["zz"]}))
+    with pytest.raises(ValueError, match="not in the pool"):
+        HumanSelection.load(tmp_path / "hand.json").resolve(POOL)
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="selected"):
+        HumanSelection.load(tmp_path / "bad.json")
+
+
+def test_candidates_from_json(tmp_path):
+    path = tmp_path / "candidates.json"
+    path.write_text(json.dumps([{"file": "x.png", "prompt": "a cat", "text_score": 0.3}]))
+    (candidate,) = candidates_from_json(path)
+    assert candidate.id == "x.png" and candidate.text_score == 0.3
+    assert math.isnan(candidate.style_score)
