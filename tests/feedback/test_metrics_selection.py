@@ -43,7 +43,7 @@ def test_preference_rates_and_wilson():
     rates = preference_rates(["A"] * 8 + ["B"] + ["tie"], "A", "B")
     assert rates["A"]["rate"] == 0.8 and rates["tie"]["votes"] == 1
     low, high = wilson_interval(8, 10)
-    assert low < 0.8 < high and 0.0 <= low and high <= 1.0
+    assert low < 0.8 < high and low >= 0.0 and high <= 1.0
     with pytest.raises(ValueError, match="expected"):
         preference_rates(["C"], "A", "B")
 
