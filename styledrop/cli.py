@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from styledrop.commands import bench, convert, demo, finetune, generate, zoo
+from styledrop.commands import bench, convert, demo, evaluate, finetune, generate, rounds, zoo
 from styledrop.commands.errors import UserError
 
-COMMANDS = (convert, generate, finetune, demo, zoo, bench)
+COMMANDS = (convert, generate, finetune, demo, rounds, evaluate, zoo, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,274 @@
+"""The CLIP consistency evaluation of the StyleDrop paper, for one or several methods.
+
+A method is the base with the style descriptor only, or an adapter file sampled with
+StyleDrop guidance. Each draws n images per prompt of a prompt set (same seeds for every
+method); the scorer gives each image a text score (against its content prompt), a style
+score (against the reference images) and a leakage flag (closer to the reference's own
+content caption than to its prompt). Where the style has ground truth (a held-out style of
+the emoji world) each image is also scored against the true rendering of its prompt's
+subject in that style. Results: mean and standard error per method, image grids, and the
+provenance needed to reproduce them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from feedback.html_report import HtmlReport
+from feedback.metrics import leakage_flags, mean_stderr
+from feedback.scorer import ClipScorer
+from muse import checkpoint as model_checkpoint
+from styledrop.prompt_sets import PromptSet
+
+BASE_METHOD = "base + descriptor"
+
+
+@dataclass(frozen=True)
+class Method:
+    """What draws the images: the base (adapter None) or an adapter file."""
+
+    name: str
+    adapter: Path | None = None
+
+
+@dataclass
+class MethodResult:
+    """One method's per-image scores and images."""
+
+    name: str
+    images: np.ndarray  # uint8 [P * n, H, W, 3], grouped by prompt
+    text: np.ndarray  # [P * n]
+    style: np.ndarray  # [P * n]
+    leaked: np.ndarray  # bool [P * n]
+    style_truth: np.ndarray | None = None  # [P * n], NaN where no ground truth
+    adapter_sha256: str = ""
+
+    def summary(self) -> dict[str, float]:
+        """Means and standard errors of every score."""
+        out: dict[str, float] = {}
+        columns = {"text": self.text, "style": self.style, "leakage": self.leaked}
+        if self.style_truth is not None:
+            columns["style_truth"] = self.style_truth[~np.isnan(self.style_truth)]
+        for key, values in columns.items():
+            mean, err = mean_stderr(np.asarray(values, np.float64))
+            out[key], out[f"{key}_stderr"] = mean, err
+        out["images"] = float(len(self.text))
+        return out
+
+
+@dataclass
+class Evaluation:
+    """Everything an evaluation produced."""
+
+    prompt_set: PromptSet
+    methods: list[MethodResult]
+    provenance: dict = field(default_factory=dict)
+
+    def table(self) -> list[list]:
+        """Rows: method, text +- se, style +- se, leakage +- se (and truth style)."""
+        rows = []
+        for method in self.methods:
+            s = method.summary()
+            row = [method.name, f"{s['text']:.3f} ± {s['text_stderr']:.3f}",
+                   f"{s['style']:.3f} ± {s['style_stderr']:.3f}",
+                   f"{s['leakage']:.3f} ± {s['leakage_stderr']:.3f}"]  # fmt: skip
+            if "style_truth" in s:
+                row.append(f"{s['style_truth']:.3f} ± {s['style_truth_stderr']:.3f}")
+            rows.append(row)
+        return rows
+
+    def headers(self) -> list[str]:
+        headers = ["method", "text score", "style score", "leakage"]
+        if self.methods and self.methods[0].style_truth is not None:
+            headers.append("style vs ground truth")
+        return headers
+
+    def to_json(self) -> dict:
+        return {
+            "prompt_set": {
+                "name": self.prompt_set.name,
+                "prompts": list(self.prompt_set.prompts),
+                "sources": list(self.prompt_set.sources),
+                "note": self.prompt_set.note,
+            },
+            "methods": {m.name: m.summary() for m in self.methods},
+            "provenance": self.provenance,
+        }
+
+
+def _to_uint8(images: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(np.asarray(images) * 255.0), 0, 255).astype(np.uint8)
+
+
+def draw(
+    base: Path,
+    method: Method,
+    prompts: Sequence[str],
+    descriptor: str,
+    images_per_prompt: int,
+    seed: int,
+    lambda_a: float = 1.0,
+    lambda_b: float = 5.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """uint8 [len(prompts) * n, H, W, 3]: one method's images (a fresh base per method)."""
+    import muse
+    from styledrop.adapted import attach_adapter, generate_styled, with_descriptor
+    from styledrop.guidance import GuidanceScales
+
+    pipe = muse.load(base)
+    if method.adapter is None:
+        images = pipe.generate(
+            [with_descriptor(p, descriptor) for p in prompts],
+            num_images_per_prompt=images_per_prompt, seed=seed, progress=progress,
+        )  # fmt: skip
+    else:
+        style = attach_adapter(pipe, method.adapter)
+        images = generate_styled(
+            pipe, style, list(prompts), num_images_per_prompt=images_per_prompt, seed=seed,
+            scales=GuidanceScales(lambda_a, lambda_b), progress=progress,
+        )  # fmt: skip
+    return _to_uint8(images)
+
+
+def ground_truth_images(style: str, subjects: Sequence[str | None]) -> list[np.ndarray | None]:
+    """The true rendering of each subject in a held-out emoji-world style (None if none)."""
+    from styledrop.zoo.dataset import heldout_references
+
+    known = sorted({s for s in subjects if s is not None})
+    images, records = heldout_references(style, known)
+    by_subject = {r["subject"]: image for r, image in zip(records, images, strict=True)}
+    return [by_subject.get(s) if s is not None else None for s in subjects]
+
+
+def score_method(
+    scorer: ClipScorer,
+    name: str,
+    images: np.ndarray,
+    content_prompts: Sequence[str],
+    references: np.ndarray,
+    reference_caption: str,
+    truths: Sequence[np.ndarray | None] | None = None,
+) -> MethodResult:
+    """Text, style, leakage (and ground-truth style) scores of one method's images."""
+    text = scorer.text_scores(images, content_prompts)
+    style = scorer.style_scores(images, references)
+    own = scorer.text_scores(images, [reference_caption] * len(images))
+    leaked = leakage_flags(text, own)
+    truth_scores = None
+    if truths is not None:
+        truth_scores = np.full(len(images), np.nan, np.float32)
+        for row, truth in enumerate(truths):
+            if truth is not None:
+                truth_scores[row] = scorer.style_scores(images[row : row + 1], truth[None])[0]
+    return MethodResult(name, images, text, style, leaked, truth_scores)
+
+
+def evaluate(
+    base: str | Path,
+    methods: Sequence[Method],
+    prompt_set: PromptSet,
+    descriptor: str,
+    references: np.ndarray,
+    reference_caption: str,
+    scorer: ClipScorer,
+    *,
+    images_per_prompt: int = 8,
+    seed: int = 0,
+    lambda_a: float = 1.0,
+    lambda_b: float = 5.0,
+    heldout_style: str | None = None,
+    log: Callable[[str], None] = lambda _line: None,
+) -> Evaluation:
+    """Draws and scores every method on the prompt set.
+
+    Args:
+        base: The base model folder.
+        methods: What to compare.
+        prompt_set: Content prompts (the descriptor is added for drawing, not scoring).
+        descriptor: The style descriptor.
+        references: uint8 [R, H, W, 3] style reference images.
+        reference_caption: Content caption of the reference (for the leakage measure).
+        scorer: The CLIP scorer.
+        images_per_prompt: n (the paper: 8).
+        seed: Sampling seed, the same for every method.
+        lambda_a: StyleDrop guidance towards the style.
+        lambda_b: StyleDrop classifier-free guidance.
+        heldout_style: An emoji-world held-out style name: also score against ground truth.
+        log: Receives a line per method.
+
+    Returns:
+        The evaluation.
+    """
+    base = Path(base)
+    n = images_per_prompt
+    content = [p for p in prompt_set.prompts for _ in range(n)]
+    truths = None
+    if heldout_style is not None:
+        per_prompt = ground_truth_images(heldout_style, prompt_set.subjects)
+        truths = [t for t in per_prompt for _ in range(n)]
+    results = []
+    for method in methods:
+        log(f"{method.name}: drawing {len(content)} images")
+        images = draw(base, method, prompt_set.prompts, descriptor, n, seed, lambda_a, lambda_b)
+        result = score_method(scorer, method.name, images, content, references,
+                              reference_caption, truths)  # fmt: skip
+        if method.adapter is not None:
+            result.adapter_sha256 = model_checkpoint.sha256_file(method.adapter)
+        results.append(result)
+    provenance = {
+        "base": str(base.name),
+        "base_sha256": model_checkpoint.base_model_hash(base),
+        "methods": {r.name: {"adapter_sha256": r.adapter_sha256} for r in results},
+        "descriptor": descriptor,
+        "reference_caption": reference_caption,
+        "references": len(references),
+        "images_per_prompt": n,
+        "seed": seed,
+        "lambda_a": lambda_a,
+        "lambda_b": lambda_b,
+        "clip": scorer.name,
+        "heldout_style": heldout_style,
+    }
+    return Evaluation(prompt_set, results, provenance)
+
+
+def write_json(evaluation: Evaluation, path: str | Path) -> Path:
+    """Writes the figures and provenance as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(evaluation.to_json(), indent=2) + "\n")
+    return path
+
+
+def write_html(
+    evaluation: Evaluation, path: str | Path, references: np.ndarray, prompts_shown: int = 8
+) -> Path:
+    """An HTML report: the score table, the references, and a grid per method."""
+    report = HtmlReport("StyleDrop evaluation")
+    prov = evaluation.provenance
+    report.paragraph(
+        f"Prompt set {evaluation.prompt_set.name}: {evaluation.prompt_set.note}."
+        f" {prov['images_per_prompt']} images per prompt, seed {prov['seed']}, CLIP"
+        f" {prov['clip']}, descriptor {prov['descriptor']!r}. Scores are raw cosines, mean ±"
+        " standard error; leakage is the fraction of images closer to the reference's caption"
+        f" ({prov['reference_caption']!r}) than to their prompt."
+    )
+    report.table(evaluation.headers(), evaluation.table())
+    report.figures(list(references), ["reference"] * len(references))
+    n = prov["images_per_prompt"]
+    prompts = evaluation.prompt_set.prompts[:prompts_shown]
+    for method in evaluation.methods:
+        report.heading(method.name)
+        rows = slice(0, len(prompts) * n)
+        shown = [p for p in prompts for _ in range(n)]
+        scores = zip(shown, method.text[rows], method.style[rows], strict=True)
+        captions = [f"{p} · t {t:.2f} s {s:.2f}" for p, t, s in scores]
+        report.figures(list(method.images[rows]), captions)
+    report.code(json.dumps(prov, indent=2))
+    return report.write(path)

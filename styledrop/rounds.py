@@ -1,0 +1,215 @@
+"""Iterative training with feedback: round 1, a candidate pool, selection, round 2.
+
+`run_rounds` repeats the paper's experiment end to end:
+1. round 1: a round-1 adapter on the style image(s);
+2. pool: the round-1 model draws K images for each of the 30 round prompts;
+3. selection: CLIP feedback (per prompt, the best text score) and, as the control, the
+   same number of images at random;
+4. round 2: a new adapter (the round-2 kind: bottleneck 32, not shared) on each selection,
+   trained on (image, content prompt + descriptor) pairs;
+5. evaluation of the base with the descriptor only, round 1, round 2 CLIP and round 2
+   random on a prompt set, in the paper's table shape.
+Every stage writes its files under one folder, so a stage that finished is not redone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from adapters import AdapterSpec
+from feedback.scorer import ClipScorer
+from feedback.selection import Candidate, clip_best_per_prompt, random_selection
+from styledrop.dataset import StyleExample
+from styledrop.evaluation import BASE_METHOD, Evaluation, Method, draw, evaluate
+from styledrop.finetune import ADAPTER_FILE, FinetuneConfig, Progress, finetune
+from styledrop.images import save_image
+from styledrop.prompt_sets import PromptSet, round_prompts
+
+POOL_DIR = "pool"
+CANDIDATES_FILE = "candidates.json"
+
+
+@dataclass(frozen=True)
+class RoundsConfig:
+    """Settings of a feedback experiment.
+
+    Attributes:
+        round1_steps: Round-1 fine-tuning steps.
+        round1_lr: Round-1 learning rate (None: the adapter kind's default).
+        round1_adapter: Round-1 adapter kind (paper: r1).
+        round2_steps: Round-2 fine-tuning steps.
+        round2_lr: Round-2 learning rate (None: the kind's default).
+        round2_adapter: Round-2 adapter kind (paper: r2, bottleneck 32, not shared).
+        pool_images_per_prompt: K, images per round prompt in the pool (paper: 64).
+        eval_images_per_prompt: n, images per evaluation prompt (paper: 8).
+        seed: Seed of training and sampling.
+        lambda_a: StyleDrop guidance towards the style.
+        lambda_b: StyleDrop classifier-free guidance.
+    """
+
+    round1_steps: int = 1000
+    round1_lr: float | None = None
+    round1_adapter: str = "r1"
+    round2_steps: int = 1000
+    round2_lr: float | None = None
+    round2_adapter: str = "r2"
+    pool_images_per_prompt: int = 8
+    eval_images_per_prompt: int = 8
+    seed: int = 0
+    lambda_a: float = 1.0
+    lambda_b: float = 5.0
+
+
+def _train(
+    base: Path,
+    examples: Sequence[StyleExample],
+    descriptor: str,
+    kind: str,
+    steps: int,
+    lr: float | None,
+    round_: int,
+    seed: int,
+    out_dir: Path,
+    on_step: Callable[[Progress], None] | None,
+) -> Path:
+    """Fits one adapter (resuming, or skipping a finished run) and returns its file."""
+    import muse
+
+    path = out_dir / ADAPTER_FILE
+    if path.is_file():
+        return path
+    config = FinetuneConfig(
+        adapter=AdapterSpec(kind=kind), steps=steps, learning_rate=lr, seed=seed, round=round_
+    )
+    result = finetune(muse.load(base), examples, descriptor, config, out_dir, progress=on_step)
+    if result.adapter_path is None:
+        raise RuntimeError(f"Fine-tuning in {out_dir} ended {result.status}.")
+    return result.adapter_path
+
+
+def build_pool(
+    base: Path,
+    adapter: Path,
+    prompts: PromptSet,
+    descriptor: str,
+    images_per_prompt: int,
+    seed: int,
+    scorer: ClipScorer,
+    references: np.ndarray,
+    out_dir: Path,
+    lambda_a: float = 1.0,
+    lambda_b: float = 5.0,
+) -> list[Candidate]:
+    """Draws the candidate pool, scores it, and writes PNGs + candidates.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    listing = out_dir / CANDIDATES_FILE
+    if listing.is_file():
+        return [Candidate(**entry) for entry in json.loads(listing.read_text())]
+    method = Method("round 1", adapter)
+    images = draw(base, method, prompts.prompts, descriptor, images_per_prompt, seed,
+                  lambda_a, lambda_b)  # fmt: skip
+    content = [p for p in prompts.prompts for _ in range(images_per_prompt)]
+    text = scorer.text_scores(images, content)
+    style = scorer.style_scores(images, references)
+    candidates = []
+    for row, image in enumerate(images):
+        name = f"{row // images_per_prompt:03d}-{row % images_per_prompt:03d}.png"
+        save_image(image, out_dir / name)
+        candidates.append(Candidate(name, content[row], float(text[row]), float(style[row])))
+    listing.write_text(json.dumps([asdict(c) for c in candidates], indent=2) + "\n")
+    return candidates
+
+
+def selection_examples(pool_dir: Path, selected: Sequence[Candidate]) -> list[StyleExample]:
+    """Round-2 training examples: each selected image with its content prompt."""
+    from styledrop.inputs import load_images
+
+    images = load_images([pool_dir / c.id for c in selected], max_images=len(selected))
+    return [
+        StyleExample(image.pixels, candidate.prompt, image.name, image.sha256)
+        for image, candidate in zip(images, selected, strict=True)
+    ]
+
+
+def run_rounds(
+    base: str | Path,
+    examples: Sequence[StyleExample],
+    descriptor: str,
+    out_dir: str | Path,
+    scorer: ClipScorer,
+    eval_prompts: PromptSet,
+    config: RoundsConfig = RoundsConfig(),
+    *,
+    reference_caption: str,
+    heldout_style: str | None = None,
+    log: Callable[[str], None] = lambda _line: None,
+    on_step: Callable[[Progress], None] | None = None,
+) -> Evaluation:
+    """Round 1 -> pool -> CLIP and random selection -> round 2 (both) -> evaluation.
+
+    Args:
+        base: The base model folder.
+        examples: The style image(s) with their content captions.
+        descriptor: The style descriptor.
+        out_dir: Where every stage writes (reruns skip finished stages).
+        scorer: CLIP for feedback and evaluation.
+        eval_prompts: The evaluation prompt set.
+        config: Steps, rates and sizes.
+        reference_caption: The content of the style image (for leakage).
+        heldout_style: Emoji-world held-out style with ground truth, if any.
+        log: Receives a line per stage.
+        on_step: Fine-tuning progress.
+
+    Returns:
+        The evaluation of the four methods (also written to out_dir/evaluation.json).
+    """
+    from styledrop.evaluation import write_html, write_json
+
+    base, out_dir = Path(base), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    references = np.stack([e.pixels for e in examples])
+    c = config
+    log("round 1: fitting the round-1 adapter")
+    round1 = _train(base, examples, descriptor, c.round1_adapter, c.round1_steps, c.round1_lr,
+                    1, c.seed, out_dir / "round1", on_step)  # fmt: skip
+    log(f"pool: {c.pool_images_per_prompt} images for each of 30 prompts")
+    pool_dir = out_dir / POOL_DIR
+    candidates = build_pool(
+        base, round1, round_prompts(), descriptor, c.pool_images_per_prompt, c.seed, scorer,
+        references, pool_dir, c.lambda_a, c.lambda_b,
+    )  # fmt: skip
+    chosen = clip_best_per_prompt(candidates)
+    control = random_selection(candidates, len(chosen), seed=c.seed)
+    selections = {"clip": chosen, "random": control}
+    (out_dir / "selections.json").write_text(
+        json.dumps({k: [x.id for x in v] for k, v in selections.items()}, indent=2) + "\n"
+    )
+    round2 = {}
+    for name, selected in selections.items():
+        log(f"round 2 ({name} feedback): {len(selected)} images")
+        round2[name] = _train(
+            base, selection_examples(pool_dir, selected), descriptor, c.round2_adapter,
+            c.round2_steps, c.round2_lr, 2, c.seed, out_dir / f"round2_{name}", on_step,
+        )  # fmt: skip
+    methods = [
+        Method(BASE_METHOD),
+        Method("round 1", round1),
+        Method("round 2 CLIP feedback", round2["clip"]),
+        Method("round 2 random", round2["random"]),
+    ]
+    evaluation = evaluate(
+        base, methods, eval_prompts, descriptor, references, reference_caption, scorer,
+        images_per_prompt=c.eval_images_per_prompt, seed=c.seed + 1, lambda_a=c.lambda_a,
+        lambda_b=c.lambda_b, heldout_style=heldout_style, log=log,
+    )  # fmt: skip
+    evaluation.provenance["rounds_config"] = asdict(config)
+    evaluation.provenance["pool_candidates"] = len(candidates)
+    evaluation.provenance["selected"] = {k: len(v) for k, v in selections.items()}
+    write_json(evaluation, out_dir / "evaluation.json")
+    write_html(evaluation, out_dir / "evaluation.html", references)
+    return evaluation

@@ -1,0 +1,131 @@
+"""Prompt sets, the feedback experiment end to end, and `styledrop evaluate`, on a tiny zoo."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from adapters.files import read_adapter_file
+from feedback.scorer import ClipScorer
+from styledrop.cli import main
+from styledrop.dataset import StyleExample
+from styledrop.prompt_sets import (
+    PromptSet,
+    load_prompt_set,
+    parti190_prompts,
+    round_prompts,
+    world_prompts,
+)
+from styledrop.rounds import RoundsConfig, run_rounds
+from styledrop.zoo.dataset import heldout_references
+
+
+def test_prompt_sets():
+    rounds = round_prompts()
+    assert len(rounds.prompts) == 30 == len(set(rounds.prompts))
+    assert "house" not in rounds.subjects
+    world = world_prompts()
+    assert len(world.prompts) == 48 and not set(world.subjects) & set(rounds.subjects)
+    covered = parti190_prompts(world_only=True)
+    assert len(covered.prompts) == len(covered.sources) >= 150
+    assert f"{len(covered.prompts)} of 190" in covered.note
+    assert len(parti190_prompts(world_only=False).prompts) == 190
+
+
+def test_prompt_file_and_errors(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("# mine\na cat\n\na dog on a boat\n")
+    assert load_prompt_set(str(path), world_only=True).prompts == ("a cat", "a dog on a boat")
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(ValueError, match="no prompts"):
+        load_prompt_set(str(tmp_path / "empty.txt"), world_only=True)
+    with pytest.raises(ValueError, match="parti190"):
+        load_prompt_set("nonsense", world_only=True)
+
+
+@pytest.fixture(scope="module")
+def experiment(tiny_zoo, tmp_path_factory):
+    """run_rounds with 2-step rounds, a 30 x 2 pool and a 2-prompt evaluation."""
+    out = tmp_path_factory.mktemp("rounds")
+    style, _ = heldout_references("line_art", ["house"])
+    examples = [StyleExample(style[0], "a house", "house.png", "0" * 64)]
+    prompts = PromptSet("two", ("a penguin", "a dog"), ("penguin", "dog"))
+    config = RoundsConfig(round1_steps=2, round2_steps=2, pool_images_per_prompt=2,
+                          eval_images_per_prompt=2, round1_lr=1e-3, round2_lr=1e-3)  # fmt: skip
+    scorer = ClipScorer.load(tiny_zoo / "judge")
+    evaluation = run_rounds(
+        tiny_zoo, examples, "in line art style", out, scorer, prompts, config,
+        reference_caption="a house", heldout_style="line_art",
+    )  # fmt: skip
+    return out, evaluation
+
+
+def test_pool_and_selections_follow_the_policies(experiment):
+    out, _ = experiment
+    pool = json.loads((out / "pool" / "candidates.json").read_text())
+    assert len(pool) == 60 and all((out / "pool" / c["id"]).is_file() for c in pool)
+    chosen = json.loads((out / "selections.json").read_text())
+    assert len(chosen["clip"]) == len(chosen["random"]) == 30
+    by_prompt = {}
+    for candidate in pool:
+        by_prompt.setdefault(candidate["prompt"], []).append(candidate)
+    best = {max(group, key=lambda c: c["text_score"])["id"] for group in by_prompt.values()}
+    assert set(chosen["clip"]) == best
+
+
+def test_round2_adapters_are_round2_kind_trained_on_the_selection(experiment):
+    out, _ = experiment
+    for name in ("clip", "random"):
+        adapter = read_adapter_file(out / f"round2_{name}" / "adapter.safetensors")
+        assert adapter.spec.kind == "r2" and int(adapter.metadata["round"]) == 2
+        assert len(adapter.metadata["source_images"]) == 30
+
+
+def test_evaluation_table_has_four_methods_with_ground_truth(experiment):
+    out, evaluation = experiment
+    names = [m.name for m in evaluation.methods]
+    assert names == ["base + descriptor", "round 1", "round 2 CLIP feedback", "round 2 random"]
+    figures = json.loads((out / "evaluation.json").read_text())
+    for name in names:
+        summary = figures["methods"][name]
+        assert summary["images"] == 4
+        for key in ("text", "style", "leakage", "style_truth"):
+            assert np.isfinite(summary[key]) and np.isfinite(summary[f"{key}_stderr"]), key
+    assert figures["provenance"]["selected"] == {"clip": 30, "random": 30}
+    assert (out / "evaluation.html").is_file()
+
+
+def test_rerun_skips_finished_stages(experiment, tiny_zoo):
+    out, _ = experiment
+    adapter = out / "round1" / "adapter.safetensors"
+    before = adapter.stat().st_mtime_ns
+    style, _ = heldout_references("line_art", ["house"])
+    scorer = ClipScorer.load(tiny_zoo / "judge")
+    run_rounds(tiny_zoo, [StyleExample(style[0], "a house", "h.png", "0" * 64)],
+               "in line art style", out, scorer, PromptSet("one", ("a dog",), (None,)),
+               RoundsConfig(round1_steps=2, round2_steps=2, pool_images_per_prompt=2,
+                            eval_images_per_prompt=1), reference_caption="a house")  # fmt: skip
+    assert adapter.stat().st_mtime_ns == before
+
+
+def test_evaluate_command(experiment, tiny_zoo, tmp_path, capsys):
+    out, _ = experiment
+    reference = tmp_path / "house.png"
+    from PIL import Image
+
+    Image.fromarray(heldout_references("line_art", ["house"])[0][0]).save(reference)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a penguin\na dog\n")
+    round1 = out / "round1" / "adapter.safetensors"
+    code = main([
+        "evaluate", "--base", str(tiny_zoo), "--adapter", f"r1={round1}",
+        "--reference", str(reference), "--prompts", str(prompts), "-n", "1",
+        "--json", str(tmp_path / "e.json"), "--html", str(tmp_path / "e.html"),
+    ])  # fmt: skip
+    assert code == 0
+    figures = json.loads((tmp_path / "e.json").read_text())
+    assert set(figures["methods"]) == {"base + descriptor", "r1"}
+    assert figures["provenance"]["reference_caption"] == "a house"  # read from the adapter
+    assert "r1" in capsys.readouterr().out
