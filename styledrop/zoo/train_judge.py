@@ -99,7 +99,8 @@ class JudgeTrainConfig:
         rotate_deg: Augmentation: largest rotation in degrees.
         brightness: Augmentation: largest brightness change.
         contrast: Augmentation: largest relative contrast change.
-        bf16: Forward pass under bfloat16 autocast.
+        bf16: Forward pass under bfloat16 autocast (off by default; see
+            `TextTrainConfig.bf16`).
         seed: Seed of the initialisation, batches and augmentation (not the text encoder's).
         checkpoint_every: Steps between checkpoints.
         eval_every: Steps between evaluations (0: only at the end).
@@ -125,7 +126,7 @@ class JudgeTrainConfig:
     rotate_deg: float = 10.0
     brightness: float = 0.1
     contrast: float = 0.2
-    bf16: bool = True
+    bf16: bool = False
     seed: int = 1
     checkpoint_every: int = 100
     eval_every: int = 250
