@@ -25,6 +25,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from muse import checkpoint as model_checkpoint
 from muse import weights
 from muse.config import TransformerConfig
 from muse.text_encoder import TextEncoder
@@ -85,6 +86,9 @@ class BaseTrainConfig:
         caption_dropout: Probability of training on the empty prompt instead.
         captions_per_image: Caption phrasings kept per image.
         seed: Seed of init, batches, masks and dropout.
+        init_from: sha256 of the weights file the run starts from ("" = random init): a
+            warm start continues an earlier base (the committed zoo's, say) with a fresh
+            schedule, so training can be added in runs that each fit a time budget.
         checkpoint_every: Steps between checkpoints.
     """
 
@@ -97,6 +101,7 @@ class BaseTrainConfig:
     caption_dropout: float = 0.1
     captions_per_image: int = 4
     seed: int = 0
+    init_from: str = ""
     checkpoint_every: int = 200
 
     def fingerprint(self) -> str:
@@ -152,6 +157,7 @@ def train_base(
     config: BaseTrainConfig,
     progress: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    init_weights: str | Path | None = None,
 ) -> Path | None:
     """Trains (or resumes) the base U-ViT; writes `transformer.safetensors` and its config.
 
@@ -164,9 +170,15 @@ def train_base(
         progress: Called after each step with step, loss, accuracy, steps_per_s, eta_s.
         should_stop: Polled after each step; True checkpoints, exports the weights so far
             (marked incomplete in the config) and returns None.
+        init_weights: A `transformer.safetensors` of the same architecture to start from
+            instead of the random init (float16 files load into float32 parameters); its
+            sha256 must be `config.init_from`.
 
     Returns:
         Path of the final weights (None when stopped early).
+
+    Raises:
+        ValueError: `init_weights` and `config.init_from` disagree.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -180,6 +192,14 @@ def train_base(
         width=config.width,
     )
     model = UVit2D(model_cfg, rngs=nnx.Rngs(config.seed))
+    digest = "" if init_weights is None else model_checkpoint.sha256_file(init_weights)
+    if digest != config.init_from:
+        raise ValueError(
+            f"config.init_from is {config.init_from!r} but the initial weights hash to"
+            f" {digest!r}; set init_from to the sha256 of the file you start from."
+        )
+    if init_weights is not None:
+        weights.load_params(model, init_weights)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, config.learning_rate, config.warmup_steps, config.steps, config.learning_rate * 0.05
@@ -253,6 +273,13 @@ def main_train_base(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=BaseTrainConfig.batch_size)
     parser.add_argument("--width", type=int, default=BaseTrainConfig.width)
     parser.add_argument("--lr", type=float, default=BaseTrainConfig.learning_rate)
+    parser.add_argument("--warmup", type=int, default=BaseTrainConfig.warmup_steps)
+    parser.add_argument(
+        "--init",
+        type=Path,
+        help="start from this transformer.safetensors (e.g. the committed zoo's) instead of a"
+        " random init; the run gets a fresh schedule of --steps",
+    )
     parser.add_argument(
         "--time-limit",
         type=float,
@@ -264,9 +291,11 @@ def main_train_base(argv: list[str] | None = None) -> int:
     vq = nnx.eval_shape(lambda: VQModel(vq_cfg, rngs=nnx.Rngs(0)))
     weights.load_params(vq, args.vq / "vqvae.safetensors")
     text = TextEncoder.load(args.text / "text_encoder", tokenizer=args.text / "tokenizer")
+    init_from = "" if args.init is None else model_checkpoint.sha256_file(args.init)
     config = BaseTrainConfig(
-        steps=args.steps, batch_size=args.batch_size, width=args.width, learning_rate=args.lr
-    )
+        steps=args.steps, batch_size=args.batch_size, width=args.width, learning_rate=args.lr,
+        warmup_steps=args.warmup, init_from=init_from,
+    )  # fmt: skip
     bar = tqdm(total=config.steps, unit="step", desc="base U-ViT")
 
     def show(event: dict) -> None:
@@ -278,6 +307,7 @@ def main_train_base(argv: list[str] | None = None) -> int:
     path = train_base(
         args.data, vq, text, args.out, config, progress=show,
         should_stop=None if deadline is None else lambda: time.monotonic() > deadline,
+        init_weights=args.init,
     )  # fmt: skip
     bar.close()
     if path is None:

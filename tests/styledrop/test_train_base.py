@@ -116,3 +116,20 @@ def test_assembled_zoo_folder_loads_and_generates(world, tmp_path):
     assert pipe.config.sampling.decoding == "maskgit" and pipe.config.sampling.num_steps == 36
     images = pipe.generate("a penguin", num_steps=4)
     assert images.shape == (1, 64, 64, 3)
+
+
+def test_warm_start_begins_from_the_given_weights(world, tmp_path):
+    from muse.checkpoint import sha256_file
+
+    data, vq, text = world
+    config = BaseTrainConfig(width=32, steps=3, batch_size=4, warmup_steps=1, checkpoint_every=0)
+    first = train_base(data, vq, text, tmp_path / "first", config)
+    # A zero learning rate leaves the parameters where the warm start put them.
+    still = BaseTrainConfig(width=32, steps=2, batch_size=4, warmup_steps=1, learning_rate=0.0,
+                            checkpoint_every=0, init_from=sha256_file(first))  # fmt: skip
+    second = train_base(data, vq, text, tmp_path / "second", still, init_weights=first)
+    a, b = load_file(str(first)), load_file(str(second))
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    with pytest.raises(ValueError, match="init_from"):
+        train_base(data, vq, text, tmp_path / "third", config, init_weights=first)
