@@ -4,12 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-SYSTEM_PACKAGES := fonts-noto-color-emoji fonts-symbola fonts-dejavu-core fontconfig
+SYSTEM_PACKAGES := fonts-noto-color-emoji fonts-symbola fonts-dejavu-core fontconfig redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages test test-parity bench lint clean
+.PHONY: install system-packages demo test test-parity bench lint clean
 
-# Debian packages: the fonts the emoji world is rendered from.
+# Debian packages: the fonts the emoji world is rendered from, and Redis (the job broker,
+# started by the service tests and by `styledrop worker` deployments).
 system-packages:
 	@dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \
 		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES))
@@ -25,6 +26,11 @@ $(STAMP): pyproject.toml | system-packages
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The main job on the embedded zoo: a round-1 style adapter from the shipped line-art
+# house, a grid of other subjects in that style, and out/demo/report.html.
+demo: system-packages $(STAMP)
+	$(BIN)/styledrop demo --out out/demo
 
 # The whole test suite (parity tests against diffusers included).
 test: system-packages $(STAMP)

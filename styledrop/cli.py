@@ -9,10 +9,32 @@ from __future__ import annotations
 import argparse
 import sys
 
-from styledrop.commands import bench, convert, demo, evaluate, finetune, generate, rounds, zoo
+from styledrop.commands import (
+    bench,
+    convert,
+    demo,
+    evaluate,
+    finetune,
+    generate,
+    jobs,
+    rounds,
+    worker,
+    zoo,
+)
 from styledrop.commands.errors import UserError
 
-COMMANDS = (convert, generate, finetune, demo, rounds, evaluate, zoo, bench)
+COMMANDS = (convert, generate, finetune, demo, rounds, evaluate, jobs, worker, zoo, bench)
+# Exceptions that mean bad input, as (module, class). They are looked up only in modules
+# already imported (an exception of a class can only exist once its module is loaded), so
+# commands that never touch JAX (`jobs`, `worker`) do not import it to report an error.
+USER_ERRORS = (
+    ("muse.checkpoint", "CheckpointError"),
+    ("muse.convert", "ConversionError"),
+    ("muse.tokenizer", "TokenizerNotFoundError"),
+    ("muse.weights", "WeightsError"),
+    ("styledrop.inputs", "ImageInputError"),
+    ("styledrop.zoo.embedded", "ZooMissingError"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,30 +50,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `styledrop` console script. Returns the exit code."""
-    args = build_parser().parse_args(argv)
-    from muse.checkpoint import CheckpointError
-    from muse.convert import ConversionError
-    from muse.tokenizer import TokenizerNotFoundError
-    from muse.weights import WeightsError
-    from styledrop.inputs import ImageInputError
-    from styledrop.zoo.embedded import ZooMissingError
+    """Entry point of the `styledrop` console script. Returns the exit code.
 
-    user_errors = (
-        UserError,
-        CheckpointError,
-        ConversionError,
-        TokenizerNotFoundError,
-        WeightsError,
-        ImageInputError,
-        ZooMissingError,
-    )
+    A command's `run` may return an exit code (`styledrop jobs wait`); None means 0.
+    """
+    args = build_parser().parse_args(argv)
     try:
-        args.run(args)
-    except user_errors as error:
+        code = args.run(args)
+    except Exception as error:
+        if not isinstance(error, _user_errors()):
+            raise
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return 0
+    return code if isinstance(code, int) else 0
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """UserError and the library errors of `USER_ERRORS` whose modules are loaded."""
+    found: list[type[BaseException]] = [UserError]
+    for module_name, name in USER_ERRORS:
+        module = sys.modules.get(module_name)
+        if module is not None and hasattr(module, name):
+            found.append(getattr(module, name))
+    return tuple(found)
 
 
 if __name__ == "__main__":

@@ -163,7 +163,7 @@ def finetune(
     seed_key = jax.random.key(config.seed)
     tokens_per_step = config.batch_size * int(np.prod(pool.ids.shape[1:]))
     arrays = pool.as_tuple()
-    log = (out_dir / LOG_FILE).open("a")
+    log = (out_dir / LOG_FILE).open("a", buffering=1)  # line by line: survives a kill
     status, step, loss = "succeeded", start, None
     timer = _StepTimer()
     try:

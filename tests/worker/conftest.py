@@ -1,0 +1,231 @@
+"""Fixtures for the service tests: a real redis-server, real worker processes, a store.
+
+Every process started here is killed in teardown. Each test that talks to workers gets
+its own Redis database number, so workers of one test never take another test's jobs.
+Waits poll with generous deadlines instead of sleeping fixed times.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+VISIBILITY_TIMEOUT = 3  # seconds: a killed worker's job comes back quickly
+READY_TIMEOUT = 120
+QUEUE_SERVICE_QUEUES = "training,generation"
+_databases = itertools.count(1)
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str, poll: float = 0.1):
+    """Polls `condition` until it returns something truthy; fails the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"Timed out after {timeout:g} s waiting for {what}.")
+        time.sleep(poll)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop(process: subprocess.Popen, grace: float = 5.0) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+class RedisServer:
+    """A redis-server on a free loopback port, without persistence."""
+
+    def __init__(self, folder: Path):
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed (make system-packages installs it)")
+        self.port = _free_port()
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(folder), "--databases", "64"],
+            stdout=(folder / "redis.log").open("w"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
+
+        def answers() -> bool:
+            if self.process.poll() is not None:
+                pytest.fail(f"redis-server exited: {(folder / 'redis.log').read_text()}")
+            try:
+                return bool(client.ping())
+            except redis.exceptions.ConnectionError:
+                return False
+
+        wait_for(answers, 30, "redis-server to answer")
+
+    def url(self, db: int) -> str:
+        """The broker URL of database `db`."""
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def client(self, db: int):
+        """A redis-py client on database `db`."""
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, db=db)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    _stop(server.process)
+
+
+class Worker:
+    """A `styledrop worker` process (solo pool) with its log file."""
+
+    def __init__(self, name: str, env: dict[str, str], folder: Path, queues: str, warm_up: bool):
+        self.name = f"{name}@test"
+        self.log = folder / f"worker-{name}.log"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "styledrop.cli", "worker", "--queues", queues,
+             "--hostname", self.name, "--loglevel", "INFO",
+             *([] if warm_up else ["--no-warm-up"])],
+            env=env, cwd=folder, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> Worker:
+        """Waits for Celery's 'ready.' line (the worker consumes from then on)."""
+
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                pytest.fail(f"worker {self.name} exited:\n{self.output()[-4000:]}")
+            return " ready." in self.output()
+
+        wait_for(ready, timeout, f"worker {self.name} to be ready", poll=0.2)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the worker dies mid-job without acknowledging or cleaning up."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+
+class Service:
+    """One isolated service: a Redis database, a store folder, workers on them."""
+
+    def __init__(self, redis_server: RedisServer, folder: Path, xla_cache: Path):
+        from worker.app import make_app
+        from worker.store import Store
+
+        self.db = next(_databases)
+        self.broker = redis_server.url(self.db)
+        self.redis = redis_server.client(self.db)
+        self.folder = folder
+        self.store = Store(folder / "store")
+        self.app = make_app(broker=self.broker, visibility=VISIBILITY_TIMEOUT)
+        self.workers: list[Worker] = []
+        self.env = {
+            **os.environ,
+            "STYLEDROP_BROKER_URL": self.broker,
+            "STYLEDROP_STORE": str(self.store.root),
+            "STYLEDROP_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
+            "JAX_PLATFORMS": "cpu",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+            # Workers of the session share compiled programs (as workers of a machine do).
+            "JAX_COMPILATION_CACHE_DIR": str(xla_cache),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        }
+
+    def start_worker(self, name: str, queues: str = "training", warm_up: bool = True) -> Worker:
+        worker = Worker(name, self.env, self.folder, queues, warm_up)
+        self.workers.append(worker)
+        return worker
+
+    def queue_length(self, queue: str = "training") -> int:
+        return int(self.redis.llen(queue))
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.kill()
+        self.app.close()
+        self.redis.close()
+
+
+@pytest.fixture(scope="session")
+def xla_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("xla-cache")
+
+
+@pytest.fixture
+def service(redis_server, tmp_path, xla_cache) -> Iterator[Service]:
+    """A fresh Redis database and store; workers started on it are killed afterwards."""
+    svc = Service(redis_server, tmp_path, xla_cache)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture(scope="session")
+def queue_service(redis_server, tmp_path_factory, xla_cache) -> Iterator[Service]:
+    """Like `service`, shared by the end-to-end tests, with a first worker started at once.
+
+    Session-scoped so that, requested before `tiny_zoo`, the worker warms up (imports JAX)
+    while the tiny zoo is being built.
+    """
+    svc = Service(redis_server, tmp_path_factory.mktemp("service"), xla_cache)
+    svc.start_worker("w1", queues=QUEUE_SERVICE_QUEUES)
+    yield svc
+    svc.close()
+
+
+def write_style_image(path: Path, seed: int = 0, size: int = 48) -> Path:
+    """A small striped PNG (a style image the tiny models can train on)."""
+    rng = np.random.default_rng(seed)
+    pixels = np.zeros((size, size, 3), np.uint8)
+    pixels[:, ::4] = rng.integers(0, 255, 3)
+    pixels[::4, :] = rng.integers(0, 255, 3)
+    pixels[size // 2 :, size // 2 :] = rng.integers(0, 255, 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture(name="wait_for")
+def wait_for_fixture():
+    """The `wait_for` helper, for test modules (conftest is not importable by name)."""
+    return wait_for
+
+
+@pytest.fixture(scope="session")
+def style_image(tmp_path_factory) -> Path:
+    return write_style_image(tmp_path_factory.mktemp("uploads") / "stripes.png")

@@ -1,0 +1,205 @@
+"""Job records and their lifecycle, the claim rules of a delivered job, client and CLI errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from styledrop.cli import main
+from worker import client, jobs
+from worker.claim import MAX_ATTEMPTS, claim
+from worker.finetune_spec import DEFAULT_CAPTION, FinetuneSpec, ImageInput
+from worker.store import InvalidJobIdError, Store
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    return Store(tmp_path / "store")
+
+
+def _inputs() -> dict:
+    image = ImageInput(key="jobs/x/inputs/00.png", name="a.png", sha256="0" * 64, caption="a")
+    return FinetuneSpec(images=(image,), descriptor="in x style", steps=5).to_dict()
+
+
+def test_record_lifecycle(store):
+    job = jobs.create(store, "finetune", _inputs())
+    assert job.id.startswith("ft-") and job.status == "queued" and job.attempts == 0
+    assert jobs.get(store, job.id) == job
+    with pytest.raises(ValueError, match="already exists"):
+        jobs.create(store, "finetune", {}, job_id=job.id)
+    running = jobs.update(store, job.id, status="running", progress={"step": 1, "total": 5})
+    assert jobs.get(store, job.id).progress == {"step": 1, "total": 5}
+    assert not running.is_terminal
+    with pytest.raises(ValueError, match="status"):
+        jobs.update(store, job.id, status="exploded")
+    with pytest.raises(ValueError, match="no field"):
+        jobs.update(store, job.id, colour="red")
+    assert not jobs.is_cancel_requested(store, job.id)
+    jobs.request_cancel(store, job.id)
+    assert jobs.is_cancel_requested(store, job.id)
+    assert jobs.get(store, job.id).status == "running"  # the marker does not touch the record
+    done = jobs.update(store, job.id, status="cancelled")
+    assert done.is_terminal
+    other = jobs.create(store, "generate", {})
+    assert [j.id for j in jobs.list_jobs(store)] == [other.id, job.id]  # newest first
+    assert [j.id for j in jobs.list_jobs(store, status="cancelled")] == [job.id]
+    assert [j.id for j in jobs.list_jobs(store, kind="generate")] == [other.id]
+    assert FinetuneSpec.from_dict(jobs.get(store, job.id).inputs).steps == 5
+
+
+def test_unknown_and_malformed_ids(store):
+    with pytest.raises(jobs.JobNotFoundError, match="jobs list"):
+        jobs.get(store, "ft-nothere")
+    with pytest.raises(InvalidJobIdError):
+        jobs.get(store, "../../etc")
+    with pytest.raises(InvalidJobIdError):
+        jobs.create(store, "finetune", {}, job_id="../x")
+    with pytest.raises(jobs.JobNotFoundError):
+        jobs.request_cancel(store, "ft-nothere")
+
+
+def test_claim_counts_attempts_and_skips_ended_jobs(store):
+    job = jobs.create(store, "finetune", _inputs())
+    first = claim(store, job.id, "w1@host")
+    assert (first.status, first.attempts, first.worker) == ("running", 1, "w1@host")
+    again = claim(store, job.id, "w2@host")  # redelivered after w1 was lost
+    assert (again.attempts, again.worker) == (2, "w2@host")
+    jobs.update(store, job.id, status="succeeded")
+    assert claim(store, job.id, "w3@host") is None  # a finished job is not run again
+    assert jobs.get(store, job.id).attempts == 2
+
+
+def test_claim_ends_a_job_cancelled_before_it_ran(store):
+    job = jobs.create(store, "finetune", _inputs())
+    jobs.request_cancel(store, job.id)
+    assert claim(store, job.id, "w1@host") is None
+    record = jobs.get(store, job.id)
+    assert record.status == "cancelled" and record.attempts == 0 and record.finished
+
+
+def test_claim_gives_up_after_max_attempts(store):
+    job = jobs.create(store, "finetune", _inputs())
+    for _ in range(MAX_ATTEMPTS):
+        assert claim(store, job.id, "w@host") is not None
+    assert claim(store, job.id, "w@host") is None
+    record = jobs.get(store, job.id)
+    assert record.status == "failed" and "Gave up" in record.error
+
+
+def test_spec_validation():
+    image = ImageInput(key="k", name="a.png", sha256="", caption=DEFAULT_CAPTION)
+    with pytest.raises(ValueError, match="steps"):
+        FinetuneSpec(images=(image,), descriptor="d", steps=0)
+    with pytest.raises(ValueError, match="adapter"):
+        FinetuneSpec(images=(image,), descriptor="d", adapter="r9")
+    with pytest.raises(ValueError, match="image"):
+        FinetuneSpec(images=(), descriptor="d")
+
+
+def test_default_caption_matches_the_dataset():
+    import importlib.util
+    from pathlib import Path
+
+    source = Path(importlib.util.find_spec("styledrop.dataset").origin).read_text()
+    assert f"DEFAULT_CAPTION = {DEFAULT_CAPTION!r}".replace("'", '"') in source
+
+
+def test_submit_to_an_unreachable_broker_stores_nothing(store, style_image):
+    from worker.app import make_app
+
+    dead = make_app(broker="redis://127.0.0.1:1/0", visibility=5)
+    with pytest.raises(client.BrokerUnreachableError, match="redis-server"):
+        client.submit([style_image], "in x style", steps=3, store=store, app=dead)
+    assert client.list_jobs(store=store) == []
+    assert store.list_names("jobs") == []
+
+
+def test_submit_copies_the_images_and_queues_the_task(service, style_image):
+    job = client.submit(
+        [style_image], "in stripes style", captions={"stripes.png": "a grid"}, steps=4,
+        store=service.store, app=service.app,
+    )  # fmt: skip
+    spec = FinetuneSpec.from_dict(job.inputs)
+    assert spec.images[0].caption == "a grid" and spec.images[0].name == "stripes.png"
+    assert service.store.read_bytes(spec.images[0].key) == style_image.read_bytes()
+    assert spec.images[0].key == f"jobs/{job.id}/inputs/00.png"
+    assert spec.checkpoint_every == 1 and job.task_id
+    assert service.queue_length("training") == 1
+    message = json.loads(service.redis.lindex("training", 0))
+    assert message["headers"]["task"] == "styledrop.finetune"
+    assert message["content-type"] == "application/json"
+    # A queued job is cancelled at once (and revoked).
+    cancelled = client.cancel(job.id, store=service.store, app=service.app)
+    assert cancelled.status == "cancelled" and cancelled.finished
+    assert client.cancel(job.id, store=service.store, app=service.app).status == "cancelled"
+    with pytest.raises(client.WaitTimeoutError):
+        other = client.submit([style_image], "in x style", steps=3, store=service.store,
+                              app=service.app)  # fmt: skip
+        client.wait(other.id, timeout=0.3, poll=0.1, store=service.store)
+
+
+def test_a_bad_image_is_refused_before_anything_is_stored(store, tmp_path):
+    from styledrop.inputs import ImageInputError
+
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    with pytest.raises(ImageInputError, match=r"notes\.png"):
+        client.submit([bad], "in x style", store=store)
+    assert store.list_names("jobs") == []
+
+
+def test_cli_errors_are_clear(store, capsys, style_image, monkeypatch):
+    for name in ("STYLEDROP_BROKER_URL", "STYLEDROP_STORE", "JAX_COMPILATION_CACHE_DIR"):
+        monkeypatch.setenv(name, "")  # `styledrop worker` sets them; restored afterwards
+    root = str(store.root)
+    assert main(["jobs", "show", "../../etc/passwd", "--store", root]) == 2
+    assert "Invalid job id" in capsys.readouterr().err
+    assert main(["jobs", "show", "ft-20260101-nope00", "--store", root]) == 2
+    assert "No job 'ft-20260101-nope00'" in capsys.readouterr().err
+    assert main(["jobs", "cancel", "ft-20260101-nope00", "--store", root]) == 2
+    assert "No job" in capsys.readouterr().err
+    code = main(["jobs", "submit", str(style_image), "--descriptor", "in x style", "--store",
+                 root, "--broker", "redis://127.0.0.1:1/0"])  # fmt: skip
+    assert code == 2
+    assert "Cannot reach the message broker at redis://127.0.0.1:1/0" in capsys.readouterr().err
+    assert main(["worker", "--broker", "redis://127.0.0.1:1/0", "--store", root]) == 2
+    assert "Cannot reach the message broker" in capsys.readouterr().err
+    assert main(["jobs", "list", "--store", root]) == 0
+    assert "No jobs" in capsys.readouterr().out
+
+
+def test_cli_submit_list_show_cancel_wait(service, capsys, style_image):
+    common = ["--store", str(service.store.root), "--broker", service.broker]
+    assert main(["jobs", "submit", str(style_image), "--descriptor", "in x style", "--steps",
+                 "3", "--caption", "stripes.png=a grid", *common]) == 0  # fmt: skip
+    job_id = capsys.readouterr().out.strip()
+    assert main(["jobs", "list", "--json", *common]) == 0
+    assert [j["id"] for j in json.loads(capsys.readouterr().out)] == [job_id]
+    assert main(["jobs", "show", job_id, "--json", *common]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["status"] == "queued" and record["inputs"]["images"][0]["caption"] == "a grid"
+    assert main(["jobs", "cancel", job_id, *common]) == 0
+    assert "cancelled" in capsys.readouterr().out
+    assert main(["jobs", "wait", job_id, "--timeout", "5", "--json", *common]) == 1
+    assert json.loads(capsys.readouterr().out)["status"] == "cancelled"
+    assert main(["jobs", "generate", job_id, "--prompt", "a dog", *common]) == 2
+    assert "no adapter" in capsys.readouterr().err
+
+
+def test_the_client_and_jobs_cli_do_not_import_jax(tmp_path):
+    code = (
+        "import sys\n"
+        "import worker.client\n"
+        "from styledrop.cli import main\n"
+        f"assert main(['jobs', 'list', '--store', {str(tmp_path)!r}]) == 0\n"
+        f"assert main(['jobs', 'show', 'ft-x', '--store', {str(tmp_path)!r}]) == 2\n"
+        "heavy = sorted(m for m in ('jax', 'torch', 'flax') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr

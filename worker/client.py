@@ -1,0 +1,333 @@
+"""Submitting and watching jobs: what the CLI and the UI call. Imports no JAX.
+
+`submit` validates the style images (`styledrop.inputs`), copies them into the store
+under the job's `inputs/` folder, writes the job record and queues the task by name
+(`app.send_task`: the task code is never imported here); `submit_generate` queues
+images in the style of a finished fine-tune job. `cancel` asks a running job to
+stop (it checkpoints and ends "cancelled") and ends a queued one at once. `wait` polls
+the record until the job ends. The store is `$STYLEDROP_STORE` and the broker
+`$STYLEDROP_BROKER_URL` unless others are passed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from worker import jobs
+from worker.app import FINETUNE_TASK, GENERATE_TASK, TASK_ROUTES
+from worker.finetune_spec import (
+    DEFAULT_CAPTION,
+    DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_STEPS,
+    FinetuneSpec,
+    ImageInput,
+)
+from worker.generate_spec import GenerateSpec
+from worker.store import Store, default_store, job_key
+
+INPUTS = "inputs"
+_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
+
+
+class BrokerUnreachableError(ConnectionError):
+    """The message broker (Redis) does not answer."""
+
+
+class WaitTimeoutError(TimeoutError):
+    """A job did not end within the time waited for it."""
+
+
+def _app(app: Celery | None) -> Celery:
+    if app is not None:
+        return app
+    from worker.app import app as default_app
+
+    return default_app
+
+
+def check_broker(app: Celery | None = None, timeout: float = 3.0) -> None:
+    """Connects to the broker once.
+
+    Raises:
+        BrokerUnreachableError: with the URL and what to do, when it does not answer.
+    """
+    app = _app(app)
+    url = app.conf.broker_url
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0.2, timeout=timeout)
+    except Exception as error:
+        raise BrokerUnreachableError(
+            f"Cannot reach the message broker at {url} ({error.__class__.__name__}: {error})."
+            " Start Redis (`redis-server`) or set STYLEDROP_BROKER_URL to a reachable one."
+        ) from error
+
+
+def _image_format(data: bytes) -> str:
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return str(image.format)
+
+
+def submit(
+    images: Sequence[str | Path],
+    descriptor: str,
+    *,
+    captions: Mapping[str | Path, str] | None = None,
+    base: str | Path | None = None,
+    adapter: str = "r1",
+    steps: int = DEFAULT_STEPS,
+    learning_rate: float | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    variants_per_image: int = 8,
+    checkpoint_every: int | None = None,
+    preview_every: int = 0,
+    preview_prompts: Sequence[str] = (),
+    bottleneck: int | None = None,
+    rank: int = 16,
+    store: Store | None = None,
+    app: Celery | None = None,
+) -> jobs.Job:
+    """Queues a fine-tune job.
+
+    Args:
+        images: Style image files (PNG, JPEG or WebP; 1-20).
+        descriptor: Style descriptor ("in watercolor painting style").
+        captions: Content caption per image, keyed by path or file name ("an image" if
+            missing).
+        base: Base model folder as the workers see it (None: their embedded default).
+            When it exists here too, it must be a converted model folder.
+        adapter: "r1", "r2" or "lora".
+        steps: Optimizer steps.
+        learning_rate: Adam learning rate (None: the kind's default).
+        batch_size: Examples per step.
+        seed: Random seed.
+        variants_per_image: Augmented crops per image.
+        checkpoint_every: Steps between checkpoints (default: 100, or fewer for short runs).
+        preview_every: Steps between preview grids (0: none).
+        preview_prompts: Content prompts of the previews.
+        bottleneck: Adapter bottleneck (None: the kind's default).
+        rank: LoRA rank.
+        store: The store (default `$STYLEDROP_STORE`).
+        app: The Celery app (default: `worker.app.app`).
+
+    Returns:
+        The queued job's record (with its Celery task id).
+
+    Raises:
+        ImageInputError: a bad image (nothing is stored).
+        ValueError: bad settings, or a base folder that is not a model.
+        BrokerUnreachableError: the broker does not answer (nothing is stored).
+    """
+    from styledrop.inputs import load_images
+
+    paths = [Path(p) for p in images]
+    loaded = load_images(paths)  # every image is checked before anything is stored
+    captions = {str(k): v.strip() for k, v in (captions or {}).items()}
+    if base is not None:
+        base = Path(base).expanduser().resolve()
+        if base.exists() and not (base / "model.json").is_file():
+            raise ValueError(f"{base} is not a converted model folder (no model.json).")
+    if checkpoint_every is None:
+        checkpoint_every = max(1, min(DEFAULT_CHECKPOINT_EVERY, steps // 10))
+    store = store or default_store()
+    app = _app(app)
+    job_id = jobs.new_job_id("finetune")
+    files, inputs = [], []
+    for index, (path, image) in enumerate(zip(paths, loaded, strict=True)):
+        data = path.read_bytes()
+        key = job_key(job_id, INPUTS, f"{index:02d}{_EXTENSIONS[_image_format(data)]}")
+        caption = captions.get(str(path)) or captions.get(path.name) or DEFAULT_CAPTION
+        files.append((key, data))
+        inputs.append(ImageInput(key=key, name=image.name, sha256=image.sha256, caption=caption))
+    spec = FinetuneSpec(
+        images=tuple(inputs),
+        descriptor=descriptor,
+        base=str(base) if base is not None else None,
+        adapter=adapter,
+        bottleneck=bottleneck,
+        rank=rank,
+        steps=steps,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        seed=seed,
+        variants_per_image=variants_per_image,
+        checkpoint_every=checkpoint_every,
+        preview_every=preview_every,
+        preview_prompts=tuple(preview_prompts),
+    )
+    check_broker(app)
+    for key, data in files:
+        store.write_bytes(key, data)
+    job = jobs.create(store, "finetune", spec.to_dict(), job_id=job_id)
+    return _send(store, app, FINETUNE_TASK, job)
+
+
+def _send(store: Store, app: Celery, task: str, job: jobs.Job) -> jobs.Job:
+    """Queues the task of a created job and records its Celery task id."""
+    try:
+        result = app.send_task(task, args=[job.id], queue=TASK_ROUTES[task]["queue"])
+    except Exception as error:
+        message = f"Could not be queued: {error.__class__.__name__}: {error}"
+        jobs.update(store, job.id, status="failed", error=message, finished=jobs.utc_now())
+        raise BrokerUnreachableError(
+            f"Job {job.id} could not be queued on {app.conf.broker_url}: {error}"
+        ) from error
+    return jobs.update(store, job.id, task_id=result.id)
+
+
+def submit_generate(
+    source: str,
+    prompts: Sequence[str],
+    *,
+    num_images: int = 4,
+    seed: int = 0,
+    lambda_a: float | None = None,
+    lambda_b: float | None = None,
+    negative_prompt: str = "",
+    store: Store | None = None,
+    app: Celery | None = None,
+) -> jobs.Job:
+    """Queues a generation job with the adapter of a succeeded fine-tune job.
+
+    Args:
+        source: The fine-tune job id (its base and adapter are used).
+        prompts: Content prompts (the adapter's descriptor is appended).
+        num_images: Images per prompt.
+        seed: Random seed.
+        lambda_a: StyleDrop guidance weight (None: the paper's default).
+        lambda_b: Classifier-free guidance weight (None: the paper's default).
+        negative_prompt: The negative branch's prompt.
+        store: The store (default `$STYLEDROP_STORE`).
+        app: The Celery app (default: `worker.app.app`).
+
+    Raises:
+        JobNotFoundError: no such fine-tune job.
+        ValueError: the job has no adapter (yet), or bad settings.
+        BrokerUnreachableError: the broker does not answer (nothing is stored).
+    """
+    store = store or default_store()
+    app = _app(app)
+    parent = jobs.get(store, source)
+    if parent.kind != "finetune" or "adapter" not in parent.artifacts:
+        raise ValueError(
+            f"Job {source} is a {parent.kind} job that is {parent.status} with no adapter;"
+            " generate from a fine-tune job that succeeded."
+        )
+    spec = GenerateSpec(
+        adapter=parent.artifacts["adapter"],
+        prompts=tuple(prompts),
+        num_images=num_images,
+        seed=seed,
+        base=parent.inputs.get("base"),
+        lambda_a=lambda_a,
+        lambda_b=lambda_b,
+        negative_prompt=negative_prompt,
+        source_job=source,
+    )
+    check_broker(app)
+    job = jobs.create(store, "generate", spec.to_dict(), parent=source)
+    return _send(store, app, GENERATE_TASK, job)
+
+
+def list_jobs(
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    limit: int | None = None,
+    store: Store | None = None,
+) -> list[jobs.Job]:
+    """Job records, newest first (optionally one status and/or kind only)."""
+    return jobs.list_jobs(store or default_store(), status=status, kind=kind, limit=limit)
+
+
+def show(job_id: str, *, store: Store | None = None) -> jobs.Job:
+    """One job record.
+
+    Raises:
+        InvalidJobIdError: a malformed id.
+        JobNotFoundError: no such job.
+    """
+    return jobs.get(store or default_store(), job_id)
+
+
+def cancel(job_id: str, *, store: Store | None = None, app: Celery | None = None) -> jobs.Job:
+    """Cancels a job: a queued one ends now, a running one stops at its next step.
+
+    A running job checkpoints and its worker records "cancelled"; `wait` sees it end.
+    A job that has already ended is returned unchanged.
+
+    Raises:
+        InvalidJobIdError: a malformed id.
+        JobNotFoundError: no such job.
+    """
+    store = store or default_store()
+    job = jobs.get(store, job_id)
+    if job.is_terminal:
+        return job
+    jobs.request_cancel(store, job_id)
+    was_queued: dict[str, bool] = {"queued": False}
+
+    def change(record: jobs.Job) -> None:
+        if record.status == "queued":
+            was_queued["queued"] = True
+            record.status, record.finished = "cancelled", jobs.utc_now()
+            record.error = "Cancelled before it started."
+
+    job = jobs.update(store, job_id, change)
+    if was_queued["queued"] and job.task_id:
+        # Best effort: the worker checks the record too, so a lost revoke is harmless.
+        with contextlib.suppress(Exception):
+            _app(app).control.revoke(job.task_id)
+    return job
+
+
+def wait(
+    job_id: str,
+    *,
+    timeout: float | None = None,
+    poll: float = 1.0,
+    on_update: Callable[[jobs.Job], Any] | None = None,
+    store: Store | None = None,
+) -> jobs.Job:
+    """Polls the job record until the job ends.
+
+    Args:
+        job_id: The job.
+        timeout: Seconds to wait at most (None: no limit).
+        poll: Seconds between reads of the record.
+        on_update: Called with the record after each read (progress display).
+        store: The store.
+
+    Returns:
+        The record of the ended job.
+
+    Raises:
+        WaitTimeoutError: when it has not ended within `timeout`.
+        JobNotFoundError: no such job.
+    """
+    store = store or default_store()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        job = jobs.get(store, job_id)
+        if on_update is not None:
+            on_update(job)
+        if job.is_terminal:
+            return job
+        if deadline is not None and time.monotonic() >= deadline:
+            raise WaitTimeoutError(
+                f"Job {job_id} is still {job.status} after {timeout:g} s"
+                f" (step {job.progress.get('step', 0)} of {job.progress.get('total', '?')})."
+            )
+        delay = poll if deadline is None else min(poll, max(0.0, deadline - time.monotonic()))
+        time.sleep(delay)

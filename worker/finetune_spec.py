@@ -1,0 +1,106 @@
+"""What a fine-tune job record holds as its inputs: the contract between client and worker.
+
+The client writes it (`worker.client.submit`), the worker reads it (`worker.finetune_job`).
+It is plain JSON in the job record: images are store keys, never pixels. This module
+imports neither JAX nor Celery.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+ADAPTER_KINDS = ("r1", "r2", "lora")
+DEFAULT_CAPTION = "an image"  # as `styledrop.dataset.DEFAULT_CAPTION` (which imports JAX)
+DEFAULT_STEPS = 1000
+DEFAULT_CHECKPOINT_EVERY = 100
+MAX_STEPS = 100_000
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """One uploaded style image.
+
+    Attributes:
+        key: Store key of the copy in the job's `inputs/` folder.
+        name: The file name it was uploaded under (provenance, captions).
+        sha256: Hex digest of the file bytes.
+        caption: Content caption ("A house"); the descriptor is appended in training.
+    """
+
+    key: str
+    name: str
+    sha256: str
+    caption: str
+
+
+@dataclass(frozen=True)
+class FinetuneSpec:
+    """The inputs of a fine-tune job.
+
+    Attributes:
+        images: The uploaded style images.
+        descriptor: Style descriptor ("in watercolor painting style").
+        base: Base model folder on the worker machines (None: the embedded default).
+        adapter: Adapter kind: "r1", "r2" or "lora".
+        bottleneck: Adapter bottleneck (None: the kind's default).
+        rank: LoRA rank.
+        steps: Optimizer steps.
+        learning_rate: Adam learning rate (None: the kind's default).
+        batch_size: Examples per step.
+        seed: Random seed.
+        variants_per_image: Augmented crops per image.
+        checkpoint_every: Steps between resumable checkpoints.
+        preview_every: Steps between preview grids (0: none).
+        preview_prompts: Content prompts of the previews.
+    """
+
+    images: tuple[ImageInput, ...]
+    descriptor: str
+    base: str | None = None
+    adapter: str = "r1"
+    bottleneck: int | None = None
+    rank: int = 16
+    steps: int = DEFAULT_STEPS
+    learning_rate: float | None = None
+    batch_size: int = 8
+    seed: int = 0
+    variants_per_image: int = 8
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
+    preview_every: int = 0
+    preview_prompts: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        problems = []
+        if not self.images:
+            problems.append("give at least one style image")
+        if not self.descriptor.strip():
+            problems.append("the style descriptor is empty")
+        if self.adapter not in ADAPTER_KINDS:
+            problems.append(f"adapter must be one of {', '.join(ADAPTER_KINDS)}")
+        if not 1 <= self.steps <= MAX_STEPS:
+            problems.append(f"steps must be between 1 and {MAX_STEPS}")
+        if self.batch_size < 1 or self.variants_per_image < 1:
+            problems.append("batch size and variants per image must be at least 1")
+        if self.checkpoint_every < 1:
+            problems.append("checkpoint_every must be at least 1 (jobs must be resumable)")
+        if self.preview_every < 0:
+            problems.append("preview_every must be >= 0")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            problems.append("the learning rate must be positive")
+        if problems:
+            raise ValueError("Invalid fine-tune job: " + "; ".join(problems) + ".")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data for the job record (lists, not tuples: as read back)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FinetuneSpec:
+        """Reads the inputs of a job record (unknown keys are ignored)."""
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        values["images"] = tuple(ImageInput(**image) for image in data.get("images", ()))
+        values["preview_prompts"] = tuple(values.get("preview_prompts", ()))
+        return cls(**values)

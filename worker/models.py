@@ -1,0 +1,81 @@
+"""The base models a worker process holds: loaded on first use, once per process.
+
+A fine-tune job injects a fresh adapter into the base transformer, so the cache hands
+out the model with every adapter removed, and `release` takes the job's adapter out
+again when the job ends. Only the few most recently used base folders are kept (one
+accelerator holds one or two models, not every folder ever asked for).
+
+Nothing is loaded (and JAX is not imported) until a task asks for a model, so importing
+the Celery app or the task module stays cheap and fork-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from muse.pipeline import Pipeline
+
+MAX_MODELS = 2
+
+_cache: OrderedDict[str, Pipeline] = OrderedDict()
+_lock = threading.Lock()
+
+
+def resolve_base(folder: str | Path | None) -> Path:
+    """The base model folder a job uses: the one given, else the embedded default.
+
+    Raises:
+        ZooMissingError: when no folder is given and the embedded zoo is missing.
+        CheckpointError: when the folder is not a converted model folder.
+    """
+    from muse.checkpoint import read_model_json
+    from styledrop.zoo.embedded import embedded_base
+
+    path = Path(folder).expanduser() if folder else embedded_base()
+    read_model_json(path)
+    return path.resolve()
+
+
+def base_pipeline(folder: str | Path | None) -> Pipeline:
+    """The loaded base model of `folder` (the embedded default for None), without adapters.
+
+    The first call for a folder loads it; later calls return the same object.
+    """
+    import muse
+    from adapters import remove_adapters
+
+    path = resolve_base(folder)
+    key = str(path)
+    with _lock:
+        pipe = _cache.get(key)
+        if pipe is None:
+            pipe = muse.load(path)
+            _cache[key] = pipe
+            while len(_cache) > MAX_MODELS:
+                _cache.popitem(last=False)
+        _cache.move_to_end(key)
+    remove_adapters(pipe.transformer)
+    return pipe
+
+
+def release(pipe: Pipeline) -> None:
+    """Takes every adapter out of a cached model once a job is done with it."""
+    from adapters import remove_adapters
+
+    remove_adapters(pipe.transformer)
+
+
+def cached_folders() -> list[str]:
+    """The base folders loaded in this process, least recently used first."""
+    with _lock:
+        return list(_cache)
+
+
+def clear() -> None:
+    """Forgets every loaded model (tests, or freeing accelerator memory)."""
+    with _lock:
+        _cache.clear()
