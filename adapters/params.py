@@ -73,6 +73,25 @@ class AdapterSpec:
             if self.bottleneck < 1:
                 raise ValueError(f"The bottleneck must be at least 1, got {self.bottleneck}.")
 
+    @classmethod
+    def from_options(
+        cls, kind: str, bottleneck: int | None = None, rank: int | None = None
+    ) -> AdapterSpec:
+        """The spec a user's options ask for, keeping only the sizes that apply to `kind`.
+
+        Args:
+            kind: "r1", "r2" or "lora".
+            bottleneck: StyleDrop MLP width (None or 0: the kind's default); ignored for LoRA.
+            rank: LoRA rank (None: the default); ignored for r1 / r2.
+        """
+        sizes: dict[str, int] = {}
+        if kind == "lora":
+            if rank is not None:
+                sizes["rank"] = rank
+        elif bottleneck:
+            sizes["bottleneck"] = bottleneck
+        return cls(kind=kind, **sizes)
+
     @property
     def lora_scale(self) -> float:
         """The factor alpha / rank applied to the LoRA update."""

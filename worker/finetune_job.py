@@ -141,13 +141,8 @@ def _config(spec: FinetuneSpec) -> Any:
     from adapters import AdapterSpec
     from styledrop.finetune import FinetuneConfig
 
-    adapter: dict[str, Any] = {"kind": spec.adapter}
-    if spec.bottleneck:
-        adapter["bottleneck"] = spec.bottleneck
-    if spec.adapter == "lora":
-        adapter["rank"] = spec.rank
     return FinetuneConfig(
-        adapter=AdapterSpec(**adapter),
+        adapter=AdapterSpec.from_options(spec.adapter, spec.bottleneck, spec.rank),
         steps=spec.steps,
         learning_rate=spec.learning_rate,
         batch_size=spec.batch_size,

@@ -83,13 +83,8 @@ def run(args) -> None:
     loaded = load_images(args.images)  # every image checked before any model work
     args.base = args.base or embedded_base()
     read_model_json(args.base)
-    spec_args = {"kind": args.adapter}
-    if args.bottleneck:
-        spec_args["bottleneck"] = args.bottleneck
-    if args.adapter == "lora":
-        spec_args["rank"] = args.rank
     config = FinetuneConfig(
-        adapter=AdapterSpec(**spec_args),
+        adapter=AdapterSpec.from_options(args.adapter, args.bottleneck, args.rank),
         steps=args.steps,
         learning_rate=args.lr,
         batch_size=args.batch_size,
