@@ -4,13 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-SYSTEM_PACKAGES := fonts-noto-color-emoji fonts-symbola fonts-dejavu-core fontconfig redis-server
+SYSTEM_PACKAGES := fonts-noto-color-emoji fonts-symbola fonts-dejavu-core fontconfig redis-server \
+	chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-packages demo test test-parity bench lint clean
 
-# Debian packages: the fonts the emoji world is rendered from, and Redis (the job broker,
-# started by the service tests and by `styledrop worker` deployments).
+# Debian packages: the fonts the emoji world is rendered from, Redis (the job broker,
+# started by the service tests and by `styledrop serve`), and Chromium (the browser test
+# of the web app).
 system-packages:
 	@dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \
 		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES))

@@ -1,0 +1,73 @@
+"""Generate: draw prompts in a trained style, optionally with a subject adapter.
+
+The sliders are the StyleDrop guidance weights: lambda_A scales (adapted - base), the
+style's pull; lambda_B is classifier-free guidance. With a subject adapter, gamma weighs
+the subject against the style (the paper's style + subject composition).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import services
+from worker import client
+
+NO_SUBJECT = ""
+
+
+@st.fragment(run_every=services.POLL_SECONDS)
+def latest(job_id: str) -> None:
+    """The last job queued from this page: progress, then its grid."""
+    job = client.show(job_id, store=services.store())
+    st.markdown(f"**{job.id}: {job.status}**")
+    if job.error:
+        st.error(job.error)
+    if "grid" in job.artifacts:
+        st.image(services.image_bytes(job.artifacts["grid"]))
+    elif not job.is_terminal:
+        done, total = job.progress.get("done", 0), job.progress.get("total") or 1
+        st.progress(min(done / total, 1.0), text=f"{done} of {total} images")
+
+
+st.title("Generate")
+styles = services.finetune_jobs(succeeded_only=True)
+if not styles:
+    st.info("No trained style yet: a fine-tune job must succeed first (New style page).")
+    st.stop()
+style = services.pick_job("Style adapter", styles, key="gen_style")
+names = services.labels(styles)
+subject = st.selectbox(
+    "Subject adapter (optional)", [NO_SUBJECT, *[i for i in names if i != style]],
+    format_func=lambda i: "none" if i == NO_SUBJECT else names[i], key="gen_subject",
+    help="A second fine-tune job trained on a subject, to draw that subject in the style.",
+)  # fmt: skip
+prompts = st.text_area("Prompts (one per line)", placeholder="a cat\na boat", key="gen_prompts")
+a, b = st.columns(2)
+per_prompt = a.number_input("Images per prompt", min_value=1, max_value=16, value=4, key="gen_n")
+seed = b.number_input("Seed", min_value=0, value=0, key="gen_seed")
+lambda_a = st.slider("Style guidance lambda_A", 0.0, 4.0, services.DEFAULT_LAMBDA_A, 0.1)
+lambda_b = st.slider("Text guidance lambda_B", 0.0, 10.0, services.DEFAULT_LAMBDA_B, 0.5)
+gamma = services.DEFAULT_GAMMA
+if subject:
+    gamma = st.slider("Subject weight gamma", 0.0, 1.0, services.DEFAULT_GAMMA, 0.05)
+negative = st.text_input("Negative prompt", value="", key="gen_negative")
+
+if st.button("Generate", type="primary", key="generate"):
+    lines = [p.strip() for p in prompts.splitlines() if p.strip()]
+    if not lines:
+        st.error("Write at least one prompt.")
+    else:
+        try:
+            job = client.submit_generate(
+                style, lines, num_images=int(per_prompt), seed=int(seed),
+                lambda_a=lambda_a, lambda_b=lambda_b, negative_prompt=negative,
+                subject=subject or None, gamma=gamma,
+                store=services.store(), app=services.celery_app(),
+            )  # fmt: skip
+        except (ValueError, ConnectionError, LookupError) as error:
+            st.error(f"Not submitted: {error}")
+        else:
+            st.session_state["generate_job"] = job.id
+            st.success(f"Queued {job.id}.")
+if st.session_state.get("generate_job"):
+    latest(st.session_state["generate_job"])
