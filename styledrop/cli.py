@@ -18,12 +18,13 @@ from styledrop.commands import (
     generate,
     jobs,
     rounds,
+    serve,
     worker,
     zoo,
 )
 from styledrop.commands.errors import UserError
 
-COMMANDS = (convert, generate, finetune, demo, rounds, evaluate, jobs, worker, zoo, bench)
+COMMANDS = (convert, generate, finetune, demo, rounds, evaluate, jobs, worker, serve, zoo, bench)
 # Exceptions that mean bad input, as (module, class). They are looked up only in modules
 # already imported (an exception of a class can only exist once its module is loaded), so
 # commands that never touch JAX (`jobs`, `worker`) do not import it to report an error.
