@@ -11,17 +11,13 @@ human study did.
 from __future__ import annotations
 
 import math
-import random
-from collections import defaultdict
 
 import streamlit as st
 
 from feedback.metrics import mean_stderr, preference_rates
 from ui import services
-from worker import client, jobs
-from worker.store import StoreKeyError
-
-TIE = "tie"
+from ui.ab_study import TIE, a_on_left, load_study, pairs, record_vote
+from worker import client
 
 
 def _score_row(job_id: str, scores: list[dict]) -> dict:
@@ -33,43 +29,8 @@ def _score_row(job_id: str, scores: list[dict]) -> dict:
     return row
 
 
-def pairs(first: list[dict], second: list[dict]) -> list[tuple[dict, dict]]:
-    """Images of the two jobs matched by prompt, in order (the k-th of a prompt each)."""
-    by_prompt: dict[str, list[dict]] = defaultdict(list)
-    for entry in second:
-        by_prompt[entry["prompt"]].append(entry)
-    matched = []
-    for entry in first:
-        others = by_prompt.get(entry["prompt"])
-        if others:
-            matched.append((entry, others.pop(0)))
-    return matched
-
-
-def study_key(a: str, b: str) -> str:
-    """The store key of the A/B study of jobs `a` and `b`."""
-    return f"studies/{a}-vs-{b}.json"
-
-
-def _load_study(a: str, b: str) -> dict:
-    try:
-        return services.store().read_json(study_key(a, b))
-    except (FileNotFoundError, StoreKeyError):
-        return {"a": a, "b": b, "votes": []}
-
-
 def _vote(a: str, b: str, pair: int, prompt: str, winner: str, reviewer: str) -> None:
-    study = _load_study(a, b)
-    study["votes"].append(
-        {"pair": pair, "prompt": prompt, "winner": winner, "reviewer": reviewer,
-         "at": jobs.utc_now()}
-    )  # fmt: skip
-    services.store().write_json(study_key(a, b), study)
-
-
-def a_on_left(a: str, b: str, pair: int, reviewer: str) -> bool:
-    """Whether job `a`'s image is shown on the left (random, fixed per pair and reviewer)."""
-    return random.Random(f"{a}|{b}|{pair}|{reviewer}").random() < 0.5
+    record_vote(services.store(), a, b, pair, prompt, winner, reviewer)
 
 
 def _side_by_side(a: str, b: str, scores_a: list[dict], scores_b: list[dict]) -> None:
@@ -86,7 +47,7 @@ def _blind(a: str, b: str, matched: list[tuple[dict, dict]]) -> None:
     if not reviewer:
         st.info("Give your name to start: each reviewer sees every pair once.")
         return
-    study = _load_study(a, b)
+    study = load_study(services.store(), a, b)
     done = {v["pair"] for v in study["votes"] if v["reviewer"] == reviewer}
     remaining = [i for i in range(len(matched)) if i not in done]
     st.progress(len(done) / max(len(matched), 1), text=f"{len(done)} of {len(matched)} judged")

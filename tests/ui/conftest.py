@@ -1,0 +1,102 @@
+"""Fixtures for the app tests: a real Redis, and a store with real finished jobs.
+
+The finished jobs are made by the workers' own job functions, run in this process on the
+embedded zoo (a few steps each): two fine-tune jobs (a style and a "subject"), and two
+scored generation jobs of the style with the same prompts and different seeds. Their
+messages stay queued in Redis (no worker consumes them here); the pages only read the
+records and files in the store, and queue new jobs on the broker.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from worker.local_redis import LocalRedis, free_port
+from worker.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+STYLE_IMAGE = ROOT / "styledrop/data/demo_style_house_line_art.png"
+PAGES = ROOT / "ui/pages"
+PROMPTS = ["a cat", "a boat"]
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def redis(tmp_path_factory):
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (make system-packages installs it)")
+    server = LocalRedis(tmp_path_factory.mktemp("redis"), port=free_port()).start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Finished:
+    """The ids of the finished jobs in the session store."""
+
+    store_dir: Path
+    broker: str
+    style: str
+    subject: str
+    pool: str
+    other_pool: str
+
+
+def _app(broker: str):
+    from worker.app import make_app
+
+    return make_app(broker)
+
+
+@pytest.fixture(scope="session")
+def finished(redis, tmp_path_factory) -> Finished:
+    from worker import client
+    from worker.finetune_job import run_finetune_job
+    from worker.generate_job import run_generate_job
+
+    store_dir = tmp_path_factory.mktemp("store")
+    store, broker = Store(store_dir), redis.url(next(_databases))
+    app = _app(broker)
+
+    def finetune(descriptor: str, steps: int) -> str:
+        job = client.submit(
+            [STYLE_IMAGE], descriptor, captions={STYLE_IMAGE.name: "a house"}, steps=steps,
+            batch_size=2, store=store, app=app,
+        )  # fmt: skip
+        run_finetune_job(store, job.id, "test-worker")
+        assert client.show(job.id, store=store).status == "succeeded"
+        return job.id
+
+    def generate(source: str, seed: int) -> str:
+        job = client.submit_generate(source, PROMPTS, num_images=2, seed=seed, store=store, app=app)
+        run_generate_job(store, job.id, "test-worker")
+        assert client.show(job.id, store=store).status == "succeeded"
+        return job.id
+
+    style = finetune("in line art style", 3)
+    subject = finetune("in a subject style", 2)
+    return Finished(
+        store_dir, broker, style, subject, generate(style, seed=0), generate(style, seed=1)
+    )
+
+
+@pytest.fixture
+def service(finished, monkeypatch) -> Finished:
+    """The environment the app reads: the session store and a broker database."""
+    monkeypatch.setenv("STYLEDROP_STORE", str(finished.store_dir))
+    monkeypatch.setenv("STYLEDROP_BROKER_URL", finished.broker)
+    return finished
+
+
+@pytest.fixture
+def empty_service(redis, tmp_path, monkeypatch) -> tuple[Store, str]:
+    """An empty store of the test's own and a broker database of its own."""
+    broker = redis.url(next(_databases))
+    monkeypatch.setenv("STYLEDROP_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("STYLEDROP_BROKER_URL", broker)
+    return Store(tmp_path / "store"), broker
