@@ -12,7 +12,6 @@ resumes from its last checkpoint at the next start.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -21,8 +20,6 @@ import time
 from pathlib import Path
 
 from styledrop.commands.errors import UserError
-
-STOP_GRACE = 20.0  # seconds each process gets to stop before it is killed
 
 
 def add_parser(subparsers) -> None:
@@ -56,14 +53,6 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def _redis_dir(args, store_root: str) -> Path:
-    if args.redis_dir is not None:
-        return args.redis_dir
-    if "://" in store_root:
-        return Path.home() / ".cache" / "styledrop" / "redis"
-    return Path(store_root) / ".redis"
-
-
 def _wait_for_port(host: str, port: int, process: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -77,17 +66,6 @@ def _wait_for_port(host: str, port: int, process: subprocess.Popen, timeout: flo
     raise UserError(f"The web app did not open port {port} within {timeout:g} s.")
 
 
-def _stop(process: subprocess.Popen, first: signal.Signals, grace: float = STOP_GRACE) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(first)
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
-
-
 class _StopRequestedError(Exception):
     """Raised by the SIGTERM handler to leave the wait loop."""
 
@@ -95,18 +73,15 @@ class _StopRequestedError(Exception):
 def run(args) -> int:
     """Starts the processes, waits for Ctrl-C or for one of them to die, stops them all."""
     import ui
-    from worker.local_redis import LocalRedis, LocalRedisError
-    from worker.store import DEFAULT_STORE, STORE_ENV
+    from worker.local_redis import LocalRedisError
+    from worker.local_service import LocalService, stop_process
 
     if args.workers < 0:
         raise UserError("--workers takes 0 or more.")
-    store_root = args.store or os.environ.get(STORE_ENV) or DEFAULT_STORE
-    if "://" not in store_root:
-        store_root = str(Path(store_root).expanduser().resolve())
-    env = {**os.environ, STORE_ENV: store_root}
-    broker = args.broker or os.environ.get("STYLEDROP_BROKER_URL")
-    redis = None
-    workers: list[subprocess.Popen] = []
+    service = LocalService(
+        store=args.store, broker=args.broker, workers=args.workers, queues=args.queues,
+        redis_dir=args.redis_dir, redis_port=args.redis_port, name="serve",
+    )  # fmt: skip
     app_process = None
 
     def on_term(_signum, _frame):
@@ -114,20 +89,12 @@ def run(args) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        if broker is None:
-            redis = LocalRedis(_redis_dir(args, store_root), port=args.redis_port)
-            try:
-                redis.start()
-            except LocalRedisError as error:
-                raise UserError(str(error)) from None
-            broker = redis.url()
-            print(f"Redis on 127.0.0.1:{redis.port} (data in {redis.folder})", flush=True)
-        env["STYLEDROP_BROKER_URL"] = broker
-        host = socket.gethostname()
-        for index in range(args.workers):
-            command = [sys.executable, "-m", "styledrop.cli", "worker", "--queues", args.queues,
-                       "--hostname", f"serve-{index}@{host}"]  # fmt: skip
-            workers.append(subprocess.Popen(command, env=env, start_new_session=True))
+        try:
+            service.start()
+        except LocalRedisError as error:
+            raise UserError(str(error)) from None
+        if service.redis is not None:
+            print(f"Redis on 127.0.0.1:{service.redis.port} (data in {service.redis.folder})")
         app_file = Path(ui.__file__).resolve().parent / "app.py"
         app_process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(app_file),
@@ -135,21 +102,22 @@ def run(args) -> int:
              "--server.headless", "true", "--browser.gatherUsageStats", "false",
              "--server.fileWatcherType", "none", "--server.maxUploadSize", "200",
              "--client.toolbarMode", "minimal"],
-            env=env, start_new_session=True,
+            env=service.env, start_new_session=True,
         )  # fmt: skip
         probe = "127.0.0.1" if args.address in ("0.0.0.0", "::") else args.address
         _wait_for_port(probe, args.port, app_process, timeout=120)
         print(f"StyleDrop is at http://{probe}:{args.port}  (Ctrl-C stops it)", flush=True)
-        print(f"Workers elsewhere join with: styledrop worker --broker '{broker}'", flush=True)
+        join = f"styledrop worker --broker '{service.broker}'"
+        print(f"Workers elsewhere join with: {join}", flush=True)
         while True:
-            for process in [app_process, *workers]:
-                if process.poll() is not None:
-                    print(
-                        f"error: a service process ({' '.join(process.args[2:5])}) exited"
-                        f" with code {process.returncode}; stopping the others.",
-                        file=sys.stderr,
-                    )
-                    return 1
+            dead = app_process if app_process.poll() is not None else service.dead_worker()
+            if dead is not None:
+                print(
+                    f"error: a service process ({' '.join(dead.args[2:5])}) exited with code"
+                    f" {dead.returncode}; stopping the others.",
+                    file=sys.stderr,
+                )
+                return 1
             time.sleep(0.5)
     except (KeyboardInterrupt, _StopRequestedError):
         print("Stopping: web app, workers, Redis.", flush=True)
@@ -159,15 +127,7 @@ def run(args) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
         if app_process is not None:
-            _stop(app_process, signal.SIGTERM)
-        # SIGQUIT is Celery's cold shutdown: a running job stops now and its message goes
-        # back on the queue, to resume from the job's last checkpoint.
-        for process in workers:
-            if process.poll() is None:
-                process.send_signal(signal.SIGQUIT)
-        for process in workers:
-            _stop(process, signal.SIGQUIT)
-        if redis is not None:
-            redis.stop()
+            stop_process(app_process, signal.SIGTERM)
+        service.stop()
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
