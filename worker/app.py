@@ -34,9 +34,11 @@ DEFAULT_VISIBILITY_TIMEOUT = 6 * 3600
 QUEUES = ("training", "generation", "evaluation")
 FINETUNE_TASK = "styledrop.finetune"
 GENERATE_TASK = "styledrop.generate"
+DEMO_TASK = "styledrop.demo"
 TASK_ROUTES = {
     FINETUNE_TASK: {"queue": "training"},
     GENERATE_TASK: {"queue": "generation"},
+    DEMO_TASK: {"queue": "training"},
 }
 
 

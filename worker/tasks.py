@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from worker.app import FINETUNE_TASK, GENERATE_TASK, app
+from worker.app import DEMO_TASK, FINETUNE_TASK, GENERATE_TASK, app
 from worker.store import default_store
 
 
@@ -52,3 +52,20 @@ def generate_task(self, job_id: str) -> dict[str, Any]:
 
     worker = self.request.hostname or socket.gethostname()
     return run_generate_job(default_store(), job_id, worker)
+
+
+@app.task(name=DEMO_TASK, bind=True)
+def demo_task(self, job_id: str) -> dict[str, Any]:
+    """Runs, or resumes after a lost worker, the demo job `job_id` (`styledrop demo`).
+
+    Args:
+        self: The bound task (its request names the worker).
+        job_id: The job in the store (`$STYLEDROP_STORE`).
+
+    Returns:
+        {"job_id", "status"} (see `worker.demo_job.run_demo_job`).
+    """
+    from worker.demo_job import run_demo_job
+
+    worker = self.request.hostname or socket.gethostname()
+    return run_demo_job(default_store(), job_id, worker)

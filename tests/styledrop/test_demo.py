@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
 
+import pytest
 from PIL import Image
 
 from styledrop.cli import main
 from styledrop.demo import DemoConfig, demo_style_image, run_demo
+from worker import jobs
+from worker.store import Store
 
 
 def test_shipped_style_image_is_a_small_rgb_png():
@@ -42,3 +50,30 @@ def test_demo_command_needs_a_caption_for_another_image(tmp_path, capsys):
     Image.new("RGB", (32, 32), "red").save(image)
     assert main(["demo", "--style-image", str(image), "--out", str(tmp_path)]) == 2
     assert "--caption" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_command_runs_as_a_job_on_a_worker_and_stops_what_it_started(
+    tiny_zoo, tmp_path, monkeypatch
+):
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (make system-packages installs it)")
+    monkeypatch.delenv("STYLEDROP_BROKER_URL", raising=False)
+    out, store_dir = tmp_path / "out", tmp_path / "store"
+    result = subprocess.run(
+        [sys.executable, "-m", "styledrop.cli", "demo", "--base", str(tiny_zoo), "--steps", "2",
+         "-n", "1", "--out", str(out), "--store", str(store_dir)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "round 1 (StyleDrop)" in result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "succeeded" and summary["steps"] == 2
+    assert (out / "report.html").read_text().count("<img") == 1 + 8 + 8
+    [job] = jobs.list_jobs(Store(store_dir))
+    assert job.kind == "demo" and job.status == "succeeded"
+    assert job.worker.startswith("demo-0@") and job.progress["step"] == 2
+    config = (store_dir / ".redis" / "redis.conf").read_text()
+    port = int(re.search(r"^port (\d+)$", config, re.MULTILINE).group(1))
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0  # its Redis was stopped
