@@ -151,6 +151,7 @@ def _config(spec: FinetuneSpec) -> Any:
         checkpoint_every=spec.checkpoint_every,
         preview_every=spec.preview_every,
         preview_prompts=spec.preview_prompts,
+        round=spec.round,
     )
 
 

@@ -54,6 +54,9 @@ class FinetuneSpec:
         checkpoint_every: Steps between resumable checkpoints.
         preview_every: Steps between preview grids (0: none).
         preview_prompts: Content prompts of the previews.
+        round: 1 for training on the style image(s), 2 (parent's round + 1) for training on
+            feedback-selected images of a generation job.
+        selected_from: The generation job the images were selected from (round 2 and on).
     """
 
     images: tuple[ImageInput, ...]
@@ -70,6 +73,8 @@ class FinetuneSpec:
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
     preview_every: int = 0
     preview_prompts: tuple[str, ...] = field(default_factory=tuple)
+    round: int = 1
+    selected_from: str | None = None
 
     def __post_init__(self):
         problems = []
@@ -89,6 +94,8 @@ class FinetuneSpec:
             problems.append("preview_every must be >= 0")
         if self.learning_rate is not None and not self.learning_rate > 0:
             problems.append("the learning rate must be positive")
+        if self.round < 1:
+            problems.append("round must be at least 1")
         if problems:
             raise ValueError("Invalid fine-tune job: " + "; ".join(problems) + ".")
 

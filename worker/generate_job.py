@@ -1,27 +1,90 @@
 """Running one generation job: prompts x N images in a style adapter's style, into the store.
 
 `run_generate_job(store, job_id, worker)` is the body of the `styledrop.generate` task.
-It claims the job (`worker.claim`), attaches the adapter to the cached base model,
-samples with StyleDrop guidance, writes every image and a grid into the job's folder
-and records them as artifacts. Generation is deterministic in the seed, so a job
-delivered again simply runs again. Cancelling stops it after the current batch.
+It claims the job (`worker.claim`), attaches the style adapter (and the subject adapter,
+for style + subject composition) to the cached base model, samples with StyleDrop
+guidance, writes every image and a grid into the job's folder and records them as
+artifacts. Unless the spec says `score=False`, every image is then scored with the CLIP
+judge (`worker.models.judge_scorer`) and `scores.json` lists, per image,
+{"id", "key", "prompt", "text_score", "style_score"}: the text score against its content
+prompt (without the descriptor), the style score (mean cosine) against the style images
+of the source fine-tune job, null when there is none. Generation is deterministic in the
+seed, so a job delivered again simply runs again. Cancelling stops it after the current
+batch.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
 from typing import Any
 
+import numpy as np
+
 from worker import jobs
 from worker.claim import claim
-from worker.generate_spec import GenerateSpec
+from worker.finetune_spec import FinetuneSpec
+from worker.generate_spec import SCORES_FILE, GenerateSpec, content_prompt
 from worker.store import Store, job_key
 
 log = logging.getLogger(__name__)
 
 IMAGES = "images"
 GRID = "grid.png"
+SCORES = "scores"  # the artifact name of scores.json
+
+
+def image_name(index: int) -> str:
+    """The file name (and candidate id) of the job's image `index`: "000.png"."""
+    return f"{index:03d}.png"
+
+
+def style_references(store: Store, source_job: str | None) -> list[np.ndarray]:
+    """The style images of the fine-tune job `source_job` ([H, W, 3] uint8 each).
+
+    Returns:
+        An empty list when there is no source job, or it no longer exists.
+    """
+    from styledrop.inputs import load_image_bytes
+
+    if source_job is None:
+        return []
+    try:
+        source = jobs.get(store, source_job)
+    except jobs.JobNotFoundError:
+        log.warning("Source job %s is gone: no style scores.", source_job)
+        return []
+    spec = FinetuneSpec.from_dict(source.inputs)
+    return [load_image_bytes(store.read_bytes(i.key), i.name).pixels for i in spec.images]
+
+
+def score_images(
+    scorer: Any, images: np.ndarray, prompts: list[str], references: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """CLIP text and style scores of generated images (`feedback.scorer` definitions).
+
+    Args:
+        scorer: A `feedback.scorer.ClipScorer`.
+        images: [N, H, W, 3] uint8 images (or floats in [0, 1]).
+        prompts: The content prompt of each image.
+        references: Style images, any sizes (none: style scores are NaN).
+
+    Returns:
+        (text scores [N], style scores [N]): cos(image, prompt), and the mean over the
+        references of cos(image, reference).
+    """
+    embedded = scorer.image_embeddings(images)  # once, for both scores
+    text = np.sum(embedded * scorer.text_embeddings(prompts), axis=-1)
+    if not references:
+        return text, np.full(len(images), np.nan, np.float32)
+    refs = np.concatenate([scorer.reference_embeddings(ref[None]) for ref in references])
+    return text, (embedded @ refs.T).mean(axis=1)
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
 
 
 class _CancelledError(Exception):
@@ -49,8 +112,8 @@ def run_generate_job(store: Store, job_id: str, worker: str) -> dict[str, Any]:
     try:
         from styledrop.adapted import attach_adapter, generate_styled
         from styledrop.guidance import GuidanceScales
-        from styledrop.images import make_grid, save_image
-        from worker.models import base_pipeline
+        from styledrop.images import make_grid, save_image, to_uint8
+        from worker.models import base_pipeline, judge_scorer
 
         spec = GenerateSpec.from_dict(job.inputs)
         defaults = GuidanceScales()
@@ -58,9 +121,15 @@ def run_generate_job(store: Store, job_id: str, worker: str) -> dict[str, Any]:
             lambda_a=defaults.lambda_a if spec.lambda_a is None else spec.lambda_a,
             lambda_b=defaults.lambda_b if spec.lambda_b is None else spec.lambda_b,
         )
+        # The judge and the references load before sampling: a missing judge fails fast.
+        scorer = judge_scorer() if spec.score else None
+        references = style_references(store, spec.source_job) if spec.score else []
         folder = store.pull(job_id)
         pipe = base_pipeline(spec.base)
         style = attach_adapter(pipe, store.fetch(spec.adapter))
+        subject = None
+        if spec.subject_adapter is not None:  # a second index; `release` removes both
+            subject = attach_adapter(pipe, store.fetch(spec.subject_adapter))
         last = [0.0]
 
         def progress(done: int, total: int) -> None:
@@ -75,14 +144,29 @@ def run_generate_job(store: Store, job_id: str, worker: str) -> dict[str, Any]:
         images = generate_styled(
             pipe, style, list(spec.prompts), num_images_per_prompt=spec.num_images,
             seed=spec.seed, scales=scales, negative_prompt=spec.negative_prompt,
-            progress=progress,
+            subject=subject, gamma=spec.gamma, progress=progress,
         )  # fmt: skip
+        images = to_uint8(images)  # as saved: scores.json scores the stored files
         artifacts = {"grid": job_key(job_id, GRID)}
         save_image(make_grid(images, columns=spec.num_images), folder / GRID)
         for index, image in enumerate(images):
-            name = f"{index:03d}.png"
-            save_image(image, folder / IMAGES / name)
-            artifacts[f"image-{index:03d}"] = job_key(job_id, IMAGES, name)
+            save_image(image, folder / IMAGES / image_name(index))
+            artifacts[f"image-{index:03d}"] = job_key(job_id, IMAGES, image_name(index))
+        if scorer is not None:
+            prompts = [content_prompt(p, style.descriptor) for p in spec.image_prompts()]
+            text, style_scores = score_images(scorer, images, prompts, references)
+            entries = [
+                {
+                    "id": image_name(index),
+                    "key": artifacts[f"image-{index:03d}"],
+                    "prompt": prompts[index],
+                    "text_score": float(text[index]),
+                    "style_score": _finite(style_scores[index]),
+                }
+                for index in range(len(images))
+            ]
+            (folder / SCORES_FILE).write_text(json.dumps(entries, indent=2) + "\n")
+            artifacts[SCORES] = job_key(job_id, SCORES_FILE)
         store.push(job_id)
     except _CancelledError:
         jobs.update(
@@ -99,7 +183,7 @@ def run_generate_job(store: Store, job_id: str, worker: str) -> dict[str, Any]:
         if pipe is not None:
             from worker.models import release
 
-            release(pipe)
+            release(pipe)  # takes out the style and the subject adapter
 
     def finish(record: jobs.Job) -> None:
         record.status, record.error, record.finished = "succeeded", None, jobs.utc_now()

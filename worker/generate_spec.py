@@ -1,7 +1,11 @@
 """What a generation job record holds as its inputs (client and worker agree on it).
 
-Plain JSON: the adapter is a store key (usually the `adapter` artifact of a fine-tune
-job), the base a folder on the worker machines. Imports neither JAX nor Celery.
+Plain JSON: the adapters are store keys (usually the `adapter` artifacts of fine-tune
+jobs), the base a folder on the worker machines. Imports neither JAX nor Celery.
+
+`content_prompt` is the prompt without the style descriptor, as
+`styledrop.adapted.without_descriptor` computes it (that module imports JAX): the prompt
+an image is scored against and captioned with in round 2.
 """
 
 from __future__ import annotations
@@ -11,6 +15,25 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 MAX_IMAGES = 256
+SCORES_FILE = "scores.json"  # in the job folder: one entry per image (see `worker.generate_job`)
+
+
+def content_prompt(prompt: str, descriptor: str) -> str:
+    """The prompt without the style descriptor (case-insensitive, first occurrence).
+
+    Args:
+        prompt: A prompt, with or without the descriptor.
+        descriptor: The style descriptor ("" leaves the prompt as it is).
+
+    Returns:
+        The content part, whitespace normalised when the descriptor was removed.
+    """
+    if not descriptor:
+        return prompt
+    at = prompt.lower().find(descriptor.lower())
+    if at < 0:
+        return prompt
+    return " ".join((prompt[:at] + prompt[at + len(descriptor) :]).split())
 
 
 @dataclass(frozen=True)
@@ -26,7 +49,13 @@ class GenerateSpec:
         lambda_a: StyleDrop guidance weight of (adapted - base).
         lambda_b: Classifier-free guidance weight.
         negative_prompt: The negative branch's prompt.
-        source_job: The fine-tune job that made the adapter, if any.
+        source_job: The fine-tune job that made the adapter, if any (its style images are
+            the references of the style scores).
+        subject_adapter: Store key of a second (subject) adapter for style + subject
+            composition (Eqs. 5-6), or None for style only.
+        subject_job: The fine-tune job that made the subject adapter, if any.
+        gamma: Subject weight of the composition, in [0, 1].
+        score: Whether the job scores its images with CLIP (`scores.json`).
     """
 
     adapter: str
@@ -38,6 +67,10 @@ class GenerateSpec:
     lambda_b: float | None = None
     negative_prompt: str = ""
     source_job: str | None = None
+    subject_adapter: str | None = None
+    subject_job: str | None = None
+    gamma: float = 0.6
+    score: bool = True
 
     def __post_init__(self):
         problems = []
@@ -45,6 +78,10 @@ class GenerateSpec:
             problems.append("give at least one non-empty prompt")
         if self.num_images < 1 or len(self.prompts) * self.num_images > MAX_IMAGES:
             problems.append(f"1 to {MAX_IMAGES} images in all")
+        if not 0.0 <= self.gamma <= 1.0:
+            problems.append(f"gamma must be in [0, 1], got {self.gamma}")
+        if self.subject_adapter is not None and self.subject_adapter == self.adapter:
+            problems.append("the subject adapter is the style adapter")
         if problems:
             raise ValueError("Invalid generation job: " + "; ".join(problems) + ".")
 
@@ -52,6 +89,10 @@ class GenerateSpec:
     def total(self) -> int:
         """Images the job makes."""
         return len(self.prompts) * self.num_images
+
+    def image_prompts(self) -> list[str]:
+        """The prompt of each image, in image order (prompt by prompt, N images each)."""
+        return [prompt for prompt in self.prompts for _ in range(self.num_images)]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data for the job record."""

@@ -1,27 +1,34 @@
-"""The base models a worker process holds: loaded on first use, once per process.
+"""The models a worker process holds: loaded on first use, once per process.
 
 A fine-tune job injects a fresh adapter into the base transformer, so the cache hands
 out the model with every adapter removed, and `release` takes the job's adapter out
 again when the job ends. Only the few most recently used base folders are kept (one
 accelerator holds one or two models, not every folder ever asked for).
 
-Nothing is loaded (and JAX is not imported) until a task asks for a model, so importing
-the Celery app or the task module stays cheap and fork-safe.
+The CLIP judge that scores generated images (`judge_scorer`) is cached the same way: the
+folder `$STYLEDROP_JUDGE`, else the zoo's judge (`styledrop.zoo.embedded.embedded_judge`).
+
+Nothing is loaded (and neither JAX nor PyTorch is imported) until a task asks for a model,
+so importing the Celery app or the task module stays cheap and fork-safe.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from feedback.scorer import ClipScorer
     from muse.pipeline import Pipeline
 
 MAX_MODELS = 2
+JUDGE_ENV = "STYLEDROP_JUDGE"
 
 _cache: OrderedDict[str, Pipeline] = OrderedDict()
+_judges: dict[str, ClipScorer] = {}
 _lock = threading.Lock()
 
 
@@ -69,6 +76,37 @@ def release(pipe: Pipeline) -> None:
     remove_adapters(pipe.transformer)
 
 
+def resolve_judge() -> Path:
+    """The CLIP folder that scores generated images: `$STYLEDROP_JUDGE`, else the zoo's judge.
+
+    Raises:
+        ZooMissingError: when the variable is unset and the zoo has no judge.
+    """
+    from styledrop.zoo.embedded import embedded_judge
+
+    folder = os.environ.get(JUDGE_ENV)
+    return (Path(folder).expanduser() if folder else embedded_judge()).resolve()
+
+
+def judge_scorer() -> ClipScorer:
+    """The loaded CLIP scorer of `resolve_judge()`; the first call loads it, later calls reuse it.
+
+    Raises:
+        ZooMissingError: no `$STYLEDROP_JUDGE` and no judge in the zoo.
+        ScorerLoadError: the folder is not an open_clip folder that loads offline.
+    """
+    from feedback.scorer import ClipScorer
+
+    key = str(resolve_judge())
+    with _lock:
+        scorer = _judges.get(key)
+        if scorer is None:
+            scorer = ClipScorer.load(key)
+            _judges.clear()  # one judge per process: a changed variable replaces it
+            _judges[key] = scorer
+    return scorer
+
+
 def cached_folders() -> list[str]:
     """The base folders loaded in this process, least recently used first."""
     with _lock:
@@ -76,6 +114,7 @@ def cached_folders() -> list[str]:
 
 
 def clear() -> None:
-    """Forgets every loaded model (tests, or freeing accelerator memory)."""
+    """Forgets every loaded model and judge (tests, or freeing accelerator memory)."""
     with _lock:
         _cache.clear()
+        _judges.clear()

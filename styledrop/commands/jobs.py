@@ -1,4 +1,4 @@
-"""`styledrop jobs`: submit fine-tune jobs to the workers and watch them (no JAX imported)."""
+"""`styledrop jobs`: queue fine-tune, generation and round-2 jobs, and watch them (no JAX)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
     """Registers the subcommand and its actions."""
     parser = subparsers.add_parser(
         "jobs",
-        help="Submit fine-tune jobs to the workers, list, show, cancel and wait for them.",
+        help="Submit fine-tune and generation jobs to the workers, list, show, cancel, wait.",
         description=(
             "Jobs run on `styledrop worker` processes through the Redis broker"
             " ($STYLEDROP_BROKER_URL); their records, inputs and outputs live in the artifact"
@@ -76,8 +76,52 @@ def add_parser(subparsers) -> None:
     generate.add_argument("--seed", type=int, default=0, help="random seed")
     generate.add_argument("--lambda-a", type=float, help="StyleDrop guidance weight")
     generate.add_argument("--lambda-b", type=float, help="classifier-free guidance weight")
+    generate.add_argument(
+        "--subject", metavar="JOB",
+        help="id of a succeeded fine-tune job whose adapter is composed in as the subject",
+    )  # fmt: skip
+    generate.add_argument(
+        "--gamma", type=float, default=0.6, help="subject weight with --subject, in [0, 1]"
+    )
+    generate.add_argument(
+        "--no-score", dest="score", action="store_false",
+        help="do not score the images with CLIP (no scores.json)",
+    )  # fmt: skip
     _common(generate)
     generate.set_defaults(run=run_generate)
+
+    round2 = actions.add_parser(
+        "round2", help="Queue a fine-tune job on images picked from a generation job.",
+        description=(
+            "Fine-tunes again (the paper's round 2) on the selected images of the generation"
+            " job GENERATE_JOB, each captioned with its content prompt, with the descriptor"
+            " and base of that job's source fine-tune job (the new job's parent). Prints the"
+            " new job's id."
+        ),
+    )  # fmt: skip
+    round2.add_argument("generate_job", metavar="GENERATE_JOB", help="a succeeded generation job")
+    picks = round2.add_mutually_exclusive_group(required=True)
+    picks.add_argument(
+        "--select", action="append", metavar="ID",
+        help="an image to train on, e.g. 003.png (repeat for several)",
+    )  # fmt: skip
+    picks.add_argument(
+        "--select-by-clip", action="store_true",
+        help="per prompt, the image with the best CLIP text score (the paper's feedback)",
+    )  # fmt: skip
+    round2.add_argument(
+        "--adapter", choices=["r1", "r2", "lora"], default="r2",
+        help="adapter kind (paper round 2: r2, bottleneck 32 per layer)",
+    )  # fmt: skip
+    round2.add_argument("--steps", type=int, default=1000, help="optimizer steps (paper: 1000)")
+    round2.add_argument("--lr", type=float, help="learning rate (default: the kind's)")
+    round2.add_argument("--batch-size", type=int, default=8, help="examples per step")
+    round2.add_argument("--seed", type=int, default=0, help="random seed")
+    round2.add_argument(
+        "--checkpoint-every", type=int, help="steps per checkpoint (default 100, or steps/10)"
+    )
+    _common(round2)
+    round2.set_defaults(run=run_round2)
 
     listing = actions.add_parser("list", help="List jobs, newest first.")
     listing.add_argument(
@@ -186,9 +230,57 @@ def run_generate(args) -> None:
         job = _call(
             client.submit_generate, args.source, args.prompt, num_images=args.num_images,
             seed=args.seed, lambda_a=args.lambda_a, lambda_b=args.lambda_b,
+            subject=args.subject, gamma=args.gamma, score=args.score, store=store, app=app,
+        )  # fmt: skip
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if args.json:
+        _print(job, True)
+    else:
+        print(job.id)
+
+
+def _clip_choice(generate_job: str, store) -> list[str]:
+    """Per prompt, the id of the image with the best CLIP text score."""
+    from feedback.selection import Candidate, clip_best_per_prompt
+    from worker import client
+
+    scores = _call(client.read_scores, generate_job, store=store)
+    if not scores:
+        raise UserError(
+            f"Job {generate_job} has no CLIP scores (not a finished generation job, or it ran"
+            " with --no-score); pick the images with --select."
+        )
+    candidates = [
+        Candidate(
+            id=entry["id"],
+            prompt=entry["prompt"],
+            text_score=float(entry["text_score"]),
+            style_score=float("nan") if entry["style_score"] is None else entry["style_score"],
+        )
+        for entry in scores
+    ]
+    return [candidate.id for candidate in clip_best_per_prompt(candidates)]
+
+
+def run_round2(args) -> None:
+    """Queues the round-2 fine-tune job and prints its id (or its record with --json)."""
+    from worker import client
+
+    store, app = _context(args)
+    selected = _clip_choice(args.generate_job, store) if args.select_by_clip else args.select
+    try:
+        job = _call(
+            client.submit_round2, args.generate_job, selected, adapter=args.adapter,
+            steps=args.steps, learning_rate=args.lr, seed=args.seed,
+            batch_size=args.batch_size, checkpoint_every=args.checkpoint_every,
             store=store, app=app,
         )  # fmt: skip
     except ValueError as error:
+        from styledrop.inputs import ImageInputError
+
+        if isinstance(error, ImageInputError):
+            raise
         raise UserError(str(error)) from None
     if args.json:
         _print(job, True)

@@ -24,6 +24,7 @@ from PIL import Image
 
 VISIBILITY_TIMEOUT = 3  # seconds: a killed worker's job comes back quickly
 READY_TIMEOUT = 120
+JOB_TIMEOUT = 600  # first jobs of a worker load the model and compile
 QUEUE_SERVICE_QUEUES = "training,generation"
 _databases = itertools.count(1)
 
@@ -58,31 +59,63 @@ def _stop(process: subprocess.Popen, grace: float = 5.0) -> None:
 
 
 class RedisServer:
-    """A redis-server on a free loopback port, without persistence."""
+    """A redis-server on a loopback port (a free one unless given).
 
-    def __init__(self, folder: Path):
-        binary = shutil.which("redis-server")
-        if binary is None:
+    Without persistence by default; `persistent=True` turns on the append-only file in
+    `folder`, so the server `restart` starts on the same port and folder has the data of
+    the one it stopped (SIGTERM makes redis write its data out before exiting).
+    """
+
+    def __init__(self, folder: Path, port: int | None = None, persistent: bool = False):
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
             pytest.skip("redis-server is not installed (make system-packages installs it)")
-        self.port = _free_port()
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(folder), "--databases", "64"],
-            stdout=(folder / "redis.log").open("w"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        self.folder = folder
+        self.port = port or _free_port()
+        self.persistent = persistent
+        self.start()
+
+    def start(self) -> None:
+        """Starts the server process and waits until it answers."""
+        log = self.folder / "redis.log"
+        with log.open("a") as stream:
+            self.process = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "yes" if self.persistent else "no", "--dir", str(self.folder),
+                 "--databases", "64"],
+                stdout=stream, stderr=subprocess.STDOUT,
+            )  # fmt: skip
         import redis
 
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
 
         def answers() -> bool:
             if self.process.poll() is not None:
-                pytest.fail(f"redis-server exited: {(folder / 'redis.log').read_text()}")
+                pytest.fail(f"redis-server exited: {log.read_text()}")
             try:
                 return bool(client.ping())
-            except redis.exceptions.ConnectionError:
+            except redis.exceptions.ConnectionError:  # also: still loading its data
                 return False
 
-        wait_for(answers, 30, "redis-server to answer")
+        try:
+            wait_for(answers, 30, "redis-server to answer")
+        finally:
+            client.close()
+
+    def stop(self) -> int:
+        """SIGTERM (a persistent server writes its data out first); returns the exit code."""
+        _stop(self.process, grace=30)
+        return self.process.returncode
+
+    def restart(self) -> int:
+        """Stops the server and starts it again on the same port and folder.
+
+        Returns:
+            The exit code of the stopped server.
+        """
+        code = self.stop()
+        self.start()
+        return code
 
     def url(self, db: int) -> str:
         """The broker URL of database `db`."""
@@ -146,6 +179,7 @@ class Service:
         from worker.app import make_app
         from worker.store import Store
 
+        self.server = redis_server
         self.db = next(_databases)
         self.broker = redis_server.url(self.db)
         self.redis = redis_server.client(self.db)
@@ -172,6 +206,23 @@ class Service:
         self.workers.append(worker)
         return worker
 
+    def live_worker(self, queues: str = QUEUE_SERVICE_QUEUES) -> Worker:
+        """The newest live worker; one is started on `queues` when there is none."""
+        alive = [w for w in self.workers if w.process.poll() is None]
+        if alive:
+            return alive[-1]
+        return self.start_worker(f"w{len(self.workers) + 1}", queues=queues)
+
+    def wait_job(self, job_id: str, timeout: float = JOB_TIMEOUT):
+        """Waits for the job to end; fails the test with the record and worker logs if not."""
+        from worker import client, jobs
+
+        try:
+            return client.wait(job_id, timeout=timeout, poll=0.2, store=self.store)
+        except client.WaitTimeoutError:
+            logs = "\n".join(w.output()[-3000:] for w in self.workers)
+            pytest.fail(f"{job_id} did not end: {jobs.get(self.store, job_id)}\n{logs}")
+
     def queue_length(self, queue: str = "training") -> int:
         return int(self.redis.llen(queue))
 
@@ -193,6 +244,21 @@ def service(redis_server, tmp_path, xla_cache) -> Iterator[Service]:
     svc = Service(redis_server, tmp_path, xla_cache)
     yield svc
     svc.close()
+
+
+@pytest.fixture
+def persistent_service(tmp_path, xla_cache) -> Iterator[Service]:
+    """Like `service`, on a redis-server of its own with the append-only file on.
+
+    `persistent_service.server.restart()` restarts the broker; queued messages survive.
+    """
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = RedisServer(folder, persistent=True)
+    svc = Service(server, tmp_path, xla_cache)
+    yield svc
+    svc.close()
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -229,3 +295,9 @@ def wait_for_fixture():
 @pytest.fixture(scope="session")
 def style_image(tmp_path_factory) -> Path:
     return write_style_image(tmp_path_factory.mktemp("uploads") / "stripes.png")
+
+
+@pytest.fixture(scope="session")
+def subject_image(tmp_path_factory) -> Path:
+    """Another small image (other colours), for a second adapter."""
+    return write_style_image(tmp_path_factory.mktemp("subjects") / "pattern.png", seed=1)

@@ -203,3 +203,47 @@ def test_the_client_and_jobs_cli_do_not_import_jax(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def test_content_prompt_matches_the_sampler():
+    from styledrop.adapted import without_descriptor
+    from worker.generate_spec import content_prompt
+
+    for prompt, descriptor in (
+        ("a dog in stripes style", "in stripes style"),
+        ("A Dog IN STRIPES STYLE, at night", "in stripes style"),
+        ("a dog", "in stripes style"),
+        ("in stripes style", "in stripes style"),
+        ("a dog in stripes style", ""),
+    ):
+        assert content_prompt(prompt, descriptor) == without_descriptor(prompt, descriptor)
+
+
+def test_generate_and_round_spec_validation():
+    from worker.generate_spec import GenerateSpec
+
+    spec = GenerateSpec(adapter="a", prompts=("x", "y"), num_images=2)
+    assert (spec.score, spec.gamma, spec.subject_adapter) == (True, 0.6, None)
+    assert spec.image_prompts() == ["x", "x", "y", "y"]
+    assert GenerateSpec.from_dict({"adapter": "a", "prompts": ["x"]}).score is True
+    with pytest.raises(ValueError, match="gamma"):
+        GenerateSpec(adapter="a", prompts=("x",), gamma=1.5)
+    with pytest.raises(ValueError, match="subject adapter is the style adapter"):
+        GenerateSpec(adapter="a", prompts=("x",), subject_adapter="a")
+    image = ImageInput(key="k", name="a.png", sha256="", caption=DEFAULT_CAPTION)
+    assert FinetuneSpec(images=(image,), descriptor="d").round == 1
+    with pytest.raises(ValueError, match="round"):
+        FinetuneSpec(images=(image,), descriptor="d", round=0)
+
+
+def test_submit_with_an_unknown_parent_stores_nothing(service, style_image):
+    with pytest.raises(jobs.JobNotFoundError):
+        client.submit([style_image], "in x style", steps=3, parent="ft-20260101-nope00",
+                      store=service.store, app=service.app)  # fmt: skip
+    assert service.store.list_names("jobs") == []
+    parent = client.submit([style_image], "in x style", steps=3, store=service.store,
+                           app=service.app)  # fmt: skip
+    child = client.submit([style_image], "in x style", steps=3, parent=parent.id, round=2,
+                          store=service.store, app=service.app)  # fmt: skip
+    assert child.parent == parent.id and child.inputs["round"] == 2
+    assert jobs.get(service.store, child.id).parent == parent.id
