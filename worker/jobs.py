@@ -65,6 +65,7 @@ class Job:
         worker: Host name of the worker that ran it last.
         task_id: The Celery task id (for revoking a queued job).
         parent: The job it derives from (round 2: the round-1 fine-tune).
+        heartbeat: When the worker running it last said it is alive (`worker.heartbeat`).
     """
 
     id: str
@@ -81,6 +82,7 @@ class Job:
     worker: str | None = None
     task_id: str | None = None
     parent: str | None = None
+    heartbeat: str | None = None
 
     @property
     def is_terminal(self) -> bool:

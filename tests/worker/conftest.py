@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 
 VISIBILITY_TIMEOUT = 3  # seconds: a killed worker's job comes back quickly
+HEARTBEAT_SECONDS = 1  # a running job's heartbeat (worker.heartbeat)
 READY_TIMEOUT = 120
 JOB_TIMEOUT = 600  # first jobs of a worker load the model and compile
 QUEUE_SERVICE_QUEUES = "training,generation"
@@ -192,6 +193,8 @@ class Service:
             "STYLEDROP_BROKER_URL": self.broker,
             "STYLEDROP_STORE": str(self.store.root),
             "STYLEDROP_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
+            # A killed worker's heartbeat is stale after 3 beats: another takes over soon.
+            "STYLEDROP_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
             "JAX_PLATFORMS": "cpu",
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
