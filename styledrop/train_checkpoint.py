@@ -3,7 +3,9 @@
 The state is any pytree (here `(adapter_state, opt_state)`). Its leaves are written in
 flattening order to `checkpoint/state.safetensors` and the step and fingerprint to
 `checkpoint/state.json`; the folder is staged and renamed into place, so a crash
-mid-write leaves the previous checkpoint intact. Randomness is a function of
+mid-write leaves the previous checkpoint intact. A crash between the two renames leaves
+no `checkpoint/` but a complete `checkpoint.partial/` (the new one) and `checkpoint.old/`
+(the one before): `restore` then takes the newest complete one. Randomness is a function of
 (seed, step), so the step is all a resumed run needs to continue bit-identically.
 """
 
@@ -46,6 +48,27 @@ def save(out_dir: Path, state: Any, step: int, fingerprint: str) -> Path:
     return folder
 
 
+def _newest_complete(out_dir: Path) -> tuple[Path, dict] | None:
+    """The checkpoint folder to resume from and its info, or None when there is none.
+
+    `checkpoint/` when it is there; else (a crash between the renames of `save`) the
+    staged new one if it was written completely (state.json is written last), else the
+    previous one.
+    """
+    folder = out_dir / CHECKPOINT_DIR
+    candidates = [folder]
+    if not folder.exists():
+        candidates += [folder.with_name(folder.name + suffix) for suffix in (".partial", ".old")]
+    for candidate in candidates:
+        try:
+            info = json.loads((candidate / "state.json").read_text())
+        except (OSError, ValueError):  # missing, or cut short by the crash
+            continue
+        if (candidate / "state.safetensors").is_file():
+            return candidate, info
+    return None
+
+
 def restore(out_dir: Path, template: Any, fingerprint: str) -> tuple[Any, int] | None:
     """Loads the checkpoint into the structure of `template`.
 
@@ -60,10 +83,10 @@ def restore(out_dir: Path, template: Any, fingerprint: str) -> tuple[Any, int] |
     Raises:
         CheckpointMismatchError: if the checkpoint was written by a different run.
     """
-    folder = Path(out_dir) / CHECKPOINT_DIR
-    if not (folder / "state.json").is_file():
+    found = _newest_complete(Path(out_dir))
+    if found is None:
         return None
-    info = json.loads((folder / "state.json").read_text())
+    folder, info = found
     if info["fingerprint"] != fingerprint:
         raise CheckpointMismatchError(
             f"{folder} belongs to a run with other settings; use a new output folder or"
