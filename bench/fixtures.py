@@ -1,4 +1,4 @@
-"""Benchmark fixtures: random aMUSEd checkpoints in diffusers layout, converted to ours.
+"""Benchmark fixtures: aMUSEd checkpoints in diffusers layout and in ours, same weights.
 
 `prepare(name, cache)` builds, once per configuration, a diffusers folder with random
 weights (`UVit2DModel`, `VQModel`, CLIP text encoder with projection, tokenizer,
@@ -7,6 +7,12 @@ weights (`UVit2DModel`, `VQModel`, CLIP text encoder with projection, tokenizer,
 random LoRA adapter file (rank 16, alpha 32, q/k/v; PEFT key names) that loads into
 both implementations. Both sides therefore compute the same function. The result is
 cached under `cache/<name>/` and reused while `fixture.json` matches.
+
+The `zoo` configuration goes the other way: our side uses the embedded zoo folder as it
+is (`styledrop.zoo.embedded.zoo_dir()`), and `export_diffusers` writes its committed
+weights into a diffusers folder (the inverse of `muse.convert`'s layout transforms,
+checked by converting the export back and comparing every tensor exactly). The cached
+export is rebuilt when the zoo's weight hashes change.
 
 This module also fixes the inputs every workload uses (prompts, token grids), so the two
 sides see the same data. Its top level imports only the standard library, numpy and
@@ -27,10 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from muse.config import TransformerConfig, VQConfig
+from muse.config import SamplingConfig, TransformerConfig, VQConfig
 
 FIXTURE_VERSION = 1
-CONFIGS = ("tiny", "amused_256", "amused_512")
+RANDOM_CONFIGS = ("tiny", "amused_256", "amused_512")  # random weights made in diffusers
+CONFIGS = (*RANDOM_CONFIGS, "zoo")
 DESCRIPTOR = "in [V*] style"
 PROMPTS = (
     "a red bus in the snow",
@@ -44,6 +51,16 @@ NUM_STEPS = 12  # aMUSEd's default number of decoding steps
 LAMBDA_A, LAMBDA_B = 1.0, 5.0  # StyleDrop guidance (paper defaults)
 LORA_RANK, LORA_ALPHA, LORA_TARGETS = 16, 32.0, ("to_q", "to_k", "to_v")
 POOL_SIZE = 8  # token grids in the training pool (as `variants_per_image`)
+# The zoo workloads follow the demo (`styledrop.demo`): its style image, caption,
+# descriptor and subjects (a copy: importing `styledrop.demo` would load JAX here).
+ZOO_STYLE_IMAGE = ("styledrop", "data", "demo_style_house_line_art.png")
+ZOO_CAPTION = "a house"
+ZOO_DESCRIPTOR = "in blue ink line drawing style"
+ZOO_SUBJECTS = (
+    "a cat", "a penguin", "a tree", "a rocket", "a teapot", "an owl", "a banana", "a car",
+)  # fmt: skip
+ZOO_BATCH = 8  # `styledrop finetune`'s default batch size
+ZOO_VARIANTS = 8  # augmented crops of the style image (`variants_per_image`)
 
 
 @dataclass(frozen=True)
@@ -51,9 +68,10 @@ class Fixture:
     """One prepared configuration.
 
     Attributes:
-        name: Configuration name ("tiny", "amused_256", "amused_512").
+        name: Configuration name (one of `CONFIGS`).
         diffusers_dir: The diffusers-layout folder (`AmusedPipeline.from_pretrained`).
-        native_dir: The same weights converted to our native folder (`muse.load`).
+        native_dir: The same weights in our native folder (`muse.load`); for `zoo`
+            the zoo folder itself.
         lora_file: A random LoRA adapter (our file format, PEFT keys) for both sides.
     """
 
@@ -81,7 +99,7 @@ def model_configs(name: str) -> tuple[TransformerConfig, VQConfig, dict[str, Any
     """Transformer, VQ and text-encoder sizes of a configuration.
 
     Args:
-        name: One of `CONFIGS`.
+        name: One of `RANDOM_CONFIGS`.
 
     Returns:
         (transformer config, VQ config, `CLIPTextConfig` keyword arguments without the
@@ -101,7 +119,7 @@ def model_configs(name: str) -> tuple[TransformerConfig, VQConfig, dict[str, Any
             "hidden_act": "gelu",
         }
     else:
-        raise ValueError(f"Unknown configuration {name!r}; choose from {CONFIGS}.")
+        raise ValueError(f"Unknown configuration {name!r}; choose from {RANDOM_CONFIGS}.")
     text.update(
         hidden_size=tcfg.encoder_hidden_size,
         projection_dim=tcfg.cond_embed_dim,
@@ -127,6 +145,12 @@ def token_grid(cfg: TransformerConfig, batch: int, seed: int = 0) -> np.ndarray:
     ids = rng.integers(0, cfg.codebook_size, (batch, side, side))
     ids[:, ::3, ::2] = cfg.mask_token_id
     return ids
+
+
+def code_grid(cfg: TransformerConfig, batch: int, seed: int = 2) -> np.ndarray:
+    """[batch, side, side] int64 codebook ids, no mask token (what the VQ decodes)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, cfg.codebook_size, (batch, cfg.sample_size, cfg.sample_size))
 
 
 def training_tokens(cfg: TransformerConfig, count: int = POOL_SIZE, seed: int = 1) -> np.ndarray:
@@ -155,7 +179,7 @@ def write_diffusers_checkpoint(name: str, root: Path, seed: int = 0) -> Path:
     """Writes a random aMUSEd checkpoint of configuration `name` in diffusers layout.
 
     Args:
-        name: One of `CONFIGS`.
+        name: One of `RANDOM_CONFIGS`.
         root: Destination folder (replaced).
         seed: Torch seed of the random weights.
 
@@ -230,17 +254,199 @@ def write_lora_file(native_dir: Path, path: Path, seed: int = 0) -> Path:
     return save_adapter_file(path, adapter_state_dict(transformer, index), spec, metadata)
 
 
-def _record(name: str, seed: int) -> dict[str, Any]:
-    return {"version": FIXTURE_VERSION, "config": name, "seed": seed}
+def zoo_style_image() -> Path:
+    """The demo's style image, shipped with the package (a 64x64 line-art house)."""
+    from importlib import resources
+
+    package, *parts = ZOO_STYLE_IMAGE
+    return Path(str(resources.files(package).joinpath(*parts)))
+
+
+def style_crops(pixels: np.ndarray, size: int, count: int, seed: int = 0) -> np.ndarray:
+    """The crops `styledrop.finetune` trains on, computed without JAX (for the reference).
+
+    The same draws as `styledrop.dataset.augmented_crops` with `default_rng(seed)`, as
+    `build_token_pool` makes them for a single style image: the centre square, then
+    `count - 1` random square crops covering at least 0.8 of it, Lanczos-resized.
+
+    Returns:
+        [count, size, size, 3] uint8.
+    """
+    from PIL import Image
+
+    from styledrop.inputs import center_square
+
+    rng = np.random.default_rng(seed)
+    base = center_square(pixels, max(size, min(pixels.shape[:2])))
+    side = base.shape[0]
+    out = [np.asarray(Image.fromarray(base).resize((size, size), Image.Resampling.LANCZOS))]
+    for _ in range(count - 1):
+        crop = round(side * rng.uniform(0.8, 1.0))
+        top, left = rng.integers(0, side - crop + 1, size=2)
+        patch = Image.fromarray(base[top : top + crop, left : left + crop])
+        out.append(np.asarray(patch.resize((size, size), Image.Resampling.LANCZOS)))
+    return np.stack(out)
+
+
+def diffusers_sampling(native_dir: str | Path) -> dict[str, Any]:
+    """A native model's sampling defaults as `AmusedPipeline.__call__` arguments.
+
+    MaskGIT decoding ("maskgit": keep floor(U0 r) tokens masked, U0 the tokens unknown
+    at the start, Gumbel temperature c (1 - (k + 1) / K) at step k) is aMUSEd's rule when
+    decoding starts from a fully masked grid (U0 = L) with the temperatures
+    linspace(c (K - 1) / K, 0, K), which is what `AmusedScheduler.set_timesteps` makes of
+    the pair (c (K - 1) / K, 0).
+
+    Returns:
+        `num_inference_steps`, `guidance_scale`, `temperature` (a pair),
+        `micro_conditioning_aesthetic_score` and `micro_conditioning_crop_coord`.
+    """
+    record = json.loads((Path(native_dir) / "model.json").read_text())
+    sampling = SamplingConfig.from_dict(record["config"]["sampling"])
+    steps = sampling.num_steps
+    if sampling.decoding == "maskgit":
+        temperature = (float(sampling.temperature) * (steps - 1) / steps, 0.0)
+    elif isinstance(sampling.temperature, tuple | list):
+        temperature = tuple(float(t) for t in sampling.temperature)
+    else:  # a scalar start: `muse.schedule.temperatures` anneals it to 0.01
+        temperature = (float(sampling.temperature), 0.01)
+    return {
+        "num_inference_steps": steps,
+        "guidance_scale": float(sampling.guidance_scale),
+        "temperature": temperature,
+        "micro_conditioning_aesthetic_score": float(sampling.aesthetic_score),
+        "micro_conditioning_crop_coord": tuple(int(c) for c in sampling.crop_coords),
+    }
+
+
+def torch_state(
+    model, params: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]], what: str
+) -> dict[str, np.ndarray]:
+    """Native parameters -> a PyTorch state dict: `muse.weights.from_torch_state` inverted.
+
+    Every layout transform of `muse.weights` (transposes, reshapes) only moves elements,
+    so its inverse is read off the transform applied to an index array: element `i` of
+    the PyTorch tensor lands at the native position holding `i`.
+
+    Args:
+        model: The native module (abstract shapes are enough).
+        params: Native name -> array, every parameter of `model`.
+        shapes: PyTorch key -> shape, every tensor of the PyTorch module's state dict.
+        what: A label for error messages.
+
+    Returns:
+        PyTorch key -> float32 array.
+
+    Raises:
+        muse.weights.WeightsError: when names or shapes do not correspond.
+        ValueError: when a transform is not a pure rearrangement.
+    """
+    from muse import weights
+
+    mapping = weights.check_torch_shapes(model, shapes, what)
+    missing = sorted(set(mapping) - set(params))
+    if missing:
+        raise weights.WeightsError(f"The native {what} lacks {missing[:10]}")
+    out = {}
+    for name, (key, transform) in mapping.items():
+        shape = tuple(shapes[key])
+        size = int(np.prod(shape, dtype=np.int64))
+        positions = np.asarray(transform(np.arange(size).reshape(shape))).reshape(-1)
+        if not np.array_equal(np.sort(positions), np.arange(size)):
+            raise ValueError(f"{what}: the layout transform of {key} is not a rearrangement.")
+        flat = np.empty(size, np.float32)
+        flat[positions] = np.asarray(params[name], np.float32).reshape(-1)
+        out[key] = flat.reshape(shape)
+    return out
+
+
+def export_diffusers(native_dir: str | Path, root: Path) -> Path:
+    """Writes a native model folder (the zoo) as a diffusers aMUSEd checkpoint.
+
+    The U-ViT and the VQ model go through `torch_state` into `UVit2DModel` and `VQModel`
+    of the same configuration (loaded strictly); the text encoder and tokenizer are
+    already transformers models; the scheduler is an `AmusedScheduler` with the model's
+    mask id and schedule. Written by `AmusedPipeline.save_pretrained` (float32), then
+    checked: converting the export back gives every native tensor exactly.
+
+    Args:
+        native_dir: A folder `muse.load` reads.
+        root: Destination folder (replaced).
+
+    Returns:
+        `root`.
+
+    Raises:
+        RuntimeError: when the round trip does not reproduce a tensor.
+    """
+    import diffusers
+    import torch
+    from flax import nnx
+    from safetensors.numpy import load_file
+    from transformers import CLIPTextModelWithProjection
+
+    from muse import checkpoint, weights
+    from muse.config import ModelConfig
+    from muse.tokenizer import load_tokenizer
+    from muse.transformer import UVit2D
+    from muse.vq import VQModel
+
+    native_dir = Path(native_dir)
+    config = ModelConfig.from_dict(checkpoint.read_model_json(native_dir)["config"])
+    transformer = diffusers.UVit2DModel(**config.transformer.to_dict())
+    vq = diffusers.VQModel(**config.vq.diffusers_kwargs())
+    parts = (
+        ("transformer", transformer, checkpoint.TRANSFORMER_FILE,
+         lambda: UVit2D(config.transformer, rngs=nnx.Rngs(0))),
+        ("vqvae", vq, checkpoint.VQ_FILE, lambda: VQModel(config.vq, rngs=nnx.Rngs(0))),
+    )  # fmt: skip
+    natives = {}
+    for what, module, file_name, factory in parts:
+        abstract = nnx.eval_shape(factory)
+        natives[what] = (abstract, load_file(str(native_dir / file_name)))
+        shapes = {key: tuple(value.shape) for key, value in module.state_dict().items()}
+        state = torch_state(abstract, natives[what][1], shapes, what)
+        module.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    text_encoder = CLIPTextModelWithProjection.from_pretrained(
+        native_dir / checkpoint.TEXT_ENCODER_DIR, local_files_only=True
+    )
+    scheduler = diffusers.AmusedScheduler(
+        mask_token_id=config.sampling.mask_token_id,
+        masking_schedule=config.sampling.masking_schedule,
+    )
+    pipe = diffusers.AmusedPipeline(
+        vqvae=vq,
+        tokenizer=load_tokenizer(native_dir / checkpoint.TOKENIZER_DIR),
+        text_encoder=text_encoder.float(),
+        transformer=transformer,
+        scheduler=scheduler,
+    )
+    shutil.rmtree(root, ignore_errors=True)
+    pipe.save_pretrained(root, safe_serialization=True)
+    for what, (abstract, native) in natives.items():  # the round trip, as `convert` reads it
+        tensors = load_file(str(root / what / "diffusion_pytorch_model.safetensors"))
+        back = weights.from_torch_state(abstract, tensors, what)
+        wrong = [n for n, v in native.items() if not np.array_equal(back[n], v.astype(np.float32))]
+        if wrong or set(back) != set(native):
+            raise RuntimeError(f"The diffusers export of the {what} differs at {wrong[:10]}")
+    return root
+
+
+def _record(name: str, seed: int, native_dir: Path | None = None) -> dict[str, Any]:
+    record: dict[str, Any] = {"version": FIXTURE_VERSION, "config": name, "seed": seed}
+    if native_dir is not None:  # an exported model: rebuilt when its weights change
+        record["source"] = str(native_dir)
+        record["sha256"] = json.loads((native_dir / "model.json").read_text())["sha256"]
+    return record
 
 
 def prepare(name: str, cache: str | Path, seed: int = 0, rebuild: bool = False) -> Fixture:
     """Returns the fixture of configuration `name`, building it under `cache` if needed.
 
     Args:
-        name: One of `CONFIGS`.
+        name: One of `CONFIGS` ("zoo": the embedded zoo, exported to diffusers).
         cache: Folder holding one subfolder per configuration.
-        seed: Seed of the random weights.
+        seed: Seed of the random weights (and of the random LoRA file).
         rebuild: Build again even when a matching fixture exists.
 
     Returns:
@@ -249,20 +455,30 @@ def prepare(name: str, cache: str | Path, seed: int = 0, rebuild: bool = False) 
     from muse.convert import convert_diffusers
 
     folder = Path(cache).expanduser().resolve() / name
-    fixture = Fixture(name, folder / "diffusers", folder / "native", folder / "lora.safetensors")
+    native_dir = folder / "native"
+    exported = None
+    if name == "zoo":
+        from styledrop.zoo.embedded import embedded_base
+
+        native_dir = exported = embedded_base().resolve()
+    fixture = Fixture(name, folder / "diffusers", native_dir, folder / "lora.safetensors")
+    record = _record(name, seed, exported)
     marker = folder / "fixture.json"
     if not rebuild and marker.is_file():
         try:
-            if json.loads(marker.read_text()) == _record(name, seed):
+            if json.loads(marker.read_text()) == record:
                 return fixture
         except json.JSONDecodeError:
             pass
     marker.unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
-    write_diffusers_checkpoint(name, fixture.diffusers_dir, seed)
-    convert_diffusers(fixture.diffusers_dir, fixture.native_dir, overwrite=True)
+    if exported is not None:
+        export_diffusers(exported, fixture.diffusers_dir)
+    else:
+        write_diffusers_checkpoint(name, fixture.diffusers_dir, seed)
+        convert_diffusers(fixture.diffusers_dir, fixture.native_dir, overwrite=True)
     write_lora_file(fixture.native_dir, fixture.lora_file, seed)
-    marker.write_text(json.dumps(_record(name, seed)) + "\n")  # last: marks it complete
+    marker.write_text(json.dumps(record) + "\n")  # last: marks it complete
     return fixture
 
 

@@ -70,11 +70,23 @@ class Timing:
         return statistics.median(self.times_s)
 
 
-def time_repeated(fn: Callable[[], Any], warmup: int = 1, repeats: int = 5) -> Timing:
+def time_repeated(
+    fn: Callable[[], Any],
+    warmup: int = 1,
+    repeats: int = 5,
+    setup: Callable[[], Any] | None = None,
+) -> Timing:
     """Calls `fn` `warmup` times untimed-for-the-figure, then `repeats` times timed.
 
     `fn` must return only once its work is done (block on device results, convert to
     numpy, or call `.item()`).
+
+    Args:
+        fn: The measured call.
+        warmup: Calls before the timed ones.
+        repeats: Timed calls.
+        setup: Called before every call of `fn`, outside the timed span (for example
+            to load a fresh model when `fn` changes the one it is given).
 
     Returns:
         The timing; `first_s` is the very first call whether or not it was a warm-up.
@@ -83,6 +95,8 @@ def time_repeated(fn: Callable[[], Any], warmup: int = 1, repeats: int = 5) -> T
         raise ValueError(f"Need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}.")
     times = []
     for _ in range(warmup + repeats):
+        if setup is not None:
+            setup()
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -201,7 +215,18 @@ def workload_parser(prog: str, workloads: Sequence[str]) -> argparse.ArgumentPar
     parser.add_argument("--repeats", type=int, default=5, help="timed calls (median)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
     parser.add_argument("--cpus", help="comma-separated CPUs to run on (overrides --threads)")
-    parser.add_argument("--dump", type=Path, help="cfg_forward: save the logits (.npy)")
+    parser.add_argument(
+        "--dump", type=Path, help="save the arrays of the same-function check (.npy)"
+    )
+    parser.add_argument(
+        "--train-steps", type=int, default=1000, help="zoo_finetune: optimizer steps per run"
+    )
+    parser.add_argument(
+        "--sampling",
+        type=json.loads,
+        default=None,
+        help="zoo_grid (diffusers): AmusedPipeline.__call__ sampling arguments, as JSON",
+    )
     return parser
 
 

@@ -17,6 +17,18 @@
 * `train_step`: `make_train_step` (the jitted step `styledrop finetune` runs) with a fresh
   r1, r2 or LoRA adapter, Adam at the kind's default learning rate, a pool of 8 token
   grids and one prompt; `--dtype bfloat16` loads the model with bf16 compute.
+* `zoo_finetune`: the embedded zoo fine-tuned as `styledrop finetune` does it:
+  `styledrop.finetune.finetune` on the demo's style image and caption (token pool of
+  8 augmented crops, VQ-tokenized and text-encoded once), `--train-steps` Adam steps at
+  batch `--batch` with a fresh LoRA r16 q/k/v or r1 adapter, a resumable checkpoint every
+  100 steps and the adapter file at the end (`FinetuneConfig` defaults otherwise). Each
+  call starts from a freshly loaded model (loaded outside the timed span) and compiles its
+  step, as every `styledrop finetune` run does. Also reports the median time between
+  consecutive steps after the first (the steady state, no compile) of the timed calls,
+  and per timed call the time to the end of step 1 (pool, compile, one step).
+* `zoo_grid`: `Pipeline.generate` of the 8 demo subjects, one image each, in one batch
+  with the model's sampling defaults (the zoo: 36 MaskGIT steps, guidance 3), VQ decode,
+  `make_grid`; text cache cleared per call. `--dump` saves the VQ decode of fixed tokens.
 * `matmul`: `bench.matmul.jax_matmul`.
 """
 
@@ -28,7 +40,10 @@ from typing import Any
 
 from bench import fixtures, measure
 
-WORKLOADS = ("cfg_forward", "sampling", "styledrop_sampling", "train_step", "matmul")
+WORKLOADS = (
+    "cfg_forward", "sampling", "styledrop_sampling", "train_step", "zoo_finetune", "zoo_grid",
+    "matmul",
+)  # fmt: skip
 # What the fork server imports once (nothing here starts a JAX backend).
 PRELOAD = (
     "numpy",
@@ -43,6 +58,7 @@ PRELOAD = (
     "styledrop.adapted",
     "styledrop.train_step",
     "styledrop.finetune",
+    "styledrop.images",
 )
 
 
@@ -149,18 +165,14 @@ def _train_step(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any
     from flax import nnx
 
     import muse
-    from adapters import AdapterParam, AdapterSpec, count_parameters, inject_adapter
+    from adapters import AdapterParam, count_parameters, inject_adapter
     from muse.transformer import current_adapter_gate
     from styledrop.finetune import DEFAULT_LEARNING_RATES
     from styledrop.train_step import make_train_step
 
     pipe = muse.load(args.model, dtype=args.dtype)
     kind = args.adapter_kind
-    spec = (
-        AdapterSpec(kind, rank=fixtures.LORA_RANK, alpha=fixtures.LORA_ALPHA,
-                    lora_targets=fixtures.LORA_TARGETS)
-        if kind == "lora" else AdapterSpec(kind)
-    )  # fmt: skip
+    spec = _adapter_spec(kind)
     trainable = count_parameters(pipe.transformer, spec)
     inject_adapter(pipe.transformer, spec, rngs=nnx.Rngs(0), gate_source=current_adapter_gate)
     graphdef, adapter_state, base_state = nnx.split(pipe.transformer, AdapterParam, ...)
@@ -191,6 +203,106 @@ def _train_step(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any
     return timing, {"trainable_parameters": trainable}
 
 
+def _adapter_spec(kind: str):
+    from adapters import AdapterSpec
+
+    if kind == "lora":
+        return AdapterSpec(
+            kind, rank=fixtures.LORA_RANK, alpha=fixtures.LORA_ALPHA,
+            lora_targets=fixtures.LORA_TARGETS,
+        )  # fmt: skip
+    return AdapterSpec(kind)
+
+
+def _zoo_finetune(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any]]:
+    import tempfile
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    import muse
+    from adapters import count_parameters
+    from styledrop.dataset import StyleExample
+    from styledrop.finetune import FinetuneConfig, finetune
+    from styledrop.inputs import load_images
+
+    image = load_images([fixtures.zoo_style_image()])[0]
+    example = StyleExample(image.pixels, fixtures.ZOO_CAPTION, image.name, image.sha256)
+    spec = _adapter_spec(args.adapter_kind)
+    config = FinetuneConfig(
+        adapter=spec, steps=args.train_steps, batch_size=args.batch,
+        variants_per_image=fixtures.ZOO_VARIANTS,
+    )  # fmt: skip
+    state: dict[str, Any] = {}
+    intervals: list[np.ndarray] = []  # per call: seconds between consecutive step ends
+    first_steps: list[float] = []  # per call: seconds from the call to the end of step 1
+    losses: list[float] = []
+    work = tempfile.TemporaryDirectory(prefix="bench-zoo-finetune-")
+
+    def setup():
+        state["pipe"] = None  # the previous model goes before the next one loads
+        state["pipe"] = muse.load(args.model, dtype=args.dtype)
+        state["out"] = Path(work.name) / f"run-{len(intervals)}"
+        if "trainable" not in state:
+            state["trainable"] = count_parameters(state["pipe"].transformer, spec)
+
+    def call():
+        ticks: list[float] = [time.perf_counter()]
+        result = finetune(
+            state["pipe"], [example], fixtures.ZOO_DESCRIPTOR, config, state["out"],
+            progress=lambda _event: ticks.append(time.perf_counter()),
+        )  # fmt: skip
+        if result.status != "succeeded" or result.step != config.steps:
+            raise RuntimeError(f"Fine-tuning ended {result.status} at step {result.step}.")
+        first_steps.append(ticks[1] - ticks[0])
+        intervals.append(np.diff(ticks[1:]))
+        losses.append(result.final_loss)
+        return result
+
+    with work:
+        timing = measure.time_repeated(call, args.warmup, args.repeats, setup=setup)
+    timed = np.concatenate(intervals[args.warmup :])
+    return timing, {
+        "step_median_s": float(np.median(timed)) if timed.size else None,
+        "first_step_s": first_steps[args.warmup :],
+        "steps": config.steps,
+        "batch_size": config.batch_size,
+        "final_loss": losses[-1],
+        "trainable_parameters": state["trainable"],
+    }
+
+
+def _zoo_grid(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any]]:
+    import muse
+    from styledrop.images import make_grid
+
+    pipe = muse.load(args.model, dtype=args.dtype)
+    prompts = list(fixtures.ZOO_SUBJECTS)
+
+    def call():
+        pipe.text_encoder.clear_cache()
+        images = pipe.generate(prompts, seed=0, batch_size=len(prompts))
+        return make_grid(images, columns=4)
+
+    timing = measure.time_repeated(call, args.warmup, args.repeats)
+    peak = measure.peak_rss_mb()  # before the check below compiles another program
+    if args.dump:  # the VQ decode of fixed tokens, for the same-function check
+        import numpy as np
+
+        codes = fixtures.code_grid(pipe.config.transformer, 2)
+        np.save(args.dump, pipe.decode_tokens(codes.astype(np.int32)))
+    cfg = pipe.decode_config()
+    sampling = {
+        "num_steps": cfg.num_steps,
+        "style": cfg.style,
+        "guidance_scale": pipe.config.sampling.guidance_scale,
+        "temperatures": [float(t) for t in cfg.step_temperatures()],
+        "micro_conds": pipe.micro_conds(1)[0].tolist(),  # width, height, crop, aesthetic
+    }
+    return timing, {"peak_rss_mb": peak, "images": len(prompts), "sampling": sampling}
+
+
 def _matmul(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any]]:
     from bench.matmul import gflops, jax_matmul
 
@@ -203,6 +315,8 @@ _FUNCTIONS = {
     "sampling": _sampling,
     "styledrop_sampling": _styledrop_sampling,
     "train_step": _train_step,
+    "zoo_finetune": _zoo_finetune,
+    "zoo_grid": _zoo_grid,
     "matmul": _matmul,
 }
 

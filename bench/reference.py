@@ -26,6 +26,23 @@
   `backward`, `step`, `zero_grad`; `--dtype bfloat16` wraps forward and loss in
   `torch.autocast("cpu", dtype=torch.bfloat16)` (fp32 weights, as accelerate's bf16
   mixed precision).
+* `zoo_finetune` (LoRA only): the same fine-tuning as ours, written with diffusers + peft:
+  the demo's style image as 8 augmented crops (`fixtures.style_crops`, our crops
+  exactly), tokenized once with `vqvae.encode` + `vqvae.quantize` (as `train_amused.py`
+  tokenizes) and the prompt encoded once, then `add_adapter(LoraConfig(r=16,
+  lora_alpha=32, target_modules=["to_q", "to_k", "to_v"]))`, AdamW (lr 4e-4), and
+  `--train-steps` steps of the `train_step` recipe at batch `--batch`, each batch a
+  shuffled pass over the pool (as ours), `loss.item()` every step; at the end
+  `save_lora_adapter`. Each call starts from a freshly loaded pipeline (outside the timed
+  span). Also reports the median time between consecutive steps after the first, and
+  per timed call the time to the end of step 1.
+* `zoo_grid`: `AmusedPipeline(prompts, generator=..., output_type="latent", **sampling)`
+  for the 8 demo subjects in one batch (`--sampling`: the zoo's settings, see
+  `fixtures.diffusers_sampling`), then the VQ decode and post-processing of the pipeline
+  and `make_image_grid`. The pipeline's own decode cannot run here: it looks codebook
+  vectors up as `latent_channels` wide, which holds for aMUSEd's checkpoints but not for
+  the zoo's VQ (16-wide codes, 32 latent channels), so `_decode_tokens` passes the
+  codebook width. `--dump` saves the VQ decode of fixed tokens.
 * `matmul`: `bench.matmul.torch_matmul`.
 """
 
@@ -38,7 +55,10 @@ from typing import Any
 
 from bench import fixtures, measure
 
-WORKLOADS = ("cfg_forward", "sampling", "styledrop_sampling", "train_step", "matmul")
+WORKLOADS = (
+    "cfg_forward", "sampling", "styledrop_sampling", "train_step", "zoo_finetune", "zoo_grid",
+    "matmul",
+)  # fmt: skip
 PRELOAD = (
     "numpy",
     "torch",
@@ -46,6 +66,7 @@ PRELOAD = (
     "diffusers",
     "diffusers.pipelines.deprecated.amused.pipeline_amused",
     "peft",
+    "styledrop.inputs",
 )
 
 
@@ -106,6 +127,19 @@ def _cfg_forward(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, An
     if args.dump:
         np.save(args.dump, call().permute(0, 2, 3, 1).numpy())  # [B, V, h, w] -> [B, h, w, V]
     return timing, {}
+
+
+def _decode_tokens(pipe, ids):
+    """Token grids [B, h, w] -> images [B, 3, H, W] in [0, 1], as `AmusedPipeline` decodes.
+
+    With the width of the codebook vectors (`vq_embed_dim`) as the looked-up shape, where
+    the pipeline passes `latent_channels` (the same for aMUSEd's own checkpoints).
+    """
+    vq = pipe.vqvae
+    width = vq.config.vq_embed_dim or vq.config.latent_channels
+    batch, height, width_tokens = ids.shape
+    shape = (batch, height, width_tokens, width)
+    return vq.decode(ids, force_not_quantize=True, shape=shape).sample.clip(0, 1)
 
 
 def _our_config(pipe):
@@ -189,12 +223,7 @@ def _styledrop_sampling(args: argparse.Namespace) -> tuple[measure.Timing, dict[
                 logits, timestep, latents, generator=generator
             ).prev_sample
         transformer.enable_adapters()
-        images = pipe.vqvae.decode(
-            latents,
-            force_not_quantize=True,
-            shape=(batch, side, side, pipe.vqvae.config.latent_channels),  # a latent per token
-        ).sample.clip(0, 1)
-        return pipe.image_processor.postprocess(images, "np")
+        return pipe.image_processor.postprocess(_decode_tokens(pipe, latents), "np")
 
     timing = measure.time_repeated(call, args.warmup, args.repeats)
     if args.dump:  # Eq. 4 logits of one step, for the same-function check
@@ -210,13 +239,35 @@ def _styledrop_sampling(args: argparse.Namespace) -> tuple[measure.Timing, dict[
 
 def _train_step(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any]]:
     import torch
-    import torch.nn.functional as F
-    from peft import LoraConfig
 
     if args.adapter_kind != "lora":
         raise SystemExit("The reference trains LoRA adapters only (peft); use --adapter-kind lora.")
     pipe = _load(args)
-    model = pipe.transformer
+    trainable = _add_lora(pipe.transformer)
+    optimizer = torch.optim.AdamW(trainable, lr=4e-4)
+    with torch.no_grad():
+        hidden, pooled = _encode(pipe, [fixtures.TRAIN_PROMPT] * args.batch)
+    pool = torch.from_numpy(fixtures.training_tokens(_our_config(pipe))).long()
+    micro = _micro_conds(pipe, args.batch)
+    generator = torch.Generator().manual_seed(0)
+    bf16 = args.dtype == "bfloat16"
+
+    def call():
+        rows = torch.randint(len(pool), (args.batch,), generator=generator)
+        loss = _masked_loss(pipe, pool[rows], hidden, pooled, micro, generator, bf16)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    timing = measure.time_repeated(call, args.warmup, args.repeats)
+    return timing, {"trainable_parameters": sum(p.numel() for p in trainable)}
+
+
+def _add_lora(model):
+    """peft LoRA r16 on q/k/v (diffusers' `add_adapter`); returns the trainable parameters."""
+    from peft import LoraConfig
+
     model.add_adapter(
         LoraConfig(
             r=fixtures.LORA_RANK,
@@ -229,40 +280,128 @@ def _train_step(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any
     frozen_leak = [n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
     if frozen_leak:
         raise RuntimeError(f"Non-LoRA parameters would train: {frozen_leak[:5]}")
-    optimizer = torch.optim.AdamW(trainable, lr=4e-4)
-    with torch.no_grad():
-        hidden, pooled = _encode(pipe, [fixtures.TRAIN_PROMPT] * args.batch)
-    cfg = _our_config(pipe)
-    pool = torch.from_numpy(fixtures.training_tokens(cfg)).long()
-    micro = _micro_conds(pipe, args.batch)
+    return trainable
+
+
+def _masked_loss(pipe, tokens, hidden, pooled, micro, generator, bf16: bool = False):
+    """`train_amused.py`'s loss on token grids [B, h, w]: cosine masking (>= 1 token), forward,
+    cross-entropy on the masked tokens (under bf16 autocast if asked)."""
+    import torch
+    import torch.nn.functional as F
+
+    batch, side = tokens.shape[:2]
     mask_id = pipe.scheduler.config.mask_token_id
-    vocab = cfg.codebook_size
-    generator = torch.Generator().manual_seed(0)
-    bf16 = args.dtype == "bfloat16"
+    vocab = pipe.transformer.config.codebook_size
+    tokens = tokens.reshape(batch, -1)  # [B, L]
+    length = tokens.shape[1]
+    mask_prob = torch.cos(torch.rand(batch, generator=generator) * math.pi * 0.5)
+    count = (length * mask_prob).round().clamp(min=1)
+    mask = torch.rand(batch, length, generator=generator).argsort(-1) < count[:, None]
+    inputs = torch.where(mask, mask_id, tokens).reshape(batch, side, -1)
+    labels = torch.where(mask, tokens, -100)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = pipe.transformer(
+            inputs, micro_conds=micro, pooled_text_emb=pooled, encoder_hidden_states=hidden
+        )
+        logits = logits.reshape(batch, vocab, -1).permute(0, 2, 1).reshape(-1, vocab)
+        return F.cross_entropy(logits, labels.reshape(-1), ignore_index=-100)
+
+
+def _zoo_finetune(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any]]:
+    import tempfile
+    import time
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from styledrop.inputs import load_images
+
+    if args.adapter_kind != "lora":
+        raise SystemExit("The reference trains LoRA adapters only (peft); use --adapter-kind lora.")
+    image = load_images([fixtures.zoo_style_image()])[0]
+    prompt = f"{fixtures.ZOO_CAPTION} {fixtures.ZOO_DESCRIPTOR}"
+    state: dict[str, Any] = {}
+    intervals: list[np.ndarray] = []  # per call: seconds between consecutive step ends
+    first_steps: list[float] = []  # per call: seconds from the call to the end of step 1
+    losses: list[float] = []
+    work = tempfile.TemporaryDirectory(prefix="bench-zoo-finetune-")
+
+    def setup():
+        state["pipe"] = None  # the previous model goes before the next one loads
+        state["pipe"] = _load(args)
 
     def call():
-        batch = args.batch
-        rows = torch.randint(len(pool), (batch,), generator=generator)
-        tokens = pool[rows].reshape(batch, -1)  # [B, L]
-        length = tokens.shape[1]
-        mask_prob = torch.cos(torch.rand(batch, generator=generator) * math.pi * 0.5)
-        count = (length * mask_prob).round().clamp(min=1)
-        mask = torch.rand(batch, length, generator=generator).argsort(-1) < count[:, None]
-        inputs = torch.where(mask, mask_id, tokens).reshape(batch, cfg.sample_size, -1)
-        labels = torch.where(mask, tokens, -100)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(
-                inputs, micro_conds=micro, pooled_text_emb=pooled, encoder_hidden_states=hidden
-            )
-            logits = logits.reshape(batch, vocab, -1).permute(0, 2, 1).reshape(-1, vocab)
-            loss = F.cross_entropy(logits, labels.reshape(-1), ignore_index=-100)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss.item()
+        ticks = [time.perf_counter()]
+        pipe, batch = state["pipe"], args.batch
+        trainable = _add_lora(pipe.transformer)
+        state["trainable"] = sum(p.numel() for p in trainable)
+        optimizer = torch.optim.AdamW(trainable, lr=4e-4)
+        side = pipe.transformer.config.sample_size
+        crops = fixtures.style_crops(
+            image.pixels, side * pipe.vae_scale_factor, fixtures.ZOO_VARIANTS
+        )
+        with torch.no_grad():
+            pixels = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0
+            pool = pipe.vqvae.quantize(pipe.vqvae.encode(pixels).latents)[2][2]
+            pool = pool.reshape(len(crops), side, side)
+            hidden, pooled = _encode(pipe, [prompt])
+        hidden, pooled = hidden.expand(batch, -1, -1), pooled.expand(batch, -1)
+        micro = _micro_conds(pipe, batch)
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(args.train_steps):
+            order = torch.randperm(len(pool), generator=generator)
+            rows = order.repeat(-(-batch // len(pool)))[:batch]
+            loss = _masked_loss(pipe, pool[rows], hidden, pooled, micro, generator)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            ticks.append(time.perf_counter())
+        pipe.transformer.save_lora_adapter(Path(work.name) / f"run-{len(intervals)}")
+        first_steps.append(ticks[1] - ticks[0])
+        intervals.append(np.diff(ticks[1:]))
+
+    with work:
+        timing = measure.time_repeated(call, args.warmup, args.repeats, setup=setup)
+    timed = np.concatenate(intervals[args.warmup :])
+    return timing, {
+        "step_median_s": float(np.median(timed)) if timed.size else None,
+        "first_step_s": first_steps[args.warmup :],
+        "steps": args.train_steps,
+        "batch_size": args.batch,
+        "final_loss": losses[-1],
+        "trainable_parameters": state["trainable"],
+    }
+
+
+def _zoo_grid(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any]]:
+    import torch
+    from diffusers.utils import make_image_grid
+
+    if not args.sampling:
+        raise SystemExit("zoo_grid needs --sampling (the model's sampling arguments, JSON).")
+    pipe = _load(args)
+    prompts = list(fixtures.ZOO_SUBJECTS)
+
+    @torch.no_grad()
+    def call():
+        latents = pipe(
+            prompts, generator=torch.Generator().manual_seed(0), output_type="latent",
+            **args.sampling,
+        ).images  # fmt: skip
+        images = pipe.image_processor.postprocess(_decode_tokens(pipe, latents), "pil")
+        return make_image_grid(images, rows=2, cols=4)
 
     timing = measure.time_repeated(call, args.warmup, args.repeats)
-    return timing, {"trainable_parameters": sum(p.numel() for p in trainable)}
+    if args.dump:  # the VQ decode of fixed tokens, for the same-function check
+        import numpy as np
+
+        codes = torch.from_numpy(fixtures.code_grid(_our_config(pipe), 2)).long()
+        with torch.no_grad():
+            pixels = _decode_tokens(pipe, codes)
+        np.save(args.dump, pixels.permute(0, 2, 3, 1).numpy())  # -> [B, H, W, 3]
+    return timing, {"images": len(prompts), "sampling": args.sampling}
 
 
 def _matmul(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any]]:
@@ -277,6 +416,8 @@ _FUNCTIONS = {
     "sampling": _sampling,
     "styledrop_sampling": _styledrop_sampling,
     "train_step": _train_step,
+    "zoo_finetune": _zoo_finetune,
+    "zoo_grid": _zoo_grid,
     "matmul": _matmul,
 }
 

@@ -1,7 +1,8 @@
 """Orchestration of `styledrop bench`: fixtures, measurements, table and JSON.
 
-For each configuration the fixture (random diffusers weights converted to ours) is built
-or found in the cache, then every measurement runs once per implementation in its own
+For each configuration the fixture (random diffusers weights converted to ours; for
+`zoo`, the embedded zoo exported to diffusers) is built or found in the cache, then
+every measurement runs once per implementation in its own
 process (a fresh interpreter, or with `--isolation fork` a fork of a per-side server that
 imported the libraries once), all pinned to the same CPUs and thread count. Each
 measurement yields a median time, the first call's time and the process's peak RSS;
@@ -12,10 +13,16 @@ JSON layout::
     {"meta": {...},                   # threads, repetitions, versions, CPU, load average
      "machine": {"figures": {...}, "runs": {...}},   # matmul peak, 2048 fp32 / bf16
      "configs": {"tiny": {"figures": {...}, "parity": {...}, "runs": {...},
-                          "fixture": {...}}},
-     "skipped": {"zoo": {"status": "skipped", "reason": "not available yet (issue 4)"}},
+                          "fixture": {...}},
+                 "zoo": {...}},       # cfg_forward (parity), zoo_finetune_*, zoo_grid_*
+     "skipped": {"zoo": {"status": "skipped", "reason": "..."}},  # only if not measured
      "workloads": {...},              # what each side runs, in words
      "failures": [...]}
+
+The zoo's figures: `zoo_finetune_<N>step_{lora,r1}_fp32` (a whole `styledrop finetune`
+run of N steps, `--zoo-steps`; diffusers + peft trains LoRA, the reference for both of
+our kinds), `zoo_finetune_step_{lora,r1}_fp32` (its steady-state time per step) and
+`zoo_grid_8img_fp32` (8 images with the zoo's sampling settings, VQ decode, grid).
 
 `python -m bench.run [options]` takes the options of `styledrop bench`.
 """
@@ -42,14 +49,15 @@ from typing import Any
 
 from bench import fixtures, measure
 
-ZOO_SKIP = {"status": "skipped", "reason": "not available yet (issue 4)"}
-DEFAULT_CONFIGS = ("amused_256", "amused_512")
+DEFAULT_CONFIGS = ("zoo", "amused_256", "amused_512")
 BF16_MATMUL_SIZE = 2048
 TRAIN_KINDS = ("r1", "r2", "lora")
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
 IMPLS = {"ours": "bench.ours", "diffusers": "bench.reference"}
 FORWARD_KEY = "cfg_forward_b2_fp32"
 STYLEDROP_KEY = "styledrop_sampling_12step_b1_fp32"
+ZOO_KINDS = ("lora", "r1")  # our adapters fine-tuned on the zoo (diffusers: LoRA for both)
+ZOO_GRID_KEY = "zoo_grid_8img_fp32"
 
 WORKLOAD_NOTES = {
     "cfg_forward": (
@@ -81,6 +89,40 @@ WORKLOAD_NOTES = {
         " diffusers LoRA figure is the reference for all three of our kinds. bf16: ours"
         " muse.load(dtype='bfloat16') (fp32 parameters, bf16 compute); diffusers forward and"
         " loss under torch.autocast('cpu', dtype=torch.bfloat16) (fp32 weights)."
+    ),
+    "zoo_weights": (
+        "The embedded zoo's committed weights on both sides: ours muse.load(zoo folder);"
+        " diffusers the same tensors exported with the inverse of our conversion's layout"
+        " transforms (bench.fixtures.export_diffusers, checked by converting back: every"
+        " tensor equal) into AmusedPipeline.from_pretrained. Parity: cfg_forward logits and"
+        " the VQ decode (pixels) of fixed tokens."
+    ),
+    "zoo_finetune": (
+        "A whole fine-tuning run on the demo's style image (styledrop/data, caption 'a house',"
+        " descriptor 'in blue ink line drawing style'), batch 8, N steps (--zoo-steps), fp32,"
+        " from a loaded model (the load is outside the timed span); --zoo-runs timed runs, no"
+        " warm-up run. ours:"
+        " styledrop.finetune.finetune with a LoRA r16 q/k/v or r1 adapter (FinetuneConfig"
+        " defaults: Adam at the kind's lr, 8 augmented crops tokenized and the prompt encoded"
+        " once, a resumable checkpoint every 100 steps, adapter file at the end; the jitted step"
+        " compiles in every run); diffusers + peft: the same crops tokenized with"
+        " vqvae.encode + quantize, add_adapter(LoraConfig(r=16, lora_alpha=32, q/k/v)),"
+        " AdamW lr 4e-4, train_amused.py masking and loss, loss.item() per step,"
+        " save_lora_adapter at the end. The diffusers LoRA run is the reference for both of"
+        " our kinds. zoo_finetune_step_*: median time between consecutive steps after the"
+        " first (steady state, no compile); the runs' extra.first_step_s: time to the end of"
+        " step 1 (tokenizing and encoding, on our side the compile)."
+    ),
+    "zoo_grid": (
+        "8 images, one per demo subject, in one batch with the zoo's sampling settings from its"
+        " model.json (at present K = 36 MaskGIT steps, guidance 3, choice temperature c = 4.5:"
+        " from a fully masked grid that is AmusedScheduler's rule with temperature"
+        " (c (K - 1) / K, 0); the run checks both sides used the same settings), VQ decode,"
+        " a 2 x 4 grid. ours: Pipeline.generate(prompts, seed=0, batch_size=8) with the model's"
+        " defaults + make_grid, text cache cleared per call; diffusers: AmusedPipeline(...,"
+        " output_type='latent') + the pipeline's VQ decode with the codebook width (its own"
+        " decode assumes vq_embed_dim == latent_channels, false for the zoo) +"
+        " postprocess('pil') + make_image_grid."
     ),
     "matmul": (
         "jax.jit(a @ b) vs torch.matmul on n x n matrices, GFLOP/s = 2 n^3 / time. The large"
@@ -116,12 +158,17 @@ class Task:
 
 @dataclass(frozen=True)
 class Pair:
-    """A figure measured on both sides: its key, the peak-memory key and the two tasks."""
+    """A figure measured on both sides: its key, the peak-memory key and the two tasks.
+
+    `step_key`, when set, names a second time figure read from the records' extra
+    `step_median_s` (a fine-tuning run's steady-state time per step).
+    """
 
     key: str
     memory_key: str
     ours: Task
     diffusers: Task
+    step_key: str | None = None
 
 
 def _argv(workload: str, common: Sequence[str], **options: Any) -> tuple[str, ...]:
@@ -129,6 +176,13 @@ def _argv(workload: str, common: Sequence[str], **options: Any) -> tuple[str, ..
     for name, value in options.items():
         out += [f"--{name.replace('_', '-')}", str(value)]
     return tuple(out)
+
+
+def _replace_options(options: Sequence[str], **values: Any) -> list[str]:
+    """Flag-value pairs `options` with the values of the flags named in `values` replaced."""
+    flags = {f"--{name.replace('_', '-')}": str(value) for name, value in values.items()}
+    pairs = zip(options[::2], options[1::2], strict=True)
+    return [part for flag, value in pairs for part in (flag, flags.get(flag, value))]
 
 
 def _matmul_key(size: int, dtype: str) -> str:
@@ -230,6 +284,68 @@ def config_pairs(fixture: fixtures.Fixture, common: Sequence[str], dumps: Path) 
     return pairs
 
 
+def zoo_pairs(
+    fixture: fixtures.Fixture, common: Sequence[str], dumps: Path, steps: int, runs: int = 1
+) -> list[Pair]:
+    """The zoo's measurements: the guided forward (parity), fine-tuning runs, the grid.
+
+    Args:
+        fixture: The zoo fixture (our zoo folder and its diffusers export).
+        common: Options every task gets (threads, warm-up, repeats).
+        dumps: Folder for the same-function arrays.
+        steps: Fine-tuning steps per run.
+        runs: Timed fine-tuning runs per task, without a warm-up run (each run compiles
+            its step on our side, as every `styledrop finetune` does, so a warm-up would
+            not take the compile out of the others).
+    """
+    models = {"ours": str(fixture.native_dir), "diffusers": str(fixture.diffusers_dir)}
+    finetune_common = _replace_options(common, warmup=0, repeats=runs)
+
+    def task(impl: str, key: str, workload: str, **options: Any) -> Task:
+        shared = finetune_common if workload == "zoo_finetune" else common
+        return Task(impl, key, _argv(workload, [*shared, "--model", models[impl]], **options))
+
+    def dump(workload: str) -> dict[str, Path]:
+        return {impl: dumps / f"{fixture.name}-{impl}-{workload}.npy" for impl in IMPLS}
+
+    forward, grid = dump("cfg_forward"), dump("zoo_grid")
+    sampling = json.dumps(fixtures.diffusers_sampling(fixture.native_dir))
+    pairs = [
+        Pair(
+            FORWARD_KEY,
+            "peak_memory_cfg_forward_b2_fp32",
+            *(task(i, FORWARD_KEY, "cfg_forward", batch=2, dump=forward[i]) for i in IMPLS),
+        ),
+        Pair(
+            ZOO_GRID_KEY,
+            f"peak_memory_{ZOO_GRID_KEY}",
+            task("ours", ZOO_GRID_KEY, "zoo_grid", dump=grid["ours"]),
+            task("diffusers", ZOO_GRID_KEY, "zoo_grid", dump=grid["diffusers"], sampling=sampling),
+        ),
+    ]
+    options = {"batch": fixtures.ZOO_BATCH, "train_steps": steps}
+    reference = task(
+        "diffusers", f"zoo_finetune_{steps}step_lora_fp32", "zoo_finetune",
+        adapter_kind="lora", **options,
+    )  # fmt: skip
+    for kind in ZOO_KINDS:
+        key = f"zoo_finetune_{steps}step_{kind}_fp32"
+        ours = task("ours", key, "zoo_finetune", adapter_kind=kind, **options)
+        pairs.append(
+            Pair(key, f"peak_memory_{key}", ours, reference, f"zoo_finetune_step_{kind}_fp32")
+        )
+    return pairs
+
+
+def measurement_pairs(
+    fixture: fixtures.Fixture, common: Sequence[str], dumps: Path, args: argparse.Namespace
+) -> list[Pair]:
+    """The pairs of a configuration: `zoo_pairs` for the zoo, else `config_pairs`."""
+    if fixture.name == "zoo":
+        return zoo_pairs(fixture, common, dumps, args.zoo_steps, args.zoo_runs)
+    return config_pairs(fixture, common, dumps)
+
+
 def figure(ours: float, diffusers: float, unit: str) -> dict[str, Any]:
     """`{ours, diffusers, ratio, unit}` with ratio = ours / diffusers."""
     ratio = ours / diffusers if diffusers else float("nan")
@@ -323,7 +439,10 @@ class Runner:
 
 def _expected_cost(task: Task) -> int:
     """A rough rank of how long a task takes (ours compiles; training compiles most)."""
-    order = ("matmul", "cfg_forward", "sampling", "styledrop_sampling", "train_step")
+    order = (
+        "matmul", "cfg_forward", "sampling", "zoo_grid", "styledrop_sampling", "train_step",
+        "zoo_finetune",
+    )  # fmt: skip
     rank = order.index(task.argv[0])
     return rank + (len(order) if task.impl == "ours" else 0) + ("bfloat16" in task.argv)
 
@@ -349,6 +468,9 @@ def pair_figures(pairs: Sequence[Pair], results) -> dict[str, Any]:
         if not isinstance(ours, dict) or not isinstance(ref, dict):
             continue
         figures[p.key] = figure(ours["median_s"], ref["median_s"], "s")
+        steps = [r.get("extra", {}).get("step_median_s") for r in (ours, ref)]
+        if p.step_key and all(steps):
+            figures[p.step_key] = figure(*steps, "s")
         figures[f"first_call_{p.key}"] = figure(ours["first_s"], ref["first_s"], "s")
         figures[p.memory_key] = figure(ours["peak_rss_mb"], ref["peak_rss_mb"], "MB")
     return figures
@@ -371,16 +493,25 @@ def flop_figures(figures: dict[str, Any], results, machine: dict[str, Any]) -> d
     return out
 
 
-def parity(name: str, dumps: Path) -> dict[str, Any]:
-    """Largest logit differences between the sides (same weights, same inputs, fp32).
+PARITY_CHECKS = (  # (label, workload whose dumps are compared, what the arrays hold)
+    ("cfg_forward", "cfg_forward", "logit"),
+    ("styledrop", "styledrop_sampling", "logit"),
+    ("vq_decode", "zoo_grid", "pixel"),
+)
 
-    `cfg_forward`: the guided forward; `styledrop`: one step's Eq. 4 logits (LoRA on and
-    off), from the StyleDrop sampling processes.
+
+def parity(name: str, dumps: Path) -> dict[str, Any]:
+    """Largest output differences between the sides (same weights, same inputs, fp32).
+
+    `cfg_forward`: the guided forward's logits; `styledrop`: one step's Eq. 4 logits
+    (LoRA on and off), from the StyleDrop sampling processes; `vq_decode`: the pixels the
+    VQ decodes from fixed tokens, from the zoo grid processes. Keys: `<label>_max_abs_diff`,
+    `<label>_max_abs_logit` (or `_pixel`: the scale) and `<label>_max_rel_diff`.
     """
     import numpy as np
 
     out: dict[str, Any] = {}
-    for label, workload in (("cfg_forward", "cfg_forward"), ("styledrop", "styledrop_sampling")):
+    for label, workload, what in PARITY_CHECKS:
         paths = [dumps / f"{name}-{impl}-{workload}.npy" for impl in IMPLS]
         if not all(p.is_file() for p in paths):
             continue
@@ -391,9 +522,32 @@ def parity(name: str, dumps: Path) -> dict[str, Any]:
         scale = float(np.abs(ref).max())
         diff = float(np.abs(ours - ref).max())
         out[f"{label}_max_abs_diff"] = diff
-        out[f"{label}_max_abs_logit"] = scale
+        out[f"{label}_max_abs_{what}"] = scale
         out[f"{label}_max_rel_diff"] = diff / scale if scale else float("nan")
     return out
+
+
+def _check_zoo_sampling(results, failures: list[str]) -> None:
+    """Both grids sampled with the same settings: steps, guidance, temperatures, micro-conds."""
+    records = [results.get((impl, ZOO_GRID_KEY)) for impl in IMPLS]
+    if not all(isinstance(r, dict) for r in records):
+        return
+    ours, ref = (r["extra"]["sampling"] for r in records)
+    steps = ref["num_inference_steps"]
+    start, end = ref["temperature"]
+    theirs = [start + (end - start) * k / max(steps - 1, 1) for k in range(steps)]
+    micro = [*ref["micro_conditioning_crop_coord"], ref["micro_conditioning_aesthetic_score"]]
+    same = (
+        ours["num_steps"] == steps
+        and ours["guidance_scale"] == ref["guidance_scale"]
+        and ours["micro_conds"][2:] == micro
+        and len(ours["temperatures"]) == steps
+        and all(abs(a - b) < 1e-5 for a, b in zip(ours["temperatures"], theirs, strict=False))
+    )
+    if not same:
+        failures.append(
+            f"{ZOO_GRID_KEY}: the sides sampled differently: ours {ours}, diffusers {ref}"
+        )
 
 
 def _check_threads(runs: dict[str, Any], threads: int, failures: list[str]) -> None:
@@ -435,6 +589,8 @@ def _meta(args: argparse.Namespace, configs, cpus, threads, env) -> dict[str, An
         "isolation": args.isolation,
         "jobs": args.jobs,
         "matmul_size": args.matmul_size,
+        "zoo_steps": args.zoo_steps,
+        "zoo_runs": args.zoo_runs,
         "cpu": _cpuinfo("model name") or platform.processor() or "unknown",
         "cpu_flags": sorted(f for f in flags if f.startswith(("avx512f", "avx512_bf16", "amx"))),
         "cpus_available": len(measure.available_cpus()),
@@ -486,11 +642,12 @@ def format_table(result: dict[str, Any]) -> str:
     for name, block in result["configs"].items():
         check = block.get("parity", {})
         parts = [
-            f"{label} {check[f'{label}_max_abs_diff']:.1e} of {check[f'{label}_max_abs_logit']:.1e}"
-            for label in ("cfg_forward", "styledrop")
+            f"{label} {check[f'{label}_max_abs_diff']:.1e}"
+            f" of {check[f'{label}_max_abs_{what}']:.1e} ({what}s)"
+            for label, _, what in PARITY_CHECKS
             if f"{label}_max_abs_diff" in check
         ]
-        note = f" same function, max |ours - diffusers| logits: {', '.join(parts)}" if parts else ""
+        note = f" same function, max |ours - diffusers|: {', '.join(parts)}" if parts else ""
         sections.append((name, block["figures"], note))
     for name, figures, note in sections:
         if not figures:
@@ -541,7 +698,20 @@ def run_benchmark(
     if threads < 1 or threads * args.jobs > len(cpus):
         raise ValueError(f"{args.jobs} job(s) x {args.threads} threads: only {len(cpus)} CPUs.")
     configs = list(dict.fromkeys(args.config or DEFAULT_CONFIGS))
-    measured = [name for name in configs if name != "zoo"]
+    if args.zoo_steps < 1 or args.zoo_runs < 1:
+        raise ValueError(
+            f"--zoo-steps and --zoo-runs must be >= 1: {args.zoo_steps}, {args.zoo_runs}."
+        )
+    skipped: dict[str, Any] = {}
+    zoo_folder = Path()  # our side of the zoo fixture (the plan reads its sampling settings)
+    if "zoo" in configs:
+        from styledrop.zoo.embedded import ZooMissingError, embedded_base
+
+        try:
+            zoo_folder = embedded_base()
+        except ZooMissingError as error:
+            skipped["zoo"] = {"status": "skipped", "reason": str(error)}
+    measured = [name for name in configs if name not in skipped]
     cache = Path(args.cache).expanduser().resolve()
     cache.mkdir(parents=True, exist_ok=True)
     common = ("--threads", str(threads), "--warmup", str(args.warmup))
@@ -557,7 +727,7 @@ def run_benchmark(
         "meta": _meta(args, configs, cpus, threads, env),
         "machine": {"figures": {}, "runs": {}},
         "configs": {},
-        "skipped": {"zoo": dict(ZOO_SKIP)},
+        "skipped": skipped,
         "workloads": WORKLOAD_NOTES,
         "failures": failures,
     }
@@ -582,16 +752,21 @@ def run_benchmark(
                     "runs": _collect(results, failures),
                 }
             for name in measured:
-                placeholder = fixtures.Fixture(name, Path(), Path(), Path())
-                if not any(wanted(p.key) for p in config_pairs(placeholder, common, dumps)):
+                native = zoo_folder if name == "zoo" else Path()
+                plan = fixtures.Fixture(name, Path(), native, Path())
+                plan_pairs = measurement_pairs(plan, common, dumps, args)
+                if not any(wanted(p.key) for p in plan_pairs):
                     continue
                 progress(f"[{name}] fixture (cache: {cache / name})")
                 fixture = builds[name].result() if name in builds else None
                 fixture = fixture or prepare_fixture(name, cache, env)
-                pairs = [p for p in config_pairs(fixture, common, dumps) if wanted(p.key)]
+                pairs = measurement_pairs(fixture, common, dumps, args)
+                pairs = [p for p in pairs if wanted(p.key)]
                 tasks = [t for p in pairs for t in (p.ours, p.diffusers)]
                 results = runner.run_all(tasks, progress)
                 figures = pair_figures(pairs, results)
+                if name == "zoo":
+                    _check_zoo_sampling(results, failures)
                 figures.update(flop_figures(figures, results, result["machine"]["figures"]))
                 result["configs"][name] = {
                     "figures": figures,

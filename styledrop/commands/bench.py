@@ -1,8 +1,9 @@
-"""`styledrop bench`: our JAX port against diffusers + peft on the same random weights.
+"""`styledrop bench`: our JAX port against diffusers + peft on the same weights.
 
-The benchmark code lives in the source checkout's `bench/` package (it needs the
-`reference` extra: diffusers and peft); this command finds it next to the installed
-sources.
+The random-weight configurations are made in diffusers and converted to ours; `zoo` is
+the embedded model zoo, exported to diffusers. The benchmark code lives in the source
+checkout's `bench/` package (it needs the `reference` extra: diffusers and peft); this
+command finds it next to the installed sources.
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ from pathlib import Path
 from styledrop.commands.errors import UserError
 
 CONFIG_CHOICES = ("tiny", "amused_256", "amused_512", "zoo")
-DEFAULT_CONFIGS = ("amused_256", "amused_512")
+DEFAULT_CONFIGS = ("zoo", "amused_256", "amused_512")
+DEFAULT_ZOO_STEPS = 1000  # the issue's "1000 fine-tune steps" (`styledrop finetune`'s default)
 
 
 def add_parser(subparsers) -> None:
     """Registers the subcommand and its options."""
     parser = subparsers.add_parser(
         "bench",
-        help="Benchmark against diffusers + peft (same random weights).",
+        help="Benchmark against diffusers + peft (same weights).",
         description=(
-            "For each configuration, creates random weights in diffusers, converts them, and"
-            " times a guided forward, 12-step sampling (batch 1 and 4), StyleDrop sampling"
-            " and adapter train steps (fp32 and bf16) on both implementations, each in its own"
+            "For each aMUSEd configuration, creates random weights in diffusers, converts them,"
+            " and times a guided forward, 12-step sampling (batch 1 and 4), StyleDrop sampling"
+            " and adapter train steps (fp32 and bf16); for the embedded zoo (exported to"
+            " diffusers), a guided forward, whole fine-tuning runs (LoRA and r1 against peft"
+            " LoRA) and an 8-image grid. Both implementations run each measurement in its own"
             " process pinned to the same thread count; reports median times, peak memory,"
             " achieved FLOP/s against a matmul peak, and ratios ours / diffusers."
         ),
@@ -40,7 +44,7 @@ def add_arguments(parser) -> None:
         "--config",
         action="append",
         choices=CONFIG_CHOICES,
-        help="configuration to measure, repeatable (default: amused_256 and amused_512)",
+        help="configuration to measure, repeatable (default: zoo, amused_256 and amused_512)",
     )
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument(
@@ -76,6 +80,19 @@ def add_arguments(parser) -> None:
         help="run only measurements whose time-figure key contains TEXT (repeatable),"
         " e.g. sampling_12step_b1 or matmul",
     )
+    parser.add_argument(
+        "--zoo-steps",
+        type=int,
+        default=DEFAULT_ZOO_STEPS,
+        help=f"fine-tuning steps per zoo run (default: {DEFAULT_ZOO_STEPS})",
+    )
+    parser.add_argument(
+        "--zoo-runs",
+        type=int,
+        default=1,
+        help="timed zoo fine-tuning runs per side and adapter, without warm-up (default: 1;"
+        " --repeats and --warmup apply to the other measurements)",
+    )
     parser.add_argument("--timeout", type=float, help="seconds allowed per measurement")
 
 
@@ -99,6 +116,8 @@ def run(args) -> None:
     """Runs the subcommand with parsed arguments."""
     if args.repeats < 1 or args.warmup < 0 or args.jobs < 1 or args.threads < 0:
         raise UserError("--repeats and --jobs must be >= 1, --warmup and --threads >= 0.")
+    if args.zoo_steps < 1 or args.zoo_runs < 1:
+        raise UserError("--zoo-steps and --zoo-runs must be >= 1.")
     missing = [name for name in ("diffusers", "peft") if importlib.util.find_spec(name) is None]
     if missing:
         raise UserError(
