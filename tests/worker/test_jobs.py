@@ -66,6 +66,7 @@ def test_claim_counts_attempts_and_skips_ended_jobs(store):
     job = jobs.create(store, "finetune", _inputs())
     first = claim(store, job.id, "w1@host")
     assert (first.status, first.attempts, first.worker) == ("running", 1, "w1@host")
+    jobs.update(store, job.id, heartbeat="2026-01-01T00:00:00.000Z")  # w1 went quiet: lost
     again = claim(store, job.id, "w2@host")  # redelivered after w1 was lost
     assert (again.attempts, again.worker) == (2, "w2@host")
     jobs.update(store, job.id, status="succeeded")
