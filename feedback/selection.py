@@ -178,17 +178,28 @@ class HumanSelection:
         return record
 
 
-def candidates_from_json(path: str | Path) -> list[Candidate]:
-    """Reads a pool's `candidates.json` (a list of {"id"|"file", "prompt", scores})."""
-    entries = json.loads(Path(path).read_text())
-    out = []
-    for entry in entries:
-        out.append(
-            Candidate(
-                id=str(entry.get("id", entry.get("file"))),
-                prompt=str(entry["prompt"]),
-                text_score=float(entry.get("text_score", float("nan"))),
-                style_score=float(entry.get("style_score", float("nan"))),
-            )
+def candidates_from_entries(entries: Sequence[dict]) -> list[Candidate]:
+    """Candidates from score entries ({"id"|"file", "prompt", "text_score", "style_score"}).
+
+    This is the layout of a pool's `candidates.json` and of a generation job's
+    `scores.json`; a missing or null score is NaN.
+    """
+
+    def score(entry: dict, key: str) -> float:
+        value = entry.get(key)
+        return float("nan") if value is None else float(value)
+
+    return [
+        Candidate(
+            id=str(entry.get("id", entry.get("file"))),
+            prompt=str(entry["prompt"]),
+            text_score=score(entry, "text_score"),
+            style_score=score(entry, "style_score"),
         )
-    return out
+        for entry in entries
+    ]
+
+
+def candidates_from_json(path: str | Path) -> list[Candidate]:
+    """Reads a pool's `candidates.json` (see `candidates_from_entries`)."""
+    return candidates_from_entries(json.loads(Path(path).read_text()))

@@ -200,15 +200,23 @@ def run_submit(args) -> None:
 
     captions = parse_captions(args.caption, args.images)
     store, app = _context(args)
+    _queue_and_print(
+        args, client.submit, args.images, args.descriptor,
+        captions={str(path): text for path, text in captions.items()},
+        base=args.base, adapter=args.adapter, steps=args.steps, learning_rate=args.lr,
+        batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every,
+        preview_every=args.preview_every, preview_prompts=args.preview_prompt,
+        store=store, app=app,
+    )  # fmt: skip
+
+
+def _queue_and_print(args, submit, *positional, **options) -> None:
+    """Calls a `worker.client` submit function; prints the job id (its record with --json).
+
+    Bad settings (ValueError) become a UserError; a bad image keeps its own error type.
+    """
     try:
-        job = _call(
-            client.submit, args.images, args.descriptor,
-            captions={str(path): text for path, text in captions.items()},
-            base=args.base, adapter=args.adapter, steps=args.steps, learning_rate=args.lr,
-            batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every,
-            preview_every=args.preview_every, preview_prompts=args.preview_prompt,
-            store=store, app=app,
-        )  # fmt: skip
+        job = _call(submit, *positional, **options)
     except ValueError as error:
         from styledrop.inputs import ImageInputError
 
@@ -226,23 +234,16 @@ def run_generate(args) -> None:
     from worker import client
 
     store, app = _context(args)
-    try:
-        job = _call(
-            client.submit_generate, args.source, args.prompt, num_images=args.num_images,
-            seed=args.seed, lambda_a=args.lambda_a, lambda_b=args.lambda_b,
-            subject=args.subject, gamma=args.gamma, score=args.score, store=store, app=app,
-        )  # fmt: skip
-    except ValueError as error:
-        raise UserError(str(error)) from None
-    if args.json:
-        _print(job, True)
-    else:
-        print(job.id)
+    _queue_and_print(
+        args, client.submit_generate, args.source, args.prompt, num_images=args.num_images,
+        seed=args.seed, lambda_a=args.lambda_a, lambda_b=args.lambda_b,
+        subject=args.subject, gamma=args.gamma, score=args.score, store=store, app=app,
+    )  # fmt: skip
 
 
 def _clip_choice(generate_job: str, store) -> list[str]:
     """Per prompt, the id of the image with the best CLIP text score."""
-    from feedback.selection import Candidate, clip_best_per_prompt
+    from feedback.selection import candidates_from_entries, clip_best_per_prompt
     from worker import client
 
     scores = _call(client.read_scores, generate_job, store=store)
@@ -251,16 +252,7 @@ def _clip_choice(generate_job: str, store) -> list[str]:
             f"Job {generate_job} has no CLIP scores (not a finished generation job, or it ran"
             " with --no-score); pick the images with --select."
         )
-    candidates = [
-        Candidate(
-            id=entry["id"],
-            prompt=entry["prompt"],
-            text_score=float(entry["text_score"]),
-            style_score=float("nan") if entry["style_score"] is None else entry["style_score"],
-        )
-        for entry in scores
-    ]
-    return [candidate.id for candidate in clip_best_per_prompt(candidates)]
+    return [candidate.id for candidate in clip_best_per_prompt(candidates_from_entries(scores))]
 
 
 def run_round2(args) -> None:
@@ -269,23 +261,12 @@ def run_round2(args) -> None:
 
     store, app = _context(args)
     selected = _clip_choice(args.generate_job, store) if args.select_by_clip else args.select
-    try:
-        job = _call(
-            client.submit_round2, args.generate_job, selected, adapter=args.adapter,
-            steps=args.steps, learning_rate=args.lr, seed=args.seed,
-            batch_size=args.batch_size, checkpoint_every=args.checkpoint_every,
-            store=store, app=app,
-        )  # fmt: skip
-    except ValueError as error:
-        from styledrop.inputs import ImageInputError
-
-        if isinstance(error, ImageInputError):
-            raise
-        raise UserError(str(error)) from None
-    if args.json:
-        _print(job, True)
-    else:
-        print(job.id)
+    _queue_and_print(
+        args, client.submit_round2, args.generate_job, selected, adapter=args.adapter,
+        steps=args.steps, learning_rate=args.lr, seed=args.seed,
+        batch_size=args.batch_size, checkpoint_every=args.checkpoint_every,
+        store=store, app=app,
+    )  # fmt: skip
 
 
 def run_list(args) -> None:

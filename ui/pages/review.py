@@ -13,7 +13,12 @@ from dataclasses import asdict
 
 import streamlit as st
 
-from feedback.selection import Candidate, HumanSelection, clip_best_per_prompt
+from feedback.selection import (
+    Candidate,
+    HumanSelection,
+    candidates_from_entries,
+    clip_best_per_prompt,
+)
 from styledrop.prompt_sets import round_prompts
 from ui import services
 from worker import client
@@ -25,16 +30,6 @@ COLUMNS = 4
 
 def _pick_key(pool: str, candidate_id: str) -> str:
     return f"pick:{pool}:{candidate_id}"
-
-
-def _candidates(scores: list[dict]) -> list[Candidate]:
-    def number(value) -> float:
-        return float("nan") if value is None else float(value)
-
-    return [
-        Candidate(s["id"], s["prompt"], number(s["text_score"]), number(s["style_score"]))
-        for s in scores
-    ]
 
 
 def _select(pool: str, candidates: list[Candidate], chosen: set[str]) -> None:
@@ -117,7 +112,7 @@ if not pools:
 names = services.labels(pools)
 pool = st.selectbox("Candidates", list(names), format_func=names.get, key="review_pool")
 scores = client.read_scores(pool, store=services.store())
-candidates = _candidates(scores)
+candidates = candidates_from_entries(scores)
 best = {c.id for c in clip_best_per_prompt(candidates)}
 a, b, c = st.columns([1, 1, 2])
 a.button("Select by CLIP", on_click=_select, args=(pool, candidates, best), key="by_clip")
