@@ -358,10 +358,35 @@ def contrastive_loss(
     Returns:
         Scalar loss.
     """
+    positives = keys[:, None] == keys[None, :]
+    return contrastive_loss_with_positives(image_features, text_features, logit_scale, positives)
+
+
+def contrastive_loss_with_positives(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: torch.Tensor,
+    positives: torch.Tensor,
+) -> torch.Tensor:
+    """Symmetric CLIP loss with an explicit (image, caption) match matrix.
+
+    Each direction's target spreads evenly over its positives.
+
+    Args:
+        image_features: [B, D] unit vectors.
+        text_features: [B, D] unit vectors.
+        logit_scale: Log temperature (scalar).
+        positives: bool [B, B]; [i, j] when caption j describes image i (the diagonal
+            must be True, so every row and column has a positive).
+
+    Returns:
+        Scalar loss.
+    """
     logits = logit_scale.exp() * image_features @ text_features.T  # [B, B]
-    positives = (keys[:, None] == keys[None, :]).float()
-    targets = positives / positives.sum(1, keepdim=True)
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+    positives = positives.float()
+    image_targets = positives / positives.sum(1, keepdim=True)
+    text_targets = positives.T / positives.T.sum(1, keepdim=True)
+    return (F.cross_entropy(logits, image_targets) + F.cross_entropy(logits.T, text_targets)) / 2
 
 
 def learning_rate(step: int, peak: float, warmup: int, total: int, floor: float = 0.05) -> float:

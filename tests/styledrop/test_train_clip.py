@@ -15,7 +15,8 @@ from muse.text_encoder import TextEncoder
 from muse.tokenizer import build_open_clip_tokenizer, load_tokenizer, tokenize
 from styledrop.zoo import train_judge as tj
 from styledrop.zoo import train_text_encoder as tt
-from styledrop.zoo.dataset import build_dataset
+from styledrop.zoo.dataset import build_dataset, captions_for, load_dataset
+from styledrop.zoo.vocabulary import get_subject
 
 SUBJECTS = ["penguin", "banana", "racing_car", "teapot", "letter_a"]
 
@@ -161,20 +162,23 @@ def test_saved_text_encoder_loads_and_encodes(world, trained):
     assert tt.evaluate_text_encoder(world, out)["text_top1_eval"] == info["text_top1_eval"]
 
 
-def test_saved_judge_reloads_offline_with_the_same_embeddings(world, trained):
-    out = trained["judge"]
-    judge_dir = out / tj.JUDGE_DIR
+def _assert_judge_reloads_with_the_same_embeddings(run, config):
+    judge_dir = run / tj.JUDGE_DIR
     model, tokenizer = tj.load_judge(judge_dir)
     # The weights are stored in float16: compare with the trained model rounded the same way.
-    state = torch.load(out / tj.CHECKPOINT_FILE, weights_only=True)["model"]
+    state = torch.load(run / tj.CHECKPOINT_FILE, weights_only=True)["model"]
     reference = tj.build_judge(json.loads((judge_dir / tj.CONFIG_FILE).read_text())["model_cfg"])
-    reference.load_state_dict({k: v.half().float() for k, v in state.items()})
+    reference.load_state_dict(
+        {k: v.half().float() if v.is_floating_point() else v for k, v in state.items()}
+    )
     reference.eval()
     saved = load_file(judge_dir / tj.WEIGHTS_FILE)
-    assert all(v.dtype == torch.float16 for v in saved.values())
+    for name, value in saved.items():
+        expected = torch.float16 if state[name].is_floating_point() else state[name].dtype
+        assert value.dtype == expected, name
     prompts = ["a penguin", "a banana on a blue background", "an image of the letter 'A'"]
     ids = tokenizer(prompts)
-    world_ids = tokenize(tt.build_world_tokenizer(), prompts, TINY_JUDGE.context_length)
+    world_ids = tokenize(tt.build_world_tokenizer(), prompts, config.context_length)
     assert torch.equal(ids, torch.from_numpy(world_ids))
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     pixels = tt.to_pixels(images)
@@ -183,8 +187,83 @@ def test_saved_judge_reloads_offline_with_the_same_embeddings(world, trained):
             (model.encode_text(ids), reference.encode_text(ids)),
             (model.encode_image(pixels), reference.encode_image(pixels)),
         ]:
-            assert a.shape == (3, TINY_JUDGE.embed_dim)
+            assert a.shape == (3, config.embed_dim)
             torch.testing.assert_close(a, b, rtol=0, atol=0)
-    scores = tj.evaluate_judge(world, judge_dir)
+
+
+def test_saved_judge_reloads_offline_with_the_same_embeddings(world, trained):
+    _assert_judge_reloads_with_the_same_embeddings(trained["judge"], TINY_JUDGE)
+    scores = tj.evaluate_judge(world, trained["judge"] / tj.JUDGE_DIR)
     assert set(scores) >= {"judge_top1_real", "judge_top1_heldout_style"}
     assert 0.0 <= scores["judge_top1_real"] <= 1.0
+
+
+def test_resnet_judge_learns_and_reloads_with_its_batchnorm_statistics(world, tmp_path):
+    config = dataclasses.replace(
+        TINY_JUDGE, vision="resnet", resnet_layers=(1, 1, 1, 1), resnet_width=8,
+        resnet_head_width=16, steps=12,
+    )  # fmt: skip
+    tj.train_judge(world, tmp_path, config)
+    cfg = json.loads((tmp_path / tj.JUDGE_DIR / tj.CONFIG_FILE).read_text())["model_cfg"]
+    assert cfg["vision_cfg"]["layers"] == [1, 1, 1, 1]  # a list: open_clip builds a ResNet
+    model, _ = tj.load_judge(tmp_path / tj.JUDGE_DIR)
+    assert type(model.visual).__name__ == "ModifiedResNet"
+    losses = _losses(tmp_path, "judge")
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.1
+    # BatchNorm's running statistics moved in training and survive the float16 round trip.
+    state = torch.load(tmp_path / tj.CHECKPOINT_FILE, weights_only=True)["model"]
+    assert not torch.equal(state["visual.bn1.running_var"], torch.ones_like(
+        state["visual.bn1.running_var"]))  # fmt: skip
+    assert int(state["visual.bn1.num_batches_tracked"]) == config.steps
+    _assert_judge_reloads_with_the_same_embeddings(tmp_path, config)
+
+
+def test_judge_config_refuses_an_unknown_vision_tower():
+    with pytest.raises(ValueError, match="'vit' or 'resnet'"):
+        dataclasses.replace(TINY_JUDGE, vision="convnext").model_cfg(100)
+
+
+def test_key_loss_is_the_positives_loss_with_key_matches():
+    g = torch.Generator().manual_seed(0)
+    image = torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=-1)
+    keys, scale = torch.tensor([0, 0, 1, 2, 2, 2]), torch.tensor(2.0)
+    positives = keys[:, None] == keys[None, :]
+    torch.testing.assert_close(
+        tt.contrastive_loss(image, text, scale, keys),
+        tt.contrastive_loss_with_positives(image, text, scale, positives),
+        rtol=0, atol=0,
+    )  # fmt: skip
+
+
+def test_subject_only_captions_match_every_image_of_their_subject(world):
+    tokenizer = tt.build_world_tokenizer()
+    _, records = load_dataset(world, split="judge")
+    styled = tt.CaptionBank(tokenizer, records, context=32)
+    content = tj.ContentCaptions(tokenizer, records, context=32)
+    rows = torch.arange(len(records))
+    text, positives = content.mix(rows, styled, 0.5, torch.Generator().manual_seed(0))
+    assert positives.diagonal().all()
+    subject_only = [
+        j for j, r in enumerate(records) if tuple(text[j].tolist()) in _plain_ids(tokenizer, r)
+    ]
+    styled_only = [j for j in range(len(records)) if j not in subject_only]
+    # Plain images always take subject-only captions; about half the styled ones do.
+    assert {j for j, r in enumerate(records) if r["style"] == "plain"} <= set(subject_only)
+    assert subject_only and styled_only
+    for j in subject_only:  # matches every image of the subject, whatever its style
+        same = [i for i, r in enumerate(records) if r["subject"] == records[j]["subject"]]
+        assert positives[:, j].nonzero().flatten().tolist() == same
+    for j in styled_only:  # matches only images of the same subject in the same style
+        same = [
+            i
+            for i, r in enumerate(records)
+            if (r["subject"], r["style"]) == (records[j]["subject"], records[j]["style"])
+        ]
+        assert positives[:, j].nonzero().flatten().tolist() == same  # fmt: skip
+
+
+def _plain_ids(tokenizer, record):
+    """Token ids of the subject-only captions of a record's subject."""
+    captions = captions_for(get_subject(record["subject"]), ())
+    return {tuple(row) for row in tokenize(tokenizer, captions, 32).tolist()}
