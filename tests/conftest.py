@@ -164,7 +164,8 @@ def build_tiny_zoo(root: Path) -> Path:
     base = BaseTrainConfig(width=32, steps=2, batch_size=4, warmup_steps=1, checkpoint_every=0)
     train_base(data, vq, text, root / "base", base)
     judge = tj.JudgeTrainConfig(
-        embed_dim=16, vision_width=32, vision_layers=1, vision_head_width=16, patch_size=16,
+        embed_dim=16, vision="vit", vision_width=32, vision_layers=1, vision_head_width=16,
+        patch_size=16,
         text_width=32, text_layers=1, text_heads=2, steps=2, batch_size=8, warmup_steps=1,
         checkpoint_every=0, eval_every=0,
     )  # fmt: skip

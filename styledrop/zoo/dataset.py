@@ -56,7 +56,7 @@ from styledrop.zoo.vocabulary import (
 )
 
 SPLITS = ("vq", "base", "judge", "eval")
-DEFAULT_DRAWS = {"vq": 2, "base": 8, "judge": 4, "eval": 2}
+DEFAULT_DRAWS = {"vq": 2, "base": 8, "judge": 16, "eval": 2}
 P_PLAIN = 0.2  # chance that a draw has no style at all
 P_BACKGROUND = 0.35  # chance that a foreground style also gets a background style
 SCALE_RANGE = (0.72, 0.92)  # jittered glyph size (fraction of the side); canonical 0.875
@@ -446,7 +446,7 @@ def build_data_parser(parser: argparse.ArgumentParser | None = None) -> argparse
         "--draws",
         type=_parse_draws,
         default=None,
-        help="draws per subject per split, e.g. vq=2,base=8,judge=4,eval=2 (the default)",
+        help="draws per subject per split, e.g. vq=2,base=8,judge=16,eval=2 (the default)",
     )
     parser.add_argument(
         "--subjects", help="comma-separated subject ids to build (default: all of them)"

@@ -7,6 +7,8 @@ Four questions, each answered on data the model in question never trained on:
 - `judge_top1_heldout_style`: the same on Symbola line art, a style no model saw.
 - `t2i_top1`: does the base draw what it is asked? It generates "a <subject>" for
   evenly spaced subjects of the vocabulary, and the judge names each image.
+  `judge_top1_vq_reconstruction` (the judge on the VQ's reconstructions of the "eval"
+  renders) is what the base could reach at best through this tokenizer.
 The figures go to stdout as one JSON line and, with image grids, into an HTML report.
 """
 
@@ -92,13 +94,15 @@ def zoo_report(
     vq = evaluate_vq(pipe.vq, eval_images)
     figures |= {"vq_psnr": vq["psnr"], "vq_psnr_global": vq["psnr_global"]}
     figures["vq_codebook_usage"] = vq["codebook_usage"]
+    reconstructed = pipe.decode_tokens(_tokenize(pipe, eval_images))  # [N, H, W, 3] in [0, 1]
+    reconstructed = np.round(reconstructed * 255).astype(np.uint8)
     shown = spread(range(len(eval_images)), 16)
-    recon = pipe.decode_tokens(_tokenize(pipe, eval_images[shown]))
 
     log("judge zero-shot top-1")
     scorer = ClipScorer.load(zoo / JUDGE_DIR)
     truth = [r["subject"] for r in eval_records]
     figures["judge_top1_real"], eval_pred = _judge_top1(scorer, eval_images, truth, subjects)
+    figures["judge_top1_vq_reconstruction"], _ = _judge_top1(scorer, reconstructed, truth, subjects)
     held_images, held_records = load_dataset(data_dir, heldout=True)
     by_style, held_examples = {}, []
     for style in dict.fromkeys(r["style"] for r in held_records):
@@ -141,7 +145,7 @@ def zoo_report(
     report.figures(images_u8, _captions(ids, t2i_pred))
     report.heading("VQ: eval renders (top) and their reconstructions (bottom)")
     report.figures(eval_images[shown], [truth[i] for i in shown])
-    report.figures(recon)
+    report.figures(reconstructed[shown])
     report.heading("Judge on real renders (eval split)")
     picks = spread(range(len(eval_images)), 24)
     report.figures(eval_images[picks], _captions([truth[i] for i in picks],

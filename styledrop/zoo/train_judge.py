@@ -1,13 +1,16 @@
 """Training the judge CLIP of the emoji world (open_clip), used only for scoring.
 
-The judge is a small open_clip `CLIP` (a ViT on 64 px images and a causal text tower)
-trained contrastively on the "judge" split, which shares no image with the "base" split
-that trains the conditioning text encoder, and with another seed, so scores do not come
-from the model that conditions generation. Training is as for the text encoder
-(`styledrop.zoo.train_text_encoder`: two draws per subject per batch, random caption
-phrasings, (subject, style) soft positives), with a stronger augmentation (zoom, shift,
-small rotations, brightness and contrast) because the split has only four draws per
-subject.
+The judge is a small open_clip `CLIP` (by default open_clip's `ModifiedResNet`, the CLIP
+RN50 design, on 64 px images, which learns far more from few draws than a ViT of its
+size; a ViT is an option) with a causal text tower, trained contrastively on the "judge"
+split, which shares no image with the "base" split that trains the conditioning text
+encoder, and with another seed, so scores do not come from the model that conditions
+generation. Training is as for the text encoder (`styledrop.zoo.train_text_encoder`: two
+draws per subject per batch, random caption phrasings, (subject, style) soft positives)
+with two changes: half the styled images are captioned with their subject alone, which
+matches every image of that subject (`ContentCaptions`), so that "a penguin" finds a
+penguin in any style; and a stronger augmentation (zoom, shift, small rotations,
+brightness and contrast).
 
 The judge folder is open_clip's own local format, loadable offline by open_clip alone:
 
@@ -120,20 +123,20 @@ class JudgeTrainConfig:
     """
 
     embed_dim: int = 128
-    vision: str = "vit"
+    vision: str = "resnet"
     vision_width: int = 192
     vision_layers: int = 4
     vision_head_width: int = 48
     patch_size: int = 8
-    resnet_layers: tuple[int, ...] = (1, 1, 1, 1)
-    resnet_width: int = 32
+    resnet_layers: tuple[int, ...] = (2, 2, 2, 2)
+    resnet_width: int = 16
     resnet_head_width: int = 64
     text_width: int = 128
     text_layers: int = 4
     text_heads: int = 4
     context_length: int = 32
-    steps: int = 1000
-    batch_size: int = 256
+    steps: int = 2500
+    batch_size: int = 128
     per_subject: int = 2
     learning_rate: float = 1e-3
     warmup_steps: int = 100
@@ -147,7 +150,7 @@ class JudgeTrainConfig:
     bf16: bool = False
     seed: int = 1
     checkpoint_every: int = 100
-    eval_every: int = 250
+    eval_every: int = 500
 
     def fingerprint(self) -> str:
         """What a checkpoint must match to be resumed."""

@@ -38,6 +38,7 @@ TINY_TEXT = tt.TextTrainConfig(
 )
 TINY_JUDGE = tj.JudgeTrainConfig(
     embed_dim=16,
+    vision="vit",
     vision_width=32,
     vision_layers=2,
     vision_head_width=16,
