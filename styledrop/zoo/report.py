@@ -44,7 +44,7 @@ def spread(items: Sequence, count: int | None) -> list:
     return [items[i] for i in picks]
 
 
-def _judge_top1(
+def judge_top1(
     scorer: ClipScorer, images: np.ndarray, truth: Sequence[str], subjects: Sequence[Subject]
 ) -> tuple[float, list[str]]:
     """Zero-shot top-1 over `subjects`, and each image's predicted subject id."""
@@ -101,14 +101,14 @@ def zoo_report(
     log("judge zero-shot top-1")
     scorer = ClipScorer.load(zoo / JUDGE_DIR)
     truth = [r["subject"] for r in eval_records]
-    figures["judge_top1_real"], eval_pred = _judge_top1(scorer, eval_images, truth, subjects)
-    figures["judge_top1_vq_reconstruction"], _ = _judge_top1(scorer, reconstructed, truth, subjects)
+    figures["judge_top1_real"], eval_pred = judge_top1(scorer, eval_images, truth, subjects)
+    figures["judge_top1_vq_reconstruction"], _ = judge_top1(scorer, reconstructed, truth, subjects)
     held_images, held_records = load_dataset(data_dir, heldout=True)
     by_style, held_examples = {}, []
     for style in dict.fromkeys(r["style"] for r in held_records):
         rows = [i for i, r in enumerate(held_records) if r["style"] == style]
         names = [held_records[i]["subject"] for i in rows]
-        by_style[style], predicted = _judge_top1(scorer, held_images[rows], names, subjects)
+        by_style[style], predicted = judge_top1(scorer, held_images[rows], names, subjects)
         picks = spread(range(len(rows)), 6)
         held_examples.append(
             (style, held_images[[rows[i] for i in picks]], [names[i] for i in picks],
@@ -126,7 +126,7 @@ def zoo_report(
     seconds = time.perf_counter() - began
     images_u8 = np.round(generated * 255).astype(np.uint8)
     ids = [s.id for s in chosen]
-    figures["t2i_top1"], t2i_pred = _judge_top1(scorer, images_u8, ids, subjects)
+    figures["t2i_top1"], t2i_pred = judge_top1(scorer, images_u8, ids, subjects)
     figures["t2i_subjects"] = len(chosen)
     figures["t2i_seconds_per_image"] = seconds / len(chosen)
     manifest_path = zoo / MANIFEST
