@@ -2,7 +2,7 @@
 
 The judge is a small open_clip `CLIP`: an image tower (by default open_clip's
 `ModifiedResNet`, the CLIP RN50 design, on 64 px images; at the parameter count of the
-ViT option it takes 1.2 s a step against 2.4 s here, and was ahead on held-out top-1 for
+ViT option it takes 1.2 s a step against 2.4 s here, and was ahead on eval-split top-1 for
 the same training time) and a causal text tower, trained contrastively on the "judge"
 split, which shares no image with the "base" split that trains the conditioning text
 encoder, and with another seed, so scores do not come from the model that conditions
