@@ -684,6 +684,19 @@ def prepare_fixture(name: str, cache: Path, env: dict[str, str]) -> fixtures.Fix
     return fixtures.Fixture.from_dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+def selects(key: str, only: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> bool:
+    """Whether the measurement with this time-figure key runs.
+
+    Args:
+        key: The figure key, such as "train_step_lora_bf16".
+        only: Texts of which the key must contain one (none: every key).
+        skip: Texts the key must not contain; these win over `only`.
+    """
+    if any(text in key for text in skip):
+        return False
+    return not only or any(text in key for text in only)
+
+
 def run_benchmark(
     args: argparse.Namespace, progress: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
@@ -716,10 +729,10 @@ def run_benchmark(
     cache.mkdir(parents=True, exist_ok=True)
     common = ("--threads", str(threads), "--warmup", str(args.warmup))
     common += ("--repeats", str(args.repeats))
-    only = tuple(args.only or ())
+    only, skip = tuple(args.only or ()), tuple(getattr(args, "skip", None) or ())
 
     def wanted(key: str) -> bool:
-        return not only or any(text in key for text in only)
+        return selects(key, only, skip)
 
     env = measure.child_env(threads)
     failures: list[str] = []

@@ -81,6 +81,13 @@ def add_arguments(parser) -> None:
         " e.g. sampling_12step_b1 or matmul",
     )
     parser.add_argument(
+        "--skip",
+        action="append",
+        metavar="TEXT",
+        help="leave out measurements whose time-figure key contains TEXT (repeatable),"
+        " e.g. bf16 (torch's bf16 is very slow on CPUs without AVX-512 BF16)",
+    )
+    parser.add_argument(
         "--zoo-steps",
         type=int,
         default=DEFAULT_ZOO_STEPS,

@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:  # `bench` is a top-level folder of the checkout, 
     sys.path.insert(0, str(ROOT))
 
 from bench import fixtures, measure  # noqa: E402
-from bench.run import _replace_options, figure  # noqa: E402
+from bench.run import _replace_options, figure, selects  # noqa: E402
 
 HAS_REFERENCE = all(importlib.util.find_spec(name) for name in ("diffusers", "peft"))
 TRAIN = [f"train_step_{kind}_{p}" for p in ("fp32", "bf16") for kind in ("r1", "r2", "lora")]
@@ -278,6 +278,17 @@ def test_command_parser_has_the_benchmark_options():
     assert args.run is command.run
     args = parser.parse_args(["bench", "--config", "zoo", "--zoo-steps", "3"])
     assert args.config == ["zoo"] and args.zoo_steps == 3
+    assert args.skip is None
+    args = parser.parse_args(["bench", "--skip", "bf16", "--skip", "amused_512"])
+    assert args.skip == ["bf16", "amused_512"]
+
+
+def test_skip_leaves_out_matching_figures_and_wins_over_only():
+    keys = ["matmul_2048_fp32", "matmul_2048_bf16", "train_step_lora_bf16", "cfg_forward_b2_fp32"]
+    assert [k for k in keys if selects(k)] == keys
+    assert [k for k in keys if selects(k, skip=("bf16",))] == [keys[0], keys[3]]
+    assert [k for k in keys if selects(k, only=("matmul",), skip=("bf16",))] == [keys[0]]
+    assert [k for k in keys if selects(k, only=("matmul", "train_step"))] == keys[:3]
 
 
 def test_the_zoo_is_measured_by_default():
