@@ -729,7 +729,7 @@ def run_benchmark(
     cache.mkdir(parents=True, exist_ok=True)
     common = ("--threads", str(threads), "--warmup", str(args.warmup))
     common += ("--repeats", str(args.repeats))
-    only, skip = tuple(args.only or ()), tuple(getattr(args, "skip", None) or ())
+    only, skip = tuple(args.only or ()), tuple(args.skip or ())
 
     def wanted(key: str) -> bool:
         return selects(key, only, skip)

@@ -30,7 +30,7 @@ from styledrop.zoo.dataset import build_dataset, load_dataset
 from styledrop.zoo.embedded import JUDGE_DIR, MANIFEST, zoo_dir
 from styledrop.zoo.styles import LINE_ART
 from styledrop.zoo.train_text_encoder import load_vocabulary, subject_prompts
-from styledrop.zoo.train_vq import evaluate_vq
+from styledrop.zoo.train_vq import reconstruct_images, reconstruction_scores
 from styledrop.zoo.vocabulary import Subject
 
 DEFAULT_T2I_SUBJECTS = 128
@@ -91,10 +91,10 @@ def zoo_report(
     log("VQ reconstruction on the eval split")
     pipe = muse.load(zoo)
     eval_images, eval_records = load_dataset(data_dir, split="eval")
-    vq = evaluate_vq(pipe.vq, eval_images)
+    reconstructed, codes = reconstruct_images(pipe.vq, eval_images)  # [N, H, W, 3] in [0, 1]
+    vq = reconstruction_scores(eval_images, reconstructed, codes, pipe.vq.config.num_vq_embeddings)
     figures |= {"vq_psnr": vq["psnr"], "vq_psnr_global": vq["psnr_global"]}
     figures["vq_codebook_usage"] = vq["codebook_usage"]
-    reconstructed = pipe.decode_tokens(_tokenize(pipe, eval_images))  # [N, H, W, 3] in [0, 1]
     reconstructed = np.round(reconstructed * 255).astype(np.uint8)
     shown = spread(range(len(eval_images)), 16)
 
@@ -155,13 +155,6 @@ def zoo_report(
         report.figures(images, _captions(names, predicted))
     report.write(html_path)
     return figures
-
-
-def _tokenize(pipe, images: np.ndarray) -> np.ndarray:
-    """VQ token ids [N, h, w] of uint8 images [N, H, W, 3]."""
-    from styledrop.dataset import tokenize_images
-
-    return tokenize_images(pipe.vq, images, batch_size=16)
 
 
 def main_report(argv: Sequence[str] | None = None) -> int:

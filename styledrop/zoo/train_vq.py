@@ -191,6 +191,62 @@ def _reconstruct(model: VQModel, images: jax.Array) -> tuple[jax.Array, jax.Arra
     return model.decode(ids), ids
 
 
+def reconstruct_images(
+    model: VQModel, images: np.ndarray | jax.Array, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Encodes, quantizes and decodes images in fixed-shape batches (one compilation).
+
+    Args:
+        model: The tokenizer.
+        images: [N, H, W, 3], uint8 or floats in [0, 1].
+        batch_size: Images per forward.
+
+    Returns:
+        (reconstructions float32 [N, H, W, 3] in [0, 1], code ids [N, h, w]).
+    """
+    images = _as_unit(images)  # [N, H, W, 3]
+    recons, codes = [], []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]  # [b, H, W, 3]
+        pad = batch_size - len(chunk)  # a fixed batch shape compiles once
+        padded = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+        recon, ids = _reconstruct(model, jnp.asarray(padded))
+        recons.append(np.asarray(recon)[: len(chunk)])
+        codes.append(np.asarray(ids)[: len(chunk)])
+    return np.concatenate(recons), np.concatenate(codes)
+
+
+def reconstruction_scores(
+    images: np.ndarray | jax.Array, reconstructions: np.ndarray, ids: np.ndarray, num_codes: int
+) -> dict[str, float]:
+    """Reconstruction quality and codebook use, from `reconstruct_images`' output.
+
+    Args:
+        images: The originals, [N, H, W, 3], uint8 or floats in [0, 1].
+        reconstructions: float [N, H, W, 3] in [0, 1].
+        ids: Code ids [N, h, w].
+        num_codes: Codebook size.
+
+    Returns:
+        "psnr": mean over images of the per-image PSNR (dB, each capped at 100 dB);
+        "psnr_global": PSNR of the mean squared error over all images (dB, capped);
+        "codebook_usage": fraction of the codes used by at least one token;
+        "perplexity": exp(entropy) of the code histogram (the effective number of codes).
+    """
+    images = _as_unit(images)
+    per_image = np.minimum(psnr(images, reconstructions), PSNR_CAP_DB)
+    mse = float(np.mean((images.astype(np.float64) - reconstructions) ** 2))
+    counts = np.bincount(ids.reshape(-1), minlength=num_codes)
+    probs = counts / max(counts.sum(), 1)
+    entropy = -np.sum(probs[probs > 0] * np.log(probs[probs > 0]))
+    return {
+        "psnr": float(np.mean(per_image)),
+        "psnr_global": PSNR_CAP_DB if mse == 0 else min(PSNR_CAP_DB, -10.0 * math.log10(mse)),
+        "codebook_usage": float(np.mean(counts > 0)),
+        "perplexity": float(np.exp(entropy)),
+    }
+
+
 def evaluate_vq(
     model: VQModel, images: np.ndarray | jax.Array, batch_size: int = 64
 ) -> dict[str, float]:
@@ -202,33 +258,10 @@ def evaluate_vq(
         batch_size: Images per forward.
 
     Returns:
-        "psnr": mean over images of the per-image PSNR (dB, each capped at 100 dB);
-        "psnr_global": PSNR of the mean squared error over all images (dB, capped);
-        "codebook_usage": fraction of the codes used by at least one token;
-        "perplexity": exp(entropy) of the code histogram (the effective number of codes).
+        See `reconstruction_scores`.
     """
-    images = _as_unit(images)  # [N, H, W, 3]
-    num_codes = int(model.config.num_vq_embeddings)
-    counts = np.zeros(num_codes, np.int64)
-    per_image, sq_errors = [], []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]  # [b, H, W, 3]
-        pad = batch_size - len(chunk)  # a fixed batch shape compiles once
-        padded = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-        recon, ids = _reconstruct(model, jnp.asarray(padded))
-        recon, ids = np.asarray(recon)[: len(chunk)], np.asarray(ids)[: len(chunk)]
-        per_image.append(np.minimum(psnr(chunk, recon), PSNR_CAP_DB))
-        sq_errors.append(np.mean((chunk.astype(np.float64) - recon) ** 2, axis=(1, 2, 3)))
-        counts += np.bincount(ids.reshape(-1), minlength=num_codes)
-    mse = float(np.mean(np.concatenate(sq_errors)))
-    probs = counts / max(counts.sum(), 1)
-    entropy = -np.sum(probs[probs > 0] * np.log(probs[probs > 0]))
-    return {
-        "psnr": float(np.mean(np.concatenate(per_image))),
-        "psnr_global": PSNR_CAP_DB if mse == 0 else min(PSNR_CAP_DB, -10.0 * math.log10(mse)),
-        "codebook_usage": float(np.mean(counts > 0)),
-        "perplexity": float(np.exp(entropy)),
-    }
+    recon, ids = reconstruct_images(model, images, batch_size)
+    return reconstruction_scores(images, recon, ids, int(model.config.num_vq_embeddings))
 
 
 # --------------------------------------------------------------------------------------------
