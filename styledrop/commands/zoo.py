@@ -15,6 +15,7 @@ from styledrop.commands.errors import UserError
 STEPS = {
     "data": ("styledrop.zoo.dataset", "main_data"),
     "train vq": ("styledrop.zoo.train_vq", "main_train_vq"),
+    "compact-vq": ("styledrop.zoo.compact_vq", "main_compact_vq"),
     "train text": ("styledrop.zoo.train_text_encoder", "main_train_text"),
     "train judge": ("styledrop.zoo.train_judge", "main_train_judge"),
     "train base": ("styledrop.zoo.train_base", "main_train_base"),
@@ -30,12 +31,15 @@ def add_parser(subparsers) -> None:
         help="Build the emoji-world dataset and train the embedded models.",
         description=(
             "Steps: `zoo data` renders the dataset; `zoo train vq|text|judge|base` trains one"
-            " model (resumable: rerun the same command to continue); `zoo assemble` writes"
+            " model (resumable: rerun the same command to continue); `zoo compact-vq` shrinks"
+            " a trained tokenizer's codebook by k-means; `zoo assemble` writes"
             " the embedded zoo folder; `zoo report` scores it (HTML + one JSON line)."
             " Each step has --help."
         ),
     )
-    parser.add_argument("step", choices=["data", "train", "assemble", "report"], help="what to do")
+    parser.add_argument(
+        "step", choices=["data", "train", "compact-vq", "assemble", "report"], help="what to do"
+    )
     parser.add_argument("rest", nargs=argparse.REMAINDER, help="the step's own arguments")
     parser.set_defaults(run=run)
 

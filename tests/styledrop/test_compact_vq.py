@@ -1,0 +1,86 @@
+"""Codebook compaction: k-means on known points, and a compacted tokenizer that still works."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from styledrop.zoo.compact_vq import compact_vq, kmeans, main_compact_vq, nearest
+from styledrop.zoo.dataset import build_dataset, load_dataset
+from styledrop.zoo.train_vq import CONFIG_FILE, INFO_FILE, VQ_FILE, VQTrainConfig, load_vq, train_vq
+
+SUBJECTS = ["penguin", "banana", "teapot", "owl"]
+
+TINY = VQTrainConfig(
+    block_out_channels=(8, 16),
+    layers_per_block=1,
+    latent_channels=4,
+    num_vq_embeddings=32,
+    norm_num_groups=4,
+    steps=30,
+    learning_rate=3e-3,
+    batch_size=8,
+    warmup_steps=2,
+    restart_every=2,
+    splits=("vq",),
+    checkpoint_every=0,
+    eval_every=0,
+)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny tokenizer (32 codes) trained for a few steps, and its 32 px dataset."""
+    root = tmp_path_factory.mktemp("compact")
+    data = root / "data"
+    build_dataset(data, size=32, draws={"vq": 3, "eval": 1}, subjects=SUBJECTS, heldout=False)
+    train_vq(data, root / "vq", TINY)
+    return data, root / "vq"
+
+
+def test_nearest_and_kmeans_on_known_clusters():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], np.float32)
+    points = np.concatenate([c + 0.1 * rng.standard_normal((50, 2)) for c in centres])
+    points = points.astype(np.float32)  # [150, 2]
+    np.testing.assert_array_equal(nearest(points, centres), np.repeat([0, 1, 2], 50))
+    # Started badly (two centres in one cluster, one far away), it still finds all three.
+    found = kmeans(points, np.array([[0.0, 0.1], [0.1, 0.0], [50.0, 50.0]]), iterations=10)
+    order = np.argsort(found[:, 0] + 2 * found[:, 1])
+    np.testing.assert_allclose(found[order], centres, atol=0.05)
+    errors = []
+    kmeans(points, centres + 1.0, iterations=4, progress=lambda i, e: errors.append(e))
+    assert len(errors) == 4 and errors == sorted(errors, reverse=True)
+
+
+def test_compaction_shrinks_the_codebook_and_keeps_the_rest(trained, tmp_path):
+    data, vq_dir = trained
+    path = compact_vq(vq_dir, data, tmp_path, codes=8, iterations=5, log=lambda _: None)
+    before, after = load_file(str(vq_dir / VQ_FILE)), load_file(str(path))
+    assert after["quantize.embedding.embedding"].shape == (8, TINY.vq_config().embed_dim)
+    assert before.keys() == after.keys()
+    for name in before:  # encoder and decoder untouched
+        if name != "quantize.embedding.embedding":
+            np.testing.assert_array_equal(before[name], after[name], err_msg=name)
+    assert json.loads((tmp_path / CONFIG_FILE).read_text())["num_vq_embeddings"] == 8
+    info = json.loads((tmp_path / INFO_FILE).read_text())
+    assert info["compaction"]["from_codes"] == 32 and info["compaction"]["codes"] == 8
+    assert info["train"]["num_vq_embeddings"] == 32  # the source run's record is kept
+    model = load_vq(tmp_path)
+    images, _ = load_dataset(data, split="eval")
+    ids = np.asarray(model.tokenize(images.astype(np.float32) / 255.0))
+    assert ids.min() >= 0 and ids.max() < 8
+    # Centroids of the encoder outputs reconstruct about as well as the codes they replace.
+    before_psnr, after_psnr = info["compaction"]["eval_before"]["psnr"], info["eval"]["psnr"]
+    print(f"eval PSNR {before_psnr:.2f} dB with 32 codes, {after_psnr:.2f} dB with 8")
+    assert before_psnr - 1.5 <= after_psnr <= before_psnr + 1.5
+
+
+def test_cli_refuses_a_larger_codebook(trained, tmp_path):
+    data, vq_dir = trained
+    with pytest.raises(ValueError, match="between 2 and"):
+        main_compact_vq(["--vq", str(vq_dir), "--data", str(data), "--out", str(tmp_path),
+                         "--codes", "64"])  # fmt: skip
