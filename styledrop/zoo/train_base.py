@@ -42,7 +42,7 @@ POOL_FILE = "pool.npz"
 
 
 def zoo_transformer_config(
-    codebook_size: int, text_hidden: int, text_projection: int, grid: int = 8, width: int = 256
+    codebook_size: int, text_hidden: int, text_projection: int, grid: int = 8, width: int = 192
 ) -> TransformerConfig:
     """The small U-ViT of the emoji world: same architecture as aMUSEd, fewer channels/layers.
 
@@ -92,9 +92,9 @@ class BaseTrainConfig:
         checkpoint_every: Steps between checkpoints.
     """
 
-    width: int = 256
-    steps: int = 3000
-    batch_size: int = 64
+    width: int = 192
+    steps: int = 4000
+    batch_size: int = 32
     learning_rate: float = 1e-3
     warmup_steps: int = 200
     weight_decay: float = 0.01
