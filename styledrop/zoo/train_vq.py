@@ -143,6 +143,27 @@ class VQTrainConfig:
         return json.dumps(values, sort_keys=True)
 
     @classmethod
+    def tiny(cls) -> VQTrainConfig:
+        """Test preset: 32 px -> 16 x 16 tokens through one downsampler, 32 codes, 30 steps."""
+        return cls(
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            latent_channels=4,
+            num_vq_embeddings=32,
+            norm_num_groups=4,
+            steps=30,
+            batch_size=8,
+            learning_rate=3e-3,
+            warmup_steps=3,
+            restart_every=5,
+            dead_threshold=0.05,
+            restart_count=0.1,
+            splits=("vq",),
+            checkpoint_every=0,
+            eval_every=0,
+        )
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any]) -> VQTrainConfig:
         """Inverse of `dataclasses.asdict` (lists become tuples)."""
         names = {f.name for f in dataclasses.fields(cls)}

@@ -14,21 +14,7 @@ from styledrop.zoo.train_vq import CONFIG_FILE, INFO_FILE, VQ_FILE, VQTrainConfi
 
 SUBJECTS = ["penguin", "banana", "teapot", "owl"]
 
-TINY = VQTrainConfig(
-    block_out_channels=(8, 16),
-    layers_per_block=1,
-    latent_channels=4,
-    num_vq_embeddings=32,
-    norm_num_groups=4,
-    steps=30,
-    learning_rate=3e-3,
-    batch_size=8,
-    warmup_steps=2,
-    restart_every=2,
-    splits=("vq",),
-    checkpoint_every=0,
-    eval_every=0,
-)
+TINY = VQTrainConfig.tiny()
 
 
 @pytest.fixture(scope="module")

@@ -29,24 +29,7 @@ from styledrop.zoo.train_vq import (
 
 SUBJECTS = ["penguin", "banana", "racing_car", "teapot", "owl", "rocket", "house", "letter_a"]
 
-# 32 px -> 16 x 16 tokens through one downsampler; 32 codes of width 4.
-TINY = VQTrainConfig(
-    block_out_channels=(8, 16),
-    layers_per_block=1,
-    latent_channels=4,
-    num_vq_embeddings=32,
-    norm_num_groups=4,
-    steps=30,
-    batch_size=8,
-    learning_rate=3e-3,
-    warmup_steps=3,
-    restart_every=5,
-    dead_threshold=0.05,
-    restart_count=0.1,
-    splits=("vq",),
-    checkpoint_every=0,
-    eval_every=0,
-)
+TINY = VQTrainConfig.tiny()  # 32 px -> 16 x 16 tokens, 32 codes
 
 
 @pytest.fixture(scope="module")
