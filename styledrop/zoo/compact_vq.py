@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -174,7 +175,11 @@ def compact_vq(
 
 
 def main_compact_vq(argv: Sequence[str] | None = None) -> int:
-    """`styledrop zoo compact-vq --vq DIR --data DIR --out DIR [--codes K]`."""
+    """`styledrop zoo compact-vq --vq DIR --data DIR --out DIR [--codes K]`.
+
+    Returns:
+        The exit code (2, with the reason on stderr, for a bad --codes or a missing file).
+    """
     parser = argparse.ArgumentParser(
         prog="styledrop zoo compact-vq",
         description=(
@@ -189,6 +194,10 @@ def main_compact_vq(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--codes", type=int, default=DEFAULT_CODES, help="new codebook size")
     parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS)
     args = parser.parse_args(argv)
-    path = compact_vq(args.vq, args.data, args.out, args.codes, args.iterations)
+    try:
+        path = compact_vq(args.vq, args.data, args.out, args.codes, args.iterations)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"Wrote {path}")
     return 0

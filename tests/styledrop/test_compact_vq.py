@@ -65,8 +65,11 @@ def test_compaction_shrinks_the_codebook_and_keeps_the_rest(trained, tmp_path):
     assert before_psnr - 1.5 <= after_psnr <= before_psnr + 1.5
 
 
-def test_cli_refuses_a_larger_codebook(trained, tmp_path):
+def test_cli_refuses_a_larger_codebook_and_a_missing_run(trained, tmp_path, capsys):
     data, vq_dir = trained
-    with pytest.raises(ValueError, match="between 2 and"):
-        main_compact_vq(["--vq", str(vq_dir), "--data", str(data), "--out", str(tmp_path),
-                         "--codes", "64"])  # fmt: skip
+    args = ["--data", str(data), "--out", str(tmp_path / "out")]
+    assert main_compact_vq(["--vq", str(vq_dir), *args, "--codes", "64"]) == 2
+    assert "between 2 and" in capsys.readouterr().err
+    assert main_compact_vq(["--vq", str(tmp_path / "nothing"), *args]) == 2
+    assert "nothing" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing written
