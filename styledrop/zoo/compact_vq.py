@@ -157,6 +157,8 @@ def compact_vq(
     weights.save_params(model, path)
     (out_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     eval_images = load_dataset(data_dir, split="eval")[0]
+    # `zoo train vq` recorded the source's figures on this same split; measure only without.
+    before = source_info.get("eval") or evaluate_vq(source, eval_images)
     info = {
         **source_info,
         "compaction": {
@@ -164,13 +166,15 @@ def compact_vq(
             "codes": codes,
             "iterations": iterations,
             "source_sha256": model_checkpoint.sha256_file(vq_dir / VQ_FILE),
-            "eval_before": evaluate_vq(source, eval_images),
+            "eval_before": before,
         },
         "eval": evaluate_vq(model, eval_images),
     }
     (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    before, after = info["compaction"]["eval_before"]["psnr"], info["eval"]["psnr"]
-    log(f"eval PSNR {before:.2f} dB with {old} codes -> {after:.2f} dB with {codes}")
+    log(
+        f"eval PSNR {before['psnr']:.2f} dB with {old} codes -> {info['eval']['psnr']:.2f} dB"
+        f" with {codes}"
+    )
     return path
 
 
