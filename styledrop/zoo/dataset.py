@@ -11,10 +11,12 @@
 - `manifest.json`: recipe version, counts, sha256 of every file, the fonts used with their
   sha256, and the software versions that rendered them.
 
-Splits: "vq" (VQ tokenizer), "base" (the text-to-image base model; its first draw of each
-subject is the plain canonical rendering), "judge" (the judge CLIP, disjoint from the base
-split so scores do not come from the conditioning model's data) and "eval" (unseen draws of
-the same subjects and training styles). Each draw has its own seed, derived from
+Splits: "vq" (VQ tokenizer), "base" (the text encoder, and the VQ; its first draw of each
+subject is the plain canonical rendering, which the base U-ViT trains on), "judge" (the
+judge CLIP, disjoint from the base split so scores do not come from the conditioning
+model's data), "eval" (unseen draws of the same subjects and training styles) and
+"canonical" (styled draws at the canonical framing, for the base U-ViT; rendered last, so
+the other splits do not depend on it). Each draw has its own seed, derived from
 (split_seed, subject id, split, draw); no two images of a subject are identical across or
 within splits. Held-out styles appear in no split. The same arguments give byte-identical
 files on the same fonts and software versions.
@@ -55,8 +57,13 @@ from styledrop.zoo.vocabulary import (
     get_subject,
 )
 
-SPLITS = ("vq", "base", "judge", "eval")
-DEFAULT_DRAWS = {"vq": 2, "base": 8, "judge": 16, "eval": 2}
+SPLITS = ("vq", "base", "judge", "eval", "canonical")
+DEFAULT_DRAWS = {"vq": 2, "base": 8, "judge": 16, "eval": 2, "canonical": 8}
+# The split whose draws keep the canonical framing and always carry a style (the plain
+# canonical look is base draw 0). A shift of a few pixels changes every token of an
+# 8-pixel-patch tokenizer, so jittered draws give the base U-ViT unrelated token grids of one
+# subject; at one framing the styled draws share the plain draw's layout.
+CANONICAL_SPLIT = "canonical"
 P_PLAIN = 0.2  # chance that a draw has no style at all
 P_BACKGROUND = 0.35  # chance that a foreground style also gets a background style
 SCALE_RANGE = (0.72, 0.92)  # jittered glyph size (fraction of the side); canonical 0.875
@@ -108,17 +115,18 @@ def _allowed(subject: Subject, styles: Iterable[Style]) -> bool:
     return frozenset(names) not in INCOMPATIBLE
 
 
-def draw_styles(subject: Subject, rng: np.random.Generator) -> list[Style]:
+def draw_styles(subject: Subject, rng: np.random.Generator, plain: bool = True) -> list[Style]:
     """Picks the training styles of one draw: none, one, or a foreground plus a background.
 
     Args:
         subject: The subject (letters skip styles that would hide a black glyph).
         rng: The draw's generator.
+        plain: Whether the draw may have no style (chance `P_PLAIN`).
 
     Returns:
         Styles in pipeline order.
     """
-    if rng.random() < P_PLAIN:
+    if plain and rng.random() < P_PLAIN:
         return []
     candidates = [s for s in TRAIN_STYLES if _allowed(subject, [s])]
     primary = candidates[int(rng.integers(len(candidates)))]
@@ -183,6 +191,9 @@ def _subject_draws(
             rng = np.random.default_rng(np.random.SeedSequence(seed))
             if split == "base" and draw == 0 and attempt == 0:
                 styles, scale, offset = [], render.DEFAULT_SCALE, (0, 0)  # the canonical look
+            elif split == CANONICAL_SPLIT:
+                styles = draw_styles(subject, rng, plain=False)
+                scale, offset = render.DEFAULT_SCALE, (0, 0)
             else:
                 styles = draw_styles(subject, rng)
                 scale, offset = draw_framing(size, rng)
@@ -446,7 +457,7 @@ def build_data_parser(parser: argparse.ArgumentParser | None = None) -> argparse
         "--draws",
         type=_parse_draws,
         default=None,
-        help="draws per subject per split, e.g. vq=2,base=8,judge=16,eval=2 (the default)",
+        help="draws per subject per split (default vq=2,base=8,judge=16,eval=2,canonical=8)",
     )
     parser.add_argument(
         "--subjects", help="comma-separated subject ids to build (default: all of them)"

@@ -34,7 +34,7 @@ from muse.vq import VQModel
 from styledrop import train_checkpoint
 from styledrop.dataset import TokenPool, tokenize_images
 from styledrop.train_step import make_train_step
-from styledrop.zoo.dataset import load_dataset
+from styledrop.zoo.dataset import CANONICAL_SPLIT, load_dataset
 
 TRANSFORMER_FILE = "transformer.safetensors"
 CONFIG_FILE = "transformer_config.json"
@@ -85,6 +85,12 @@ class BaseTrainConfig:
         weight_decay: AdamW weight decay.
         caption_dropout: Probability of training on the empty prompt instead.
         captions_per_image: Caption phrasings kept per image.
+        canonical_repeats: Extra copies of each subject's plain canonical draw (base draw 0)
+            in the pool, so the plain "a <subject>" prompts meet it more often than the
+            styled draws (0: every image once).
+        jittered_draws: Also train on the base split's shifted and scaled draws (the
+            emoji-world-1 recipe); by default the pool holds the canonical framing only: base
+            draw 0 and the "canonical" split's styled draws.
         seed: Seed of init, batches, masks and dropout.
         init_from: sha256 of the weights file the run starts from ("" = random init): a
             warm start continues an earlier base (the committed zoo's, say) with a fresh
@@ -100,6 +106,8 @@ class BaseTrainConfig:
     weight_decay: float = 0.01
     caption_dropout: float = 0.1
     captions_per_image: int = 4
+    canonical_repeats: int = 3
+    jittered_draws: bool = False
     seed: int = 0
     init_from: str = ""
     checkpoint_every: int = 200
@@ -112,25 +120,54 @@ class BaseTrainConfig:
 
 
 def build_pool(
-    data_dir: Path, vq: VQModel, text_encoder: TextEncoder, captions_per_image: int
+    data_dir: Path,
+    vq: VQModel,
+    text_encoder: TextEncoder,
+    captions_per_image: int,
+    canonical_repeats: int = 0,
+    jittered_draws: bool = False,
 ) -> tuple[TokenPool, dict]:
-    """Tokenizes the "base" split and encodes its captions; row 0 of the text is "".
+    """Tokenizes the base U-ViT's training images and encodes their captions.
+
+    The images are each subject's plain canonical draw (base split, draw 0) and the
+    "canonical" split's styled draws at the same framing, plus, with `jittered_draws`, the
+    rest of the base split. Row 0 of the text arrays is the empty prompt.
+
+    Args:
+        data_dir: An emoji-world dataset folder.
+        vq: The tokenizer.
+        text_encoder: The conditioning text encoder.
+        captions_per_image: Caption phrasings kept per image.
+        canonical_repeats: Extra copies of the (image, caption) pairs of each subject's
+            canonical draw (base draw 0).
+        jittered_draws: Also take the base split's jittered draws.
 
     Returns:
-        The pool (one row per (image, caption) pair) and a summary dict.
+        The pool (one row per (image, caption) pair, canonical pairs repeated) and a summary
+        dict.
     """
-    images, records = load_dataset(data_dir, split="base")
+    images, records = load_dataset(data_dir)
+    chosen = [
+        row for row, record in enumerate(records)
+        if record["split"] == CANONICAL_SPLIT
+        or (record["split"] == "base" and (jittered_draws or record["draw"] == 0))
+    ]  # fmt: skip
+    if not chosen:
+        raise ValueError(f"The dataset in {data_dir} has no base or canonical images.")
+    images, records = images[chosen], [records[row] for row in chosen]
     ids = tokenize_images(vq, images, batch_size=64)  # [N, h, w]
     prompts = [""]
     index: dict[str, int] = {"": 0}
     image_rows, prompt_rows = [], []
     for row, record in enumerate(records):
+        is_canonical_plain = record["split"] == "base" and record["draw"] == 0
+        copies = 1 + (canonical_repeats if is_canonical_plain else 0)
         for caption in record["captions"][:captions_per_image]:
             if caption not in index:
                 index[caption] = len(prompts)
                 prompts.append(caption)
-            image_rows.append(row)
-            prompt_rows.append(index[caption])
+            image_rows += [row] * copies
+            prompt_rows += [index[caption]] * copies
     hidden, pooled = [], []
     for start in range(0, len(prompts), 256):
         emb = text_encoder.encode(prompts[start : start + 256])
@@ -182,7 +219,10 @@ def train_base(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pool, summary = build_pool(Path(data_dir), vq, text_encoder, config.captions_per_image)
+    pool, summary = build_pool(
+        Path(data_dir), vq, text_encoder, config.captions_per_image,
+        config.canonical_repeats, config.jittered_draws,
+    )  # fmt: skip
     codebook = int(vq.config.num_vq_embeddings)
     model_cfg = zoo_transformer_config(
         codebook,
@@ -275,6 +315,17 @@ def main_train_base(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=BaseTrainConfig.learning_rate)
     parser.add_argument("--warmup", type=int, default=BaseTrainConfig.warmup_steps)
     parser.add_argument(
+        "--canonical-repeats",
+        type=int,
+        default=BaseTrainConfig.canonical_repeats,
+        help="extra copies of each subject's plain canonical draw in the training pool",
+    )
+    parser.add_argument(
+        "--jittered-draws",
+        action="store_true",
+        help="also train on the base split's shifted and scaled draws (the emoji-world-1 recipe)",
+    )
+    parser.add_argument(
         "--init",
         type=Path,
         help="start from this transformer.safetensors (e.g. the committed zoo's) instead of a"
@@ -295,6 +346,7 @@ def main_train_base(argv: list[str] | None = None) -> int:
     config = BaseTrainConfig(
         steps=args.steps, batch_size=args.batch_size, width=args.width, learning_rate=args.lr,
         warmup_steps=args.warmup, init_from=init_from,
+        canonical_repeats=args.canonical_repeats, jittered_draws=args.jittered_draws,
     )  # fmt: skip
     bar = tqdm(total=config.steps, unit="step", desc="base U-ViT")
 

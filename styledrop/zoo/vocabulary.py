@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
-RECIPE_VERSION = "emoji-world-1"
+RECIPE_VERSION = "emoji-world-2"
 
 # The Parti "Basic" categories the vocabulary maps to, plus the letters.
 CATEGORIES = (

@@ -14,8 +14,8 @@ from muse.config import VQConfig
 from muse.text_encoder import TextEncoder
 from muse.tokenizer import build_open_clip_tokenizer
 from muse.vq import VQModel
-from styledrop.zoo.dataset import build_dataset
-from styledrop.zoo.train_base import BaseTrainConfig, train_base
+from styledrop.zoo.dataset import build_dataset, load_dataset
+from styledrop.zoo.train_base import BaseTrainConfig, build_pool, train_base
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,38 @@ def test_base_training_learns(world, tmp_path):
     assert info["transformer"]["codebook_size"] == 16
     assert info["transformer"]["sample_size"] == 8  # 64 px / factor 8
     assert len(load_file(str(path))) > 0
+
+
+def test_pool_holds_the_canonical_framing_and_repeats_only_the_plain_draw(world):
+    data, vq, text = world
+    _, records = load_dataset(data)
+    plain = [r for r in records if r["split"] == "base" and r["draw"] == 0]
+    styled = [r for r in records if r["split"] == "canonical"]
+    jittered = [r for r in records if r["split"] == "base" and r["draw"] > 0]
+    assert len(plain) == 6 and len(styled) == 6 * 8 and all(r["styles"] for r in styled)
+
+    def pairs(chosen):
+        return sum(min(2, len(r["captions"])) for r in chosen)
+
+    once, summary = build_pool(data, vq, text, captions_per_image=2, canonical_repeats=0)
+    assert summary["images"] == len(plain) + len(styled)
+    assert summary["pairs"] == pairs(plain) + pairs(styled)
+    _, with_jitter = build_pool(data, vq, text, 2, canonical_repeats=0, jittered_draws=True)
+    assert with_jitter["pairs"] == summary["pairs"] + pairs(jittered)
+
+    thrice, summary_thrice = build_pool(data, vq, text, captions_per_image=2, canonical_repeats=2)
+    assert summary_thrice["pairs"] == summary["pairs"] + 2 * pairs(plain)
+    assert thrice.prompts == once.prompts  # no new captions, only repeated pairs
+    # Every extra row is a copy of a plain canonical (grid, caption) pair already in the pool.
+    rows_once = [(np.asarray(once.ids[i]).tobytes(), int(once.prompt_index[i]))
+                 for i in range(len(once.prompt_index))]  # fmt: skip
+    rows_thrice = [(np.asarray(thrice.ids[i]).tobytes(), int(thrice.prompt_index[i]))
+                   for i in range(len(thrice.prompt_index))]  # fmt: skip
+    assert set(rows_thrice) == set(rows_once)
+    plain_prompts = {once.prompts.index(c) for r in plain for c in r["captions"][:2]}
+    for pair in set(rows_once):
+        expected = 3 if pair[1] in plain_prompts else 1
+        assert rows_thrice.count(pair) == expected * rows_once.count(pair)
 
 
 def test_base_training_resumes_bit_identically(world, tmp_path):

@@ -263,6 +263,20 @@ def test_another_seed_gives_other_draws(tmp_path):
     assert a["files"]["images.npz"] != b["files"]["images.npz"]
 
 
+def test_canonical_split_is_styled_and_leaves_the_other_splits_unchanged(tmp_path):
+    others = {"vq": 1, "base": 2, "judge": 2, "eval": 1}
+    kwargs = {"size": 32, "subjects": SMALL[:3], "heldout": False}
+    build_dataset(tmp_path / "without", draws=others, **kwargs)
+    build_dataset(tmp_path / "with", draws={**others, "canonical": 3}, **kwargs)
+    images, records = dataset.load_dataset(tmp_path / "without")
+    images_with, records_with = dataset.load_dataset(tmp_path / "with")
+    assert records_with[: len(records)] == records
+    np.testing.assert_array_equal(images_with[: len(images)], images)
+    canonical = records_with[len(records) :]
+    assert len(canonical) == 3 * 3 and {r["split"] for r in canonical} == {"canonical"}
+    assert all(r["styles"] for r in canonical)  # the plain look is base draw 0
+
+
 def test_subjects_the_font_cannot_draw_are_skipped(tmp_path, monkeypatch):
     real = render.can_render_emoji
     monkeypatch.setattr(render, "can_render_emoji", lambda chars: chars != "🐧" and real(chars))
@@ -294,7 +308,8 @@ def test_main_data_prints_counts(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "2 subjects" in printed and "base 4" in printed and "eval 2" in printed
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"] == {"vq": 0, "base": 4, "judge": 0, "eval": 2, "total": 6}
+    assert manifest["counts"] == {"vq": 0, "base": 4, "judge": 0, "eval": 2, "canonical": 0,
+                                  "total": 6}  # fmt: skip
     assert not (out / "heldout.npz").exists()
     assert dataset.main_data(["--out", str(out), "--subjects", "capybara"]) == 2
 
