@@ -11,6 +11,8 @@ A job handed over while another worker still runs it (its heartbeat is fresh: se
 
 from __future__ import annotations
 
+from typing import Any
+
 from worker import heartbeat, jobs
 from worker.store import Store
 
@@ -52,3 +54,8 @@ def claim(store: Store, job_id: str, worker: str) -> jobs.Job | None:
         return None
     heartbeat.start(store, job_id, worker)
     return job
+
+
+def skipped(store: Store, job_id: str) -> dict[str, Any]:
+    """A task's result for a job `claim` declined: {"job_id", "status", "skipped": True}."""
+    return {"job_id": job_id, "status": jobs.get(store, job_id).status, "skipped": True}

@@ -194,8 +194,7 @@ def _send(store: Store, app: Celery, task: str, job: jobs.Job) -> jobs.Job:
     try:
         result = app.send_task(task, args=[job.id], queue=TASK_ROUTES[task]["queue"])
     except Exception as error:
-        message = f"Could not be queued: {error.__class__.__name__}: {error}"
-        jobs.update(store, job.id, status="failed", error=message, finished=jobs.utc_now())
+        jobs.mark_failed(store, job.id, error, context="Could not be queued")
         raise BrokerUnreachableError(
             f"Job {job.id} could not be queued on {app.conf.broker_url}: {error}"
         ) from error

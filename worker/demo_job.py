@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from worker import jobs
-from worker.claim import claim
+from worker.claim import claim, skipped
 from worker.finetune_job import CancelFlag
 from worker.store import Store, job_key
 
@@ -67,7 +67,7 @@ def run_demo_job(store: Store, job_id: str, worker: str) -> dict[str, Any]:
     """
     job = claim(store, job_id, worker)
     if job is None:
-        return {"job_id": job_id, "status": jobs.get(store, job_id).status, "skipped": True}
+        return skipped(store, job_id)
     try:
         import dataclasses
 
@@ -89,8 +89,7 @@ def run_demo_job(store: Store, job_id: str, worker: str) -> dict[str, Any]:
         store.push(job_id)
     except Exception as error:
         log.exception("Job %s failed.", job_id)
-        message = f"{error.__class__.__name__}: {error}"
-        jobs.update(store, job_id, status="failed", error=message, finished=jobs.utc_now())
+        jobs.mark_failed(store, job_id, error)
         raise
     succeeded = summary["status"] == "succeeded"
     artifacts = {

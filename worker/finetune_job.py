@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from worker import jobs
-from worker.claim import claim
+from worker.claim import claim, skipped
 from worker.finetune_spec import FinetuneSpec
 from worker.store import CHECKPOINT_DIR, CHECKPOINT_POINTER, Store, job_key
 
@@ -178,9 +178,9 @@ def run_finetune_job(
     """
     job = claim(store, job_id, worker)
     if job is None:
-        ended = jobs.get(store, job_id)
-        log.info("Job %s is %s: nothing to do.", job_id, ended.status)
-        return {"job_id": job_id, "status": ended.status, "skipped": True}
+        result = skipped(store, job_id)
+        log.info("Job %s is %s: nothing to do.", job_id, result["status"])
+        return result
     log.info("Job %s: attempt %d on %s.", job_id, job.attempts, worker)
     pipe = None
     try:
@@ -204,8 +204,7 @@ def run_finetune_job(
         store.push(job_id)
     except Exception as error:
         log.exception("Job %s failed.", job_id)
-        message = f"{error.__class__.__name__}: {error}"
-        jobs.update(store, job_id, status="failed", error=message, finished=jobs.utc_now())
+        jobs.mark_failed(store, job_id, error)
         raise
     finally:
         if pipe is not None:

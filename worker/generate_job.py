@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from worker import jobs
-from worker.claim import claim
+from worker.claim import claim, skipped
 from worker.finetune_spec import FinetuneSpec
 from worker.generate_spec import SCORES_FILE, GenerateSpec, content_prompt
 from worker.store import Store, job_key
@@ -107,7 +107,7 @@ def run_generate_job(store: Store, job_id: str, worker: str) -> dict[str, Any]:
     """
     job = claim(store, job_id, worker)
     if job is None:
-        return {"job_id": job_id, "status": jobs.get(store, job_id).status, "skipped": True}
+        return skipped(store, job_id)
     pipe = None
     try:
         from styledrop.adapted import attach_adapter, generate_styled
@@ -176,8 +176,7 @@ def run_generate_job(store: Store, job_id: str, worker: str) -> dict[str, Any]:
         return {"job_id": job_id, "status": "cancelled"}
     except Exception as error:
         log.exception("Job %s failed.", job_id)
-        message = f"{error.__class__.__name__}: {error}"
-        jobs.update(store, job_id, status="failed", error=message, finished=jobs.utc_now())
+        jobs.mark_failed(store, job_id, error)
         raise
     finally:
         if pipe is not None:

@@ -206,6 +206,23 @@ def update(
     return job
 
 
+def mark_failed(store: Store, job_id: str, error: BaseException, context: str = "") -> Job:
+    """Ends a job "failed", its error naming the exception's class and message.
+
+    Args:
+        store: The store holding the job.
+        job_id: The job.
+        error: What went wrong.
+        context: Words put before the error ("Could not be queued", say).
+
+    Returns:
+        The updated record.
+    """
+    message = f"{error.__class__.__name__}: {error}"
+    message = f"{context}: {message}" if context else message
+    return update(store, job_id, status="failed", error=message, finished=utc_now())
+
+
 def request_cancel(store: Store, job_id: str) -> None:
     """Leaves the cancel marker that a running job polls (the record is not touched).
 

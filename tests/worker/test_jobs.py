@@ -10,7 +10,7 @@ import pytest
 
 from styledrop.cli import main
 from worker import client, jobs
-from worker.claim import MAX_ATTEMPTS, claim
+from worker.claim import MAX_ATTEMPTS, claim, skipped
 from worker.finetune_spec import DEFAULT_CAPTION, FinetuneSpec, ImageInput
 from worker.store import InvalidJobIdError, Store
 
@@ -72,6 +72,18 @@ def test_claim_counts_attempts_and_skips_ended_jobs(store):
     jobs.update(store, job.id, status="succeeded")
     assert claim(store, job.id, "w3@host") is None  # a finished job is not run again
     assert jobs.get(store, job.id).attempts == 2
+    assert skipped(store, job.id) == {"job_id": job.id, "status": "succeeded", "skipped": True}
+
+
+def test_mark_failed_names_the_error_and_ends_the_job(store):
+    job = jobs.create(store, "finetune", _inputs())
+    record = jobs.mark_failed(store, job.id, ValueError("bad step count"))
+    assert record.status == "failed" and record.is_terminal and record.finished
+    assert record.error == "ValueError: bad step count"
+    other = jobs.create(store, "finetune", _inputs())
+    queued = jobs.mark_failed(store, other.id, OSError("refused"), context="Could not be queued")
+    assert queued.error == "Could not be queued: OSError: refused"
+    assert jobs.get(store, other.id) == queued
 
 
 def test_claim_ends_a_job_cancelled_before_it_ran(store):
