@@ -5,6 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from styledrop.commands.errors import UserError
+from styledrop.commands.training_options import (
+    ADAPTER_KINDS,
+    add_optimizer_options,
+    add_preview_options,
+    add_style_image_options,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -18,33 +24,20 @@ def add_parser(subparsers) -> None:
             " checkpoint."
         ),
     )
-    parser.add_argument("images", nargs="+", type=Path, help="style images (PNG, JPEG, WebP)")
-    parser.add_argument(
-        "--descriptor", required=True, help='style descriptor, e.g. "in watercolor painting style"'
-    )
-    parser.add_argument(
-        "--caption", action="append", default=[], metavar="IMAGE=TEXT",
-        help='content caption of one image, e.g. house.png="A house" (default "an image")',
-    )  # fmt: skip
+    add_style_image_options(parser)
     parser.add_argument(
         "--base", type=Path, help="model folder (default: the embedded emoji-world zoo)"
     )
     parser.add_argument(
-        "--adapter", choices=["r1", "r2", "lora"], default="r1",
+        "--adapter", choices=ADAPTER_KINDS, default="r1",
         help="r1: paper round 1 (bottleneck 4, shared); r2: bottleneck 32 per layer; lora",
     )  # fmt: skip
     parser.add_argument("--bottleneck", type=int, help="adapter bottleneck (r1: 4, r2: 32)")
     parser.add_argument("--rank", type=int, default=16, help="LoRA rank")
-    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps (paper: 1000)")
-    parser.add_argument("--lr", type=float, help="learning rate (paper 3e-5; LoRA 4e-4)")
-    parser.add_argument("--batch-size", type=int, default=8, help="examples per step")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    add_optimizer_options(parser)
     parser.add_argument("--round", type=int, default=1, choices=[1, 2], help="training round")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps per checkpoint")
-    parser.add_argument("--preview-every", type=int, default=0, help="steps per preview grid")
-    parser.add_argument(
-        "--preview-prompt", action="append", default=[], help="content prompt for previews"
-    )
+    add_preview_options(parser)
     parser.add_argument("--out", type=Path, required=True, help="run folder")
     parser.set_defaults(run=run)
 

@@ -7,6 +7,12 @@ import sys
 from pathlib import Path
 
 from styledrop.commands.errors import UserError
+from styledrop.commands.training_options import (
+    ADAPTER_KINDS,
+    add_optimizer_options,
+    add_preview_options,
+    add_style_image_options,
+)
 
 
 def _common(parser) -> None:
@@ -34,33 +40,20 @@ def add_parser(subparsers) -> None:
         "submit", help="Queue a fine-tune job; prints its id.",
         description="Validates and stores the images, writes the job record, queues the job.",
     )  # fmt: skip
-    submit.add_argument("images", nargs="+", type=Path, help="style images (PNG, JPEG, WebP)")
-    submit.add_argument(
-        "--descriptor", required=True, help='style descriptor, e.g. "in watercolor painting style"'
-    )
-    submit.add_argument(
-        "--caption", action="append", default=[], metavar="IMAGE=TEXT",
-        help='content caption of one image, e.g. house.png="A house" (default "an image")',
-    )  # fmt: skip
-    submit.add_argument("--steps", type=int, default=1000, help="optimizer steps (paper: 1000)")
+    add_style_image_options(submit)
     submit.add_argument(
         "--base", type=Path,
         help="base model folder as the workers see it (default: their embedded zoo)",
     )  # fmt: skip
     submit.add_argument(
-        "--adapter", choices=["r1", "r2", "lora"], default="r1",
+        "--adapter", choices=ADAPTER_KINDS, default="r1",
         help="r1: paper round 1 (bottleneck 4, shared); r2: bottleneck 32 per layer; lora",
     )  # fmt: skip
-    submit.add_argument("--lr", type=float, help="learning rate (paper 3e-5; LoRA 4e-4)")
-    submit.add_argument("--batch-size", type=int, default=8, help="examples per step")
-    submit.add_argument("--seed", type=int, default=0, help="random seed")
+    add_optimizer_options(submit)
     submit.add_argument(
         "--checkpoint-every", type=int, help="steps per checkpoint (default 100, or steps/10)"
     )
-    submit.add_argument("--preview-every", type=int, default=0, help="steps per preview grid")
-    submit.add_argument(
-        "--preview-prompt", action="append", default=[], help="content prompt for previews"
-    )
+    add_preview_options(submit)
     _common(submit)
     submit.set_defaults(run=run_submit)
 
@@ -110,13 +103,10 @@ def add_parser(subparsers) -> None:
         help="per prompt, the image with the best CLIP text score (the paper's feedback)",
     )  # fmt: skip
     round2.add_argument(
-        "--adapter", choices=["r1", "r2", "lora"], default="r2",
+        "--adapter", choices=ADAPTER_KINDS, default="r2",
         help="adapter kind (paper round 2: r2, bottleneck 32 per layer)",
     )  # fmt: skip
-    round2.add_argument("--steps", type=int, default=1000, help="optimizer steps (paper: 1000)")
-    round2.add_argument("--lr", type=float, help="learning rate (default: the kind's)")
-    round2.add_argument("--batch-size", type=int, default=8, help="examples per step")
-    round2.add_argument("--seed", type=int, default=0, help="random seed")
+    add_optimizer_options(round2, lr_help="learning rate (default: the kind's)")
     round2.add_argument(
         "--checkpoint-every", type=int, help="steps per checkpoint (default 100, or steps/10)"
     )
