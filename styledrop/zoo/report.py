@@ -8,7 +8,9 @@ Four questions, each answered on data the model in question never trained on:
 - `t2i_top1`: does the base draw what it is asked? It generates "a <subject>" for
   evenly spaced subjects of the vocabulary, and the judge names each image.
   `judge_top1_vq_reconstruction` (the judge on the VQ's reconstructions of the "eval"
-  renders) is what the base could reach at best through this tokenizer.
+  renders) is what the base could reach at best through this tokenizer, and
+  `judge_top1_vq_canonical` (the same on the plain canonical renders the base trains on)
+  what it reaches by drawing each subject's plain look exactly.
 The figures go to stdout as one JSON line and, with image grids, into an HTML report.
 """
 
@@ -103,6 +105,13 @@ def zoo_report(
     truth = [r["subject"] for r in eval_records]
     figures["judge_top1_real"], eval_pred = judge_top1(scorer, eval_images, truth, subjects)
     figures["judge_top1_vq_reconstruction"], _ = judge_top1(scorer, reconstructed, truth, subjects)
+    base_images, base_records = load_dataset(data_dir, split="base")
+    plain = [row for row, record in enumerate(base_records) if record["draw"] == 0]
+    plain_rebuilt, _ = reconstruct_images(pipe.vq, base_images[plain])  # [n, H, W, 3] in [0, 1]
+    figures["judge_top1_vq_canonical"], _ = judge_top1(
+        scorer, np.round(plain_rebuilt * 255).astype(np.uint8),
+        [base_records[row]["subject"] for row in plain], subjects,
+    )  # fmt: skip
     held_images, held_records = load_dataset(data_dir, heldout=True)
     by_style, held_examples = {}, []
     for style in dict.fromkeys(r["style"] for r in held_records):

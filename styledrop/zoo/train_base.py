@@ -99,7 +99,7 @@ class BaseTrainConfig:
     """
 
     width: int = 192
-    steps: int = 4000
+    steps: int = 5000
     batch_size: int = 32
     learning_rate: float = 1e-3
     warmup_steps: int = 200

@@ -57,7 +57,8 @@ def test_report_figures_and_html(tiny_zoo, tmp_path):
     assert figures["t2i_subjects"] == 3
     for key in ("vq_psnr", "judge_top1_real", "judge_top1_heldout_style", "t2i_top1"):
         assert np.isfinite(figures[key]), key
-    top1 = ("judge_top1_real", "judge_top1_heldout_style", "judge_top1_vq_reconstruction")
+    top1 = ("judge_top1_real", "judge_top1_heldout_style", "judge_top1_vq_reconstruction",
+            "judge_top1_vq_canonical")  # fmt: skip
     for key in (*top1, "t2i_top1"):
         assert 0.0 <= figures[key] <= 1.0
     assert 0.0 < figures["vq_psnr"] < 100.0
