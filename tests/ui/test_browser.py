@@ -53,6 +53,16 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _take_ctrl_c() -> None:
+    """Restores the default SIGINT action in the child before it starts Python.
+
+    A test run started in the background (`pytest &`, nohup) ignores SIGINT, children
+    inherit that, and Python then never raises KeyboardInterrupt, so the Ctrl-C below
+    would not reach `styledrop serve`.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_served_app_trains_a_style_submitted_in_the_browser(tmp_path):
     if not Path(CHROMIUM).exists() or shutil.which("redis-server") is None:
@@ -66,6 +76,7 @@ def test_served_app_trains_a_style_submitted_in_the_browser(tmp_path):
         [sys.executable, "-m", "styledrop.cli", "serve", "--port", str(app_port),
          "--redis-port", str(redis_port), "--store", str(store_dir), "--workers", "1"],
         env=env, cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        preexec_fn=_take_ctrl_c,
     )  # fmt: skip
     try:
         url = _wait_for_line(log, r"StyleDrop is at http://\S+", serve, 180).split()[-1]
