@@ -1,9 +1,10 @@
 """Training the embedded base U-ViT on the emoji world (Muse masking + caption dropout).
 
 The base is the same `muse.transformer.UVit2D` as the aMUSEd presets, in a small size.
-Everything the step needs is prepared once: the "base" split is tokenized with the zoo's
-VQ and every distinct caption is encoded with the zoo's text encoder; each (image,
-caption) pair becomes one row of a token pool, and the jitted step of
+Everything the step needs is prepared once: the images at the canonical framing (each
+subject's plain draw, repeated, and the "canonical" split's styled draws; see `build_pool`)
+are tokenized with the zoo's VQ and every distinct caption is encoded with the zoo's text
+encoder; each (image, caption) pair becomes one row of a token pool, and the jitted step of
 `styledrop.train_step` (the same one StyleDrop fine-tuning uses) samples batches from it,
 dropping captions to the empty prompt so classifier-free guidance has an unconditional
 model. Checkpoints are atomic and resumable bit-identically.
