@@ -148,6 +148,11 @@ def draw_framing(size: int, rng: np.random.Generator) -> tuple[float, tuple[int,
     return scale, (int(offset[0]), int(offset[1]))
 
 
+def is_plain_canonical(record: Mapping) -> bool:
+    """Whether a `captions.jsonl` record is a subject's plain canonical draw (base draw 0)."""
+    return record["split"] == "base" and record["draw"] == 0
+
+
 def _seed(split_seed: int, subject_id: str, split: str, draw: int, attempt: int) -> list[int]:
     return [split_seed, zlib.crc32(subject_id.encode()), SPLITS.index(split), draw, attempt]
 

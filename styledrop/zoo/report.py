@@ -28,7 +28,7 @@ import numpy as np
 
 from feedback.html_report import HtmlReport
 from feedback.scorer import ClipScorer
-from styledrop.zoo.dataset import build_dataset, load_dataset
+from styledrop.zoo.dataset import build_dataset, is_plain_canonical, load_dataset
 from styledrop.zoo.embedded import JUDGE_DIR, MANIFEST, zoo_dir
 from styledrop.zoo.styles import LINE_ART
 from styledrop.zoo.train_text_encoder import load_vocabulary, subject_prompts
@@ -106,7 +106,7 @@ def zoo_report(
     figures["judge_top1_real"], eval_pred = judge_top1(scorer, eval_images, truth, subjects)
     figures["judge_top1_vq_reconstruction"], _ = judge_top1(scorer, reconstructed, truth, subjects)
     base_images, base_records = load_dataset(data_dir, split="base")
-    plain = [row for row, record in enumerate(base_records) if record["draw"] == 0]
+    plain = [row for row, record in enumerate(base_records) if is_plain_canonical(record)]
     plain_rebuilt, _ = reconstruct_images(pipe.vq, base_images[plain])  # [n, H, W, 3] in [0, 1]
     figures["judge_top1_vq_canonical"], _ = judge_top1(
         scorer, np.round(plain_rebuilt * 255).astype(np.uint8),

@@ -35,7 +35,7 @@ from muse.vq import VQModel
 from styledrop import train_checkpoint
 from styledrop.dataset import TokenPool, tokenize_images
 from styledrop.train_step import make_train_step
-from styledrop.zoo.dataset import CANONICAL_SPLIT, load_dataset
+from styledrop.zoo.dataset import CANONICAL_SPLIT, is_plain_canonical, load_dataset
 
 TRANSFORMER_FILE = "transformer.safetensors"
 CONFIG_FILE = "transformer_config.json"
@@ -150,8 +150,8 @@ def build_pool(
     images, records = load_dataset(data_dir)
     chosen = [
         row for row, record in enumerate(records)
-        if record["split"] == CANONICAL_SPLIT
-        or (record["split"] == "base" and (jittered_draws or record["draw"] == 0))
+        if record["split"] == CANONICAL_SPLIT or is_plain_canonical(record)
+        or (jittered_draws and record["split"] == "base")
     ]  # fmt: skip
     if not chosen:
         raise ValueError(f"The dataset in {data_dir} has no base or canonical images.")
@@ -161,8 +161,7 @@ def build_pool(
     index: dict[str, int] = {"": 0}
     image_rows, prompt_rows = [], []
     for row, record in enumerate(records):
-        is_canonical_plain = record["split"] == "base" and record["draw"] == 0
-        copies = 1 + (canonical_repeats if is_canonical_plain else 0)
+        copies = 1 + (canonical_repeats if is_plain_canonical(record) else 0)
         for caption in record["captions"][:captions_per_image]:
             if caption not in index:
                 index[caption] = len(prompts)
