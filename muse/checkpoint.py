@@ -22,7 +22,6 @@ from typing import Any
 
 import jax.numpy as jnp
 from flax import nnx
-from safetensors.numpy import load_file
 
 from muse import weights
 from muse.config import ModelConfig
@@ -98,10 +97,11 @@ def _load_into(factory, path: Path, what: str) -> nnx.Module:
         raise CheckpointError(f"Missing weights file {path}.")
     model = nnx.eval_shape(factory)
     try:
-        tensors = load_file(str(path))
+        weights.load_params(model, path, what)
+    except weights.WeightsError:
+        raise
     except Exception as error:  # safetensors raises several types for corrupt files
         raise CheckpointError(f"Cannot read {path}: {error}") from error
-    weights.assign(model, tensors, what)
     return model
 
 

@@ -25,7 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
+
+from muse.safetensors_file import SafetensorsFile
 
 Transform = Callable[[np.ndarray], np.ndarray]
 
@@ -228,29 +230,48 @@ def flat_params(model: nnx.Module, abstract: bool = False) -> dict[str, np.ndarr
     return out
 
 
+def check_shapes(
+    model: nnx.Module, shapes: Mapping[str, tuple[int, ...]], what: str = "checkpoint"
+) -> None:
+    """Checks `{dotted_name: shape}` against the module's parameters, strictly.
+
+    Raises:
+        WeightsError: naming every missing, unexpected and misshapen tensor.
+    """
+    paths = param_paths(model)
+    current = flat_params(model, abstract=True)
+    missing = sorted(set(paths) - set(shapes))
+    unexpected = sorted(set(shapes) - set(paths))
+    misshapen = [
+        f"{name}: file {tuple(shapes[name])}, model expects {tuple(current[name].shape)}"
+        for name in sorted(set(paths) & set(shapes))
+        if tuple(shapes[name]) != tuple(current[name].shape)
+    ]
+    _raise_if_mismatched(what, missing, unexpected, misshapen)
+
+
+def _set_each(model: nnx.Module, fetch: Callable[[str], np.ndarray]) -> None:
+    """Sets every parameter to `fetch(dotted_name)`, cast to the parameter's dtype.
+
+    One tensor is fetched and handed to JAX at a time, so a loader that reads lazily
+    holds at most one tensor beyond the model.
+    """
+    current = flat_params(model, abstract=True)
+    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    for path, variable in flat:
+        name = path_to_name(path)
+        variable.set_value(jnp.asarray(fetch(name), dtype=current[name].dtype))
+    nnx.update(model, nnx.from_flat_state(flat))
+
+
 def assign(model: nnx.Module, params: Mapping[str, np.ndarray], what: str = "checkpoint") -> None:
     """Writes `{dotted_name: array}` into the module's parameters, strictly.
 
     Raises:
         WeightsError: if names or shapes differ from the module's parameters.
     """
-    paths = param_paths(model)
-    current = flat_params(model, abstract=True)
-    missing = sorted(set(paths) - set(params))
-    unexpected = sorted(set(params) - set(paths))
-    misshapen = [
-        f"{name}: file {tuple(params[name].shape)}, model expects {tuple(current[name].shape)}"
-        for name in sorted(set(paths) & set(params))
-        if tuple(params[name].shape) != tuple(current[name].shape)
-    ]
-    _raise_if_mismatched(what, missing, unexpected, misshapen)
-    state = nnx.state(model, nnx.Param)
-    flat = nnx.to_flat_state(state)
-    for path, variable in flat:
-        value = params[path_to_name(path)]
-        dtype = current[path_to_name(path)].dtype
-        variable.set_value(jnp.asarray(value, dtype=dtype))
-    nnx.update(model, nnx.from_flat_state(flat))
+    check_shapes(model, {name: value.shape for name, value in params.items()}, what)
+    _set_each(model, params.__getitem__)
 
 
 def save_params(
@@ -264,5 +285,17 @@ def save_params(
 
 
 def load_params(model: nnx.Module, path: str | Path, what: str | None = None) -> None:
-    """Loads a safetensors file written by `save_params` into `model`, strictly."""
-    assign(model, load_file(str(path)), what=what or Path(path).name)
+    """Loads a safetensors file written by `save_params` into `model`, strictly.
+
+    Names and shapes are checked from the file's header first; then the tensors are read
+    one at a time without a memory map, so loading holds the model plus one tensor (not
+    the model plus the file).
+
+    Raises:
+        WeightsError: if names or shapes differ from the module's parameters.
+        SafetensorsFormatError, OSError: if the file cannot be read.
+    """
+    what = what or Path(path).name
+    with SafetensorsFile(path) as tensors:
+        check_shapes(model, tensors.shapes(), what)
+        _set_each(model, tensors.read)
