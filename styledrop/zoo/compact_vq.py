@@ -31,6 +31,7 @@ from muse import checkpoint as model_checkpoint
 from muse import weights
 from muse.vq import VQModel
 from styledrop.zoo.dataset import load_dataset
+from styledrop.zoo.refit_decoder import RefitConfig, refit_decoder
 from styledrop.zoo.train_vq import (
     CONFIG_FILE,
     INFO_FILE,
@@ -109,6 +110,7 @@ def compact_vq(
     codes: int = DEFAULT_CODES,
     iterations: int = DEFAULT_ITERATIONS,
     log: Callable[[str], None] = print,
+    refit: RefitConfig | None = None,
 ) -> Path:
     """Writes a copy of a trained tokenizer with a K-code codebook.
 
@@ -120,6 +122,8 @@ def compact_vq(
         codes: The new codebook size K (at most the old one).
         iterations: k-means rounds.
         log: Receives progress lines.
+        refit: Then refit the decoder to the new codes (`refit_decoder`); None or 0
+            steps: keep the decoder as it is.
 
     Returns:
         The new weights file.
@@ -152,22 +156,33 @@ def compact_vq(
     values = weights.flat_params(source)
     values["quantize.embedding.embedding"] = centres
     weights.assign(model, values, "compacted VQ")
+    eval_images = load_dataset(data_dir, split="eval")[0]
+    compaction = {
+        "from_codes": old,
+        "codes": codes,
+        "iterations": iterations,
+        "source_sha256": model_checkpoint.sha256_file(vq_dir / VQ_FILE),
+    }
+    if refit is not None and refit.steps > 0:
+        compaction["eval_before_refit"] = evaluate_vq(model, eval_images)
+        log(f"refitting the decoder: {refit.steps} steps on {len(images)} images")
+        every = max(1, refit.steps // 10)
+
+        def report(step: int, loss: float) -> None:
+            if step % every == 0 or step == refit.steps:
+                log(f"refit {step}/{refit.steps}: loss {loss:.4f}")
+
+        refit_decoder(model, images, refit, progress=report)
+        compaction["refit"] = dataclasses.asdict(refit)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / VQ_FILE
     weights.save_params(model, path)
     (out_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    eval_images = load_dataset(data_dir, split="eval")[0]
     # `zoo train vq` recorded the source's figures on this same split; measure only without.
     before = source_info.get("eval") or evaluate_vq(source, eval_images)
     info = {
         **source_info,
-        "compaction": {
-            "from_codes": old,
-            "codes": codes,
-            "iterations": iterations,
-            "source_sha256": model_checkpoint.sha256_file(vq_dir / VQ_FILE),
-            "eval_before": before,
-        },
+        "compaction": {**compaction, "eval_before": before},
         "eval": evaluate_vq(model, eval_images),
     }
     (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
@@ -197,9 +212,17 @@ def main_compact_vq(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder to write")
     parser.add_argument("--codes", type=int, default=DEFAULT_CODES, help="new codebook size")
     parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS)
+    parser.add_argument(
+        "--refit-steps",
+        type=int,
+        default=RefitConfig().steps,
+        help="then train only the decoder on the new codes for this many steps (0: keep it);"
+        " tokens do not change, so a base trained on them stays valid",
+    )
     args = parser.parse_args(argv)
     try:
-        path = compact_vq(args.vq, args.data, args.out, args.codes, args.iterations)
+        refit = RefitConfig(steps=args.refit_steps)
+        path = compact_vq(args.vq, args.data, args.out, args.codes, args.iterations, refit=refit)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -99,7 +99,7 @@ class VQTrainConfig:
     vq_embed_dim: int | None = 16
     num_vq_embeddings: int = 1024
     norm_num_groups: int = 8
-    steps: int = 1800
+    steps: int = 7000
     batch_size: int = 16
     learning_rate: float = 2e-3
     warmup_steps: int = 100
@@ -110,7 +110,7 @@ class VQTrainConfig:
     restart_every: int = 10
     restart_until: float = 0.9
     restart_count: float = 0.05
-    splits: tuple[str, ...] = ("vq", "base")
+    splits: tuple[str, ...] = ("vq", "base", "canonical")
     hflip: bool = True
     seed: int = 0
     checkpoint_every: int = 200
@@ -121,7 +121,8 @@ class VQTrainConfig:
         if self.recon_loss not in ("l1", "l2"):
             raise ValueError(f"recon_loss must be 'l1' or 'l2', got {self.recon_loss!r}.")
         if "eval" in self.splits or not set(self.splits) <= set(SPLITS):
-            raise ValueError(f"splits must be taken from {SPLITS[:3]}; got {self.splits}.")
+            trainable = tuple(s for s in SPLITS if s != "eval")
+            raise ValueError(f"splits must be taken from {trainable}; got {self.splits}.")
 
     def vq_config(self) -> VQConfig:
         """The model configuration these settings describe."""
@@ -692,6 +693,30 @@ def load_vq(folder: str | Path) -> VQModel:
 # Command line.
 
 
+def _config_from_args(defaults: VQTrainConfig, args: argparse.Namespace) -> VQTrainConfig:
+    """The training settings the command line asks for.
+
+    Raises:
+        ValueError: for settings `VQTrainConfig` refuses (e.g. the "eval" split).
+    """
+    return dataclasses.replace(
+        defaults,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        num_vq_embeddings=args.codebook,
+        block_out_channels=tuple(int(c) for c in args.channels.split(",")),
+        latent_channels=args.latent,
+        vq_embed_dim=args.embed_dim,
+        norm_num_groups=args.groups,
+        warmup_steps=args.warmup,
+        splits=tuple(args.splits.split(",")),
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        eval_every=args.eval_every,
+    )
+
+
 def main_train_vq(argv: Sequence[str] | None = None) -> int:
     """`styledrop zoo train vq --data DIR --out DIR [--steps N] [--resume]`.
 
@@ -723,6 +748,11 @@ def main_train_vq(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--embed-dim", type=int, default=defaults.vq_embed_dim)
     parser.add_argument("--groups", type=int, default=defaults.norm_num_groups)
     parser.add_argument("--warmup", type=int, default=defaults.warmup_steps)
+    parser.add_argument(
+        "--splits",
+        default=",".join(defaults.splits),
+        help="dataset splits to train on, comma-separated (never eval)",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
@@ -743,21 +773,11 @@ def main_train_vq(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    config = dataclasses.replace(
-        defaults,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        num_vq_embeddings=args.codebook,
-        block_out_channels=tuple(int(c) for c in args.channels.split(",")),
-        latent_channels=args.latent,
-        vq_embed_dim=args.embed_dim,
-        norm_num_groups=args.groups,
-        warmup_steps=args.warmup,
-        seed=args.seed,
-        checkpoint_every=args.checkpoint_every,
-        eval_every=args.eval_every,
-    )
+    try:
+        config = _config_from_args(defaults, args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     bar = tqdm(total=config.steps, unit="step", desc="VQ tokenizer")
 
     def show(event: dict) -> None:

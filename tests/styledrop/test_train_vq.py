@@ -143,3 +143,7 @@ def test_cli_trains_and_refuses_to_overwrite_a_checkpoint(world, tmp_path, capsy
     assert "--resume" in capsys.readouterr().err
     assert main_train_vq([*args, "--resume"]) == 0
     assert main_train_vq([*args, "--resume", "--lr", "0.5"]) == 2  # other settings
+    capsys.readouterr()
+    other = [*args[:2], "--out", str(tmp_path / "other"), *args[4:]]
+    assert main_train_vq([*other, "--splits", "vq,eval"]) == 2  # never the eval split
+    assert "splits must be taken from" in capsys.readouterr().err
