@@ -25,6 +25,7 @@ from flax import nnx
 
 from muse import weights
 from muse.config import ModelConfig
+from muse.safetensors_file import SafetensorsFormatError
 from muse.transformer import UVit2D
 from muse.vq import VQModel
 
@@ -98,9 +99,7 @@ def _load_into(factory, path: Path, what: str) -> nnx.Module:
     model = nnx.eval_shape(factory)
     try:
         weights.load_params(model, path, what)
-    except weights.WeightsError:
-        raise
-    except Exception as error:  # safetensors raises several types for corrupt files
+    except (SafetensorsFormatError, OSError) as error:  # truncated, corrupt, unreadable
         raise CheckpointError(f"Cannot read {path}: {error}") from error
     return model
 
