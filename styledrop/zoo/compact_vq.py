@@ -39,6 +39,7 @@ from styledrop.zoo.train_vq import (
     evaluate_vq,
     load_training_images,
     load_vq,
+    map_batches,
 )
 
 DEFAULT_CODES = 128
@@ -48,14 +49,9 @@ _CHUNK = 16384  # encoder outputs per distance block
 
 def encode_all(model: VQModel, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
     """Encoder outputs (before quantization) of uint8 images: [N, h, w, D] float32."""
-    encode = jax.jit(lambda x: model.encode(x.astype(jnp.float32) / 255.0))
-    out = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        pad = batch_size - len(chunk)  # one compiled shape
-        padded = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-        out.append(np.asarray(encode(jnp.asarray(padded)))[: len(chunk)])
-    return np.concatenate(out)
+    return map_batches(
+        jax.jit(lambda x: model.encode(x.astype(jnp.float32) / 255.0)), images, batch_size
+    )
 
 
 def nearest(points: np.ndarray, centres: np.ndarray) -> np.ndarray:

@@ -18,7 +18,6 @@ tokenized too, since a mirror changes the tokens. Batches and flips come from
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +28,7 @@ import optax
 from flax import nnx
 
 from muse.vq import VQModel
+from styledrop.zoo.train_vq import make_optimizer, map_batches
 
 
 @dataclass(frozen=True)
@@ -65,15 +65,9 @@ def _is_decoder_param(path: tuple, variable: object) -> bool:
 
 
 def tokenize_all(model: VQModel, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """Code grids of uint8 images [N, H, W, 3] -> [N, h, w] int32, in fixed-shape batches."""
+    """Code grids of uint8 images [N, H, W, 3] -> [N, h, w] int32."""
     tokenize = jax.jit(lambda x: model.tokenize(x.astype(jnp.float32) / 255.0))
-    out = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        pad = batch_size - len(chunk)  # one compiled shape
-        padded = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-        out.append(np.asarray(tokenize(jnp.asarray(padded)))[: len(chunk)])
-    return np.concatenate(out).astype(np.int32)
+    return map_batches(tokenize, images, batch_size).astype(np.int32)
 
 
 def _make_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, config: RefitConfig):
@@ -100,18 +94,6 @@ def _make_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, config:
     return step
 
 
-@functools.lru_cache(maxsize=4)
-def _optimizer(config: RefitConfig) -> optax.GradientTransformation:
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0,
-        config.learning_rate,
-        config.warmup_steps,
-        max(config.steps, config.warmup_steps + 1),
-        config.learning_rate * 0.05,
-    )
-    return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
-
-
 def refit_decoder(
     model: VQModel,
     images: np.ndarray,
@@ -132,7 +114,7 @@ def refit_decoder(
     if config.hflip:
         ids = np.concatenate([ids, tokenize_all(model, images[:, :, ::-1])])  # [2N, h, w]
     graphdef, params, rest = nnx.split(model, _is_decoder_param, ...)
-    tx = _optimizer(config)
+    tx = make_optimizer(config)  # the VQ trainer's schedule, with this refit's settings
     step = _make_step(graphdef, tx, config)
     opt_state = tx.init(params)
     data, grids = jnp.asarray(images), jnp.asarray(ids)

@@ -206,6 +206,28 @@ def _as_unit(images: np.ndarray | jax.Array) -> np.ndarray:
     return images.astype(np.float32)
 
 
+def map_batches(
+    fn: Callable[[jax.Array], jax.Array], images: np.ndarray, batch_size: int = 128
+) -> np.ndarray:
+    """`fn` over uint8 images [N, H, W, 3] in fixed-shape batches (one compilation).
+
+    Args:
+        fn: A jitted function of a uint8 batch [B, H, W, 3].
+        images: The images.
+        batch_size: Rows per call; the last batch is padded with zeros and cut back.
+
+    Returns:
+        The outputs concatenated along the first axis, [N, ...].
+    """
+    out = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        pad = batch_size - len(chunk)  # one compiled shape
+        padded = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+        out.append(np.asarray(fn(jnp.asarray(padded)))[: len(chunk)])
+    return np.concatenate(out)
+
+
 @nnx.jit
 def _reconstruct(model: VQModel, images: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Images [B, H, W, 3] in [0, 1] -> (reconstructions [B, H, W, 3], ids [B, h, w])."""
@@ -309,8 +331,13 @@ def init_ema(codebook: nnx.State) -> dict[str, jax.Array]:
     return {"count": jnp.zeros(table.shape[:1], jnp.float32), "sum": jnp.zeros_like(table)}
 
 
-def make_optimizer(config: VQTrainConfig) -> optax.GradientTransformation:
-    """Adam with warm-up, cosine decay to 5% and global-norm clipping at 1."""
+def make_optimizer(config: VQTrainConfig | Any) -> optax.GradientTransformation:
+    """Adam with warm-up, cosine decay to 5% and global-norm clipping at 1.
+
+    Args:
+        config: Any settings with `learning_rate`, `warmup_steps` and `steps` (the VQ's,
+            or a decoder refit's).
+    """
     schedule = optax.warmup_cosine_decay_schedule(
         0.0,
         config.learning_rate,
