@@ -1,4 +1,4 @@
-"""Evaluation statistics: mean with standard error, content leakage, preference rates.
+"""Evaluation statistics: means, paired differences, content leakage, preference rates.
 
 The paper reports mean +- standard error of raw CLIP cosines. Style score alone rewards
 copying the reference's content, so round 1's known failure (the reference's subject
@@ -23,6 +23,42 @@ def mean_stderr(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
     if array.size == 1:
         return float(array[0]), float("nan")
     return float(array.mean()), float(array.std(ddof=1) / math.sqrt(array.size))
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, images_per_prompt: int) -> tuple[float, float]:
+    """Mean difference a - b and its standard error, paired by prompt.
+
+    Two methods evaluated on the same prompts (and seeds) are compared prompt by prompt:
+    each prompt's mean score under `a` minus its mean under `b`, then the mean and standard
+    error of those P differences. Pairing removes how hard each prompt is from the error,
+    and treating a prompt's n images as one unit keeps their correlation out of it, so the
+    error is honest where the per-image one of `mean_stderr` is not.
+
+    Args:
+        a: [P * n] scores of one method, grouped by prompt (NaN: no score; such images are
+            left out of their prompt's mean, and a prompt with none under either method is
+            left out).
+        b: [P * n] the other method's scores on the same prompts.
+        images_per_prompt: n.
+
+    Returns:
+        (mean difference, standard error over prompts).
+    """
+    a = np.asarray(a, np.float64).reshape(-1)
+    b = np.asarray(b, np.float64).reshape(-1)
+    if a.shape != b.shape or images_per_prompt < 1 or a.size % images_per_prompt:
+        raise ValueError(
+            f"Expected two equal score arrays of P * {images_per_prompt} values; got"
+            f" {a.shape} and {b.shape}."
+        )
+    per_prompt = []
+    for row_a, row_b in zip(
+        a.reshape(-1, images_per_prompt), b.reshape(-1, images_per_prompt), strict=True
+    ):
+        if np.isnan(row_a).all() or np.isnan(row_b).all():
+            continue
+        per_prompt.append(np.nanmean(row_a) - np.nanmean(row_b))
+    return mean_stderr(per_prompt)
 
 
 def leakage_flags(prompt_scores: np.ndarray, reference_caption_scores: np.ndarray) -> np.ndarray:

@@ -6,8 +6,9 @@ method); the scorer gives each image a text score (against its content prompt), 
 score (against the reference images) and a leakage flag (closer to the reference's own
 content caption than to its prompt). Where the style has ground truth (a held-out style of
 the emoji world) each image is also scored against the true rendering of its prompt's
-subject in that style. Results: mean and standard error per method, image grids, and the
-provenance needed to reproduce them.
+subject in that style. Results: mean and standard error per method, differences between
+methods paired by prompt (the test of "B beats A"), image grids, and the provenance needed
+to reproduce them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from feedback.html_report import HtmlReport
-from feedback.metrics import leakage_flags, mean_stderr
+from feedback.metrics import leakage_flags, mean_stderr, paired_difference
 from feedback.scorer import ClipScorer
 from muse import checkpoint as model_checkpoint
 from styledrop.prompt_sets import PromptSet
@@ -48,16 +49,31 @@ class MethodResult:
     style_truth: np.ndarray | None = None  # [P * n], NaN where no ground truth
     adapter_sha256: str = ""
 
+    def columns(self) -> dict[str, np.ndarray]:
+        """Every per-image score by name, [P * n] float64 (NaN: no ground truth)."""
+        out = {"text": self.text, "style": self.style, "leakage": self.leaked}
+        if self.style_truth is not None:
+            out["style_truth"] = self.style_truth
+        return {key: np.asarray(values, np.float64) for key, values in out.items()}
+
     def summary(self) -> dict[str, float]:
         """Means and standard errors of every score."""
         out: dict[str, float] = {}
-        columns = {"text": self.text, "style": self.style, "leakage": self.leaked}
-        if self.style_truth is not None:
-            columns["style_truth"] = self.style_truth[~np.isnan(self.style_truth)]
-        for key, values in columns.items():
-            mean, err = mean_stderr(np.asarray(values, np.float64))
-            out[key], out[f"{key}_stderr"] = mean, err
+        for key, values in self.columns().items():
+            values = values[~np.isnan(values)]
+            out[key], out[f"{key}_stderr"] = mean_stderr(values)
         out["images"] = float(len(self.text))
+        return out
+
+    def per_prompt(self, images_per_prompt: int) -> dict[str, list[float]]:
+        """Each score's mean per prompt, [P] (NaN where a prompt has no score)."""
+        out = {}
+        for key, values in self.columns().items():
+            rows = values.reshape(-1, images_per_prompt)  # [P, n]
+            counts = np.sum(~np.isnan(rows), axis=1)
+            sums = np.nansum(rows, axis=1)
+            means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+            out[key] = [float(v) for v in means]
         return out
 
 
@@ -68,6 +84,32 @@ class Evaluation:
     prompt_set: PromptSet
     methods: list[MethodResult]
     provenance: dict = field(default_factory=dict)
+    comparisons: list[tuple[str, str]] = field(default_factory=list)  # (a, b): a - b
+
+    def method(self, name: str) -> MethodResult:
+        """The result of the method called `name`."""
+        for result in self.methods:
+            if result.name == name:
+                return result
+        raise KeyError(f"No method {name!r}; have {[m.name for m in self.methods]}.")
+
+    def compare(self, a: str, b: str) -> dict[str, float]:
+        """Method a minus method b on every score, paired by prompt (`paired_difference`)."""
+        n = int(self.provenance["images_per_prompt"])
+        first, second = self.method(a).columns(), self.method(b).columns()
+        out: dict[str, float] = {}
+        for key in first.keys() & second.keys():
+            out[key], out[f"{key}_stderr"] = paired_difference(first[key], second[key], n)
+        return out
+
+    def comparison_table(self) -> list[list[str]]:
+        """Rows "a − b", then each score's paired difference ± standard error."""
+        rows = []
+        for a, b in self.comparisons:
+            d = self.compare(a, b)
+            keys = ["text", "style", "leakage"] + (["style_truth"] if "style_truth" in d else [])
+            rows.append([f"{a} − {b}", *[f"{d[k]:+.3f} ± {d[k + '_stderr']:.3f}" for k in keys]])
+        return rows
 
     def table(self) -> list[list]:
         """Rows: method, text +- se, style +- se, leakage +- se (and truth style)."""
@@ -97,6 +139,11 @@ class Evaluation:
                 "note": self.prompt_set.note,
             },
             "methods": {m.name: m.summary() for m in self.methods},
+            "comparisons": {f"{a} - {b}": self.compare(a, b) for a, b in self.comparisons},
+            "per_prompt": {
+                m.name: m.per_prompt(int(self.provenance["images_per_prompt"]))
+                for m in self.methods
+            },
             "provenance": self.provenance,
         }
 
@@ -235,7 +282,9 @@ def evaluate(
         "clip": scorer.name,
         "heldout_style": heldout_style,
     }
-    return Evaluation(prompt_set, results, provenance)
+    # Every method against the first (the base with the descriptor, when it is there).
+    comparisons = [(r.name, results[0].name) for r in results[1:]]
+    return Evaluation(prompt_set, results, provenance, comparisons)
 
 
 def write_json(evaluation: Evaluation, path: str | Path) -> Path:
@@ -260,6 +309,14 @@ def write_html(
         f" ({prov['reference_caption']!r}) than to their prompt."
     )
     report.table(evaluation.headers(), evaluation.table())
+    if evaluation.comparisons:
+        report.paragraph(
+            "Differences between methods, paired by prompt: the mean over prompts of each"
+            " prompt's mean score under the first method minus under the second, ± the"
+            " standard error of those per-prompt differences."
+        )
+        headers = ["comparison", *evaluation.headers()[1:]]
+        report.table(headers, evaluation.comparison_table())
     report.figures(list(references), ["reference"] * len(references))
     n = prov["images_per_prompt"]
     prompts = evaluation.prompt_set.prompts[:prompts_shown]

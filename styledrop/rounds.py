@@ -207,6 +207,13 @@ def run_rounds(
         images_per_prompt=c.eval_images_per_prompt, seed=c.seed + 1, lambda_a=c.lambda_a,
         lambda_b=c.lambda_b, heldout_style=heldout_style, log=log,
     )  # fmt: skip
+    # The paper's claims: round 1 adds style; CLIP feedback adds text over round 1 and over
+    # a random selection of the same size.
+    evaluation.comparisons = [
+        ("round 1", BASE_METHOD),
+        ("round 2 CLIP feedback", "round 1"),
+        ("round 2 CLIP feedback", "round 2 random"),
+    ]
     evaluation.provenance["rounds_config"] = asdict(config)
     evaluation.provenance["pool_candidates"] = len(candidates)
     evaluation.provenance["selected"] = {k: len(v) for k, v in selections.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from styledrop.commands.errors import UserError
+from styledrop.commands.text_table import print_table
 
 
 def add_parser(subparsers) -> None:
@@ -119,8 +120,8 @@ def run(args) -> None:
     )  # fmt: skip
     write_json(evaluation, args.json)
     write_html(evaluation, args.html, references)
-    widths = [max(len(str(row[i])) for row in [evaluation.headers(), *evaluation.table()])
-              for i in range(len(evaluation.headers()))]  # fmt: skip
-    for row in [evaluation.headers(), *evaluation.table()]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+    print_table([evaluation.headers(), *evaluation.table()])
+    if evaluation.comparisons:
+        print("Paired by prompt (mean of per-prompt differences ± its standard error):")
+        print_table([["comparison", *evaluation.headers()[1:]], *evaluation.comparison_table()])
     print(f"Wrote {args.json} and {args.html}")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from styledrop.commands.errors import UserError
 from styledrop.commands.finetune import parse_captions
+from styledrop.commands.text_table import print_table
 
 
 def add_parser(subparsers) -> None:
@@ -116,8 +117,7 @@ def run(args) -> None:
     )  # fmt: skip
     bar.close()
     print(f"Prompt set {prompts.name}: {prompts.note}; CLIP {scorer.name}.")
-    table = paper_table(evaluation)
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    print_table(paper_table(evaluation))
+    print("Paired by prompt (mean of per-prompt differences ± its standard error):")
+    print_table([["comparison", *evaluation.headers()[1:]], *evaluation.comparison_table()])
     print(f"Wrote {args.out / 'evaluation.json'} and {args.out / 'evaluation.html'}")

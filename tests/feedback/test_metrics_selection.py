@@ -8,7 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from feedback.metrics import leakage_flags, mean_stderr, preference_rates, wilson_interval
+from feedback.metrics import (
+    leakage_flags,
+    mean_stderr,
+    paired_difference,
+    preference_rates,
+    wilson_interval,
+)
 from feedback.selection import (
     Candidate,
     HumanSelection,
@@ -32,6 +38,28 @@ def test_mean_stderr():
     mean, err = mean_stderr([1.0, 2.0, 3.0, 4.0])
     assert mean == 2.5 and err == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
     assert math.isnan(mean_stderr([5.0])[1])
+
+
+def test_paired_difference_is_over_prompt_means():
+    # Two prompts, two images each; the prompts differ a lot, the methods by 0.1 and 0.3.
+    a = np.array([0.9, 0.7, 0.4, 0.2])
+    b = np.array([0.7, 0.7, 0.0, 0.0])
+    mean, err = paired_difference(a, b, images_per_prompt=2)
+    assert mean == pytest.approx(0.2)  # per-prompt differences 0.1 and 0.3
+    assert err == pytest.approx(np.std([0.1, 0.3], ddof=1) / math.sqrt(2))
+    # Pairing takes the prompts' difficulty out: far below the unpaired error of a - b.
+    assert err < math.hypot(mean_stderr(a)[1], mean_stderr(b)[1])
+
+
+def test_paired_difference_skips_missing_scores_and_checks_shapes():
+    a = np.array([0.5, np.nan, np.nan, np.nan, 0.4, 0.2])
+    b = np.array([0.1, 0.3, np.nan, np.nan, 0.1, 0.1])
+    mean, _ = paired_difference(a, b, images_per_prompt=2)
+    assert mean == pytest.approx(((0.5 - 0.2) + (0.3 - 0.1)) / 2)  # the NaN prompt is left out
+    with pytest.raises(ValueError, match="P \\* 4"):
+        paired_difference(a, b, images_per_prompt=4)
+    with pytest.raises(ValueError):
+        paired_difference(a, b[:4], images_per_prompt=2)
 
 
 def test_leakage_counts_images_closer_to_the_reference_caption():

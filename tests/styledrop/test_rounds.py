@@ -97,6 +97,24 @@ def test_evaluation_table_has_four_methods_with_ground_truth(experiment):
     assert (out / "evaluation.html").is_file()
 
 
+def test_evaluation_compares_the_papers_pairs_by_prompt(experiment):
+    out, evaluation = experiment
+    figures = json.loads((out / "evaluation.json").read_text())
+    assert list(figures["comparisons"]) == [
+        "round 1 - base + descriptor",
+        "round 2 CLIP feedback - round 1",
+        "round 2 CLIP feedback - round 2 random",
+    ]
+    per_prompt = figures["per_prompt"]
+    for a, b in evaluation.comparisons:
+        # The paired mean difference is the mean of the per-prompt differences.
+        expected = np.mean(np.subtract(per_prompt[a]["text"], per_prompt[b]["text"]))
+        assert figures["comparisons"][f"{a} - {b}"]["text"] == pytest.approx(expected)
+        # Two prompts: the per-prompt means average to the method's overall mean.
+        assert np.mean(per_prompt[a]["style"]) == pytest.approx(figures["methods"][a]["style"])
+    assert "round 2 CLIP feedback − round 1" in (out / "evaluation.html").read_text()
+
+
 def test_rerun_skips_finished_stages(experiment, tiny_zoo):
     out, _ = experiment
     adapter = out / "round1" / "adapter.safetensors"
