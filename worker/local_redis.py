@@ -46,16 +46,28 @@ class LocalRedis:
         folder: Its data folder (append-only file, log, `redis.conf`); created if missing.
         port: TCP port (None: 6379 when free, else any free port).
         password: The password clients must give (None: a new random one).
+        persistent: Keep the append-only file, so queued jobs survive a restart.
+        databases: How many numbered databases the server offers.
     """
 
     host = "127.0.0.1"
 
-    def __init__(self, folder: str | Path, port: int | None = None, password: str | None = None):
+    def __init__(
+        self,
+        folder: str | Path,
+        port: int | None = None,
+        password: str | None = None,
+        *,
+        persistent: bool = True,
+        databases: int = 16,
+    ):
         self.folder = Path(folder).expanduser().resolve()
         if port is None:
             port = 6379 if _port_is_free(self.host, 6379) else free_port(self.host)
         self.port = port
         self.password = password or secrets.token_urlsafe(24)
+        self.persistent = persistent
+        self.databases = databases
         self.process: subprocess.Popen | None = None
 
     @property
@@ -78,7 +90,8 @@ class LocalRedis:
             f"port {self.port}",
             f'requirepass "{self.password}"',
             f'dir "{self.folder}"',
-            "appendonly yes",
+            f"appendonly {'yes' if self.persistent else 'no'}",
+            f"databases {self.databases}",
             'save ""',
             f'logfile "{self.log_path}"',
         ]
@@ -127,14 +140,26 @@ class LocalRedis:
                 raise LocalRedisError(f"redis-server did not answer within {timeout:g} s.")
             time.sleep(0.1)
 
-    def stop(self, grace: float = 10.0) -> None:
-        """Asks the server to save and exit; kills it after `grace` seconds."""
+    def client(self, db: int = 0):
+        """A redis-py client of database `db`."""
+        import redis
+
+        return redis.Redis(host=self.host, port=self.port, password=self.password, db=db)
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        """Asks the server to save and exit; kills it after `grace` seconds.
+
+        Returns:
+            The server's exit code (None when it was not running).
+        """
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(grace)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        return process.returncode

@@ -11,7 +11,6 @@ import itertools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from worker.local_redis import LocalRedis, free_port
 
 VISIBILITY_TIMEOUT = 3  # seconds: a killed worker's job comes back quickly
 HEARTBEAT_SECONDS = 1  # a running job's heartbeat (worker.heartbeat)
@@ -42,12 +43,6 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, poll: f
         time.sleep(poll)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _stop(process: subprocess.Popen, grace: float = 5.0) -> None:
     if process.poll() is not None:
         return
@@ -59,81 +54,36 @@ def _stop(process: subprocess.Popen, grace: float = 5.0) -> None:
         process.wait(10)
 
 
-class RedisServer:
-    """A redis-server on a loopback port (a free one unless given).
+class RedisServer(LocalRedis):
+    """The service's own `LocalRedis` on a free port, with 64 databases (one per test).
 
-    Without persistence by default; `persistent=True` turns on the append-only file in
-    `folder`, so the server `restart` starts on the same port and folder has the data of
-    the one it stopped (SIGTERM makes redis write its data out before exiting).
+    Without persistence by default; `persistent=True` keeps the append-only file, so the
+    server `restart` starts on the same port and folder has the data of the one it stopped
+    (SIGTERM makes redis write its data out before exiting).
     """
 
-    def __init__(self, folder: Path, port: int | None = None, persistent: bool = False):
-        self.binary = shutil.which("redis-server")
-        if self.binary is None:
+    def __init__(self, folder: Path, persistent: bool = False):
+        if shutil.which("redis-server") is None:
             pytest.skip("redis-server is not installed (make system-packages installs it)")
-        self.folder = folder
-        self.port = port or _free_port()
-        self.persistent = persistent
+        super().__init__(folder, port=free_port(), persistent=persistent, databases=64)
         self.start()
 
-    def start(self) -> None:
-        """Starts the server process and waits until it answers."""
-        log = self.folder / "redis.log"
-        with log.open("a") as stream:
-            self.process = subprocess.Popen(
-                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "yes" if self.persistent else "no", "--dir", str(self.folder),
-                 "--databases", "64"],
-                stdout=stream, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
-
-        def answers() -> bool:
-            if self.process.poll() is not None:
-                pytest.fail(f"redis-server exited: {log.read_text()}")
-            try:
-                return bool(client.ping())
-            except redis.exceptions.ConnectionError:  # also: still loading its data
-                return False
-
-        try:
-            wait_for(answers, 30, "redis-server to answer")
-        finally:
-            client.close()
-
-    def stop(self) -> int:
-        """SIGTERM (a persistent server writes its data out first); returns the exit code."""
-        _stop(self.process, grace=30)
-        return self.process.returncode
-
-    def restart(self) -> int:
+    def restart(self) -> int | None:
         """Stops the server and starts it again on the same port and folder.
 
         Returns:
             The exit code of the stopped server.
         """
-        code = self.stop()
+        code = self.stop(grace=30)
         self.start()
         return code
-
-    def url(self, db: int) -> str:
-        """The broker URL of database `db`."""
-        return f"redis://127.0.0.1:{self.port}/{db}"
-
-    def client(self, db: int):
-        """A redis-py client on database `db`."""
-        import redis
-
-        return redis.Redis(host="127.0.0.1", port=self.port, db=db)
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     yield server
-    _stop(server.process)
+    server.stop()
 
 
 class Worker:
