@@ -16,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from worker.processes import stop_process
+
 READY_TIMEOUT = 30.0  # seconds for a new server to answer PING
 
 
@@ -155,11 +157,5 @@ class LocalRedis:
         process, self.process = self.process, None
         if process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        stop_process(process, signal.SIGTERM, grace)
         return process.returncode

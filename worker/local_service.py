@@ -19,21 +19,8 @@ from typing import IO
 
 from worker.app import BROKER_ENV
 from worker.local_redis import LocalRedis
+from worker.processes import stop_process
 from worker.store import DEFAULT_STORE, STORE_ENV
-
-STOP_GRACE = 20.0  # seconds a process gets to stop before it is killed
-
-
-def stop_process(process: subprocess.Popen, first: int, grace: float = STOP_GRACE) -> None:
-    """Sends `first` (a signal), waits up to `grace` seconds, then kills."""
-    if process.poll() is not None:
-        return
-    process.send_signal(first)
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
 
 
 def store_root(store: str | None) -> str:

@@ -74,7 +74,8 @@ def run(args) -> int:
     """Starts the processes, waits for Ctrl-C or for one of them to die, stops them all."""
     import ui
     from worker.local_redis import LocalRedisError
-    from worker.local_service import LocalService, stop_process
+    from worker.local_service import LocalService
+    from worker.processes import stop_process
 
     if args.workers < 0:
         raise UserError("--workers takes 0 or more.")

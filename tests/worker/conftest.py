@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from worker.local_redis import LocalRedis, free_port
+from worker.processes import stop_process
 
 VISIBILITY_TIMEOUT = 3  # seconds: a killed worker's job comes back quickly
 HEARTBEAT_SECONDS = 1  # a running job's heartbeat (worker.heartbeat)
@@ -41,17 +42,6 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, poll: f
         if time.monotonic() > deadline:
             pytest.fail(f"Timed out after {timeout:g} s waiting for {what}.")
         time.sleep(poll)
-
-
-def _stop(process: subprocess.Popen, grace: float = 5.0) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
 
 
 class RedisServer(LocalRedis):
@@ -120,7 +110,7 @@ class Worker:
         self.process.wait(10)
 
     def stop(self) -> None:
-        _stop(self.process)
+        stop_process(self.process, signal.SIGTERM, grace=5.0)
 
 
 class Service:
