@@ -206,26 +206,26 @@ def _as_unit(images: np.ndarray | jax.Array) -> np.ndarray:
     return images.astype(np.float32)
 
 
-def map_batches(
-    fn: Callable[[jax.Array], jax.Array], images: np.ndarray, batch_size: int = 128
-) -> np.ndarray:
-    """`fn` over uint8 images [N, H, W, 3] in fixed-shape batches (one compilation).
+def map_batches(fn: Callable[[jax.Array], Any], images: np.ndarray, batch_size: int = 128) -> Any:
+    """`fn` over images [N, H, W, 3] in fixed-shape batches (one compilation).
 
     Args:
-        fn: A jitted function of a uint8 batch [B, H, W, 3].
+        fn: A jitted function of a batch [B, H, W, 3] (any dtype), returning an array
+            [B, ...] or a tuple of them.
         images: The images.
         batch_size: Rows per call; the last batch is padded with zeros and cut back.
 
     Returns:
-        The outputs concatenated along the first axis, [N, ...].
+        The outputs concatenated along the first axis, [N, ...] (a tuple if `fn` returns one).
     """
     out = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         pad = batch_size - len(chunk)  # one compiled shape
         padded = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-        out.append(np.asarray(fn(jnp.asarray(padded)))[: len(chunk)])
-    return np.concatenate(out)
+        out.append(jax.tree.map(np.asarray, fn(jnp.asarray(padded))))
+    # Only the last batch is padded: cutting the whole back to N drops exactly its padding.
+    return jax.tree.map(lambda *parts: np.concatenate(parts)[: len(images)], *out)
 
 
 @nnx.jit
@@ -249,15 +249,8 @@ def reconstruct_images(
         (reconstructions float32 [N, H, W, 3] in [0, 1], code ids [N, h, w]).
     """
     images = _as_unit(images)  # [N, H, W, 3]
-    recons, codes = [], []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]  # [b, H, W, 3]
-        pad = batch_size - len(chunk)  # a fixed batch shape compiles once
-        padded = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-        recon, ids = _reconstruct(model, jnp.asarray(padded))
-        recons.append(np.asarray(recon)[: len(chunk)])
-        codes.append(np.asarray(ids)[: len(chunk)])
-    return np.concatenate(recons), np.concatenate(codes)
+    recons, codes = map_batches(lambda x: _reconstruct(model, x), images, batch_size)
+    return recons, codes
 
 
 def reconstruction_scores(

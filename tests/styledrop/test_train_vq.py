@@ -23,6 +23,7 @@ from styledrop.zoo.train_vq import (
     export_vq,
     load_vq,
     main_train_vq,
+    map_batches,
     psnr,
     train_vq,
 )
@@ -147,3 +148,17 @@ def test_cli_trains_and_refuses_to_overwrite_a_checkpoint(world, tmp_path, capsy
     other = [*args[:2], "--out", str(tmp_path / "other"), *args[4:]]
     assert main_train_vq([*other, "--splits", "vq,eval"]) == 2  # never the eval split
     assert "splits must be taken from" in capsys.readouterr().err
+
+
+def test_map_batches_runs_one_shape_and_cuts_the_padding():
+    shapes = []
+
+    def corner_and_sum(batch):  # a tuple of outputs, as `reconstruct_images` has
+        shapes.append(batch.shape)
+        return batch[:, 0, 0, 0], batch.sum(axis=(1, 2, 3))
+
+    images = np.arange(5 * 2 * 2 * 3, dtype=np.float32).reshape(5, 2, 2, 3)
+    corners, sums = map_batches(corner_and_sum, images, batch_size=2)
+    assert shapes == [(2, 2, 2, 3)] * 3  # the last batch of one image is padded to two
+    np.testing.assert_array_equal(corners, images[:, 0, 0, 0])
+    np.testing.assert_array_equal(sums, images.sum(axis=(1, 2, 3)))
