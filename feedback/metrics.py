@@ -25,6 +25,23 @@ def mean_stderr(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
     return float(array.mean()), float(array.std(ddof=1) / math.sqrt(array.size))
 
 
+def prompt_means(values: np.ndarray, images_per_prompt: int) -> np.ndarray:
+    """[P]: the mean of each prompt's n scores, NaN scores left out (NaN if all are).
+
+    Args:
+        values: [P * n] scores grouped by prompt.
+        images_per_prompt: n.
+    """
+    values = np.asarray(values, np.float64).reshape(-1)
+    if images_per_prompt < 1 or values.size % images_per_prompt:
+        raise ValueError(
+            f"Expected P * {images_per_prompt} scores grouped by prompt; got {values.size}."
+        )
+    rows = values.reshape(-1, images_per_prompt)  # [P, n]
+    counts = np.sum(~np.isnan(rows), axis=1)
+    return np.where(counts > 0, np.nansum(rows, axis=1) / np.maximum(counts, 1), np.nan)
+
+
 def paired_difference(a: np.ndarray, b: np.ndarray, images_per_prompt: int) -> tuple[float, float]:
     """Mean difference a - b and its standard error, paired by prompt.
 
@@ -44,21 +61,10 @@ def paired_difference(a: np.ndarray, b: np.ndarray, images_per_prompt: int) -> t
     Returns:
         (mean difference, standard error over prompts).
     """
-    a = np.asarray(a, np.float64).reshape(-1)
-    b = np.asarray(b, np.float64).reshape(-1)
-    if a.shape != b.shape or images_per_prompt < 1 or a.size % images_per_prompt:
-        raise ValueError(
-            f"Expected two equal score arrays of P * {images_per_prompt} values; got"
-            f" {a.shape} and {b.shape}."
-        )
-    per_prompt = []
-    for row_a, row_b in zip(
-        a.reshape(-1, images_per_prompt), b.reshape(-1, images_per_prompt), strict=True
-    ):
-        if np.isnan(row_a).all() or np.isnan(row_b).all():
-            continue
-        per_prompt.append(np.nanmean(row_a) - np.nanmean(row_b))
-    return mean_stderr(per_prompt)
+    if np.shape(a) != np.shape(b):
+        raise ValueError(f"The two methods' scores differ in shape: {np.shape(a)}, {np.shape(b)}.")
+    differences = prompt_means(a, images_per_prompt) - prompt_means(b, images_per_prompt)
+    return mean_stderr(differences[~np.isnan(differences)])
 
 
 def leakage_flags(prompt_scores: np.ndarray, reference_caption_scores: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from feedback.html_report import HtmlReport
-from feedback.metrics import leakage_flags, mean_stderr, paired_difference
+from feedback.metrics import leakage_flags, mean_stderr, paired_difference, prompt_means
 from feedback.scorer import ClipScorer
 from muse import checkpoint as model_checkpoint
 from styledrop.prompt_sets import PromptSet
@@ -65,15 +65,12 @@ class MethodResult:
         out["images"] = float(len(self.text))
         return out
 
-    def per_prompt(self, images_per_prompt: int) -> dict[str, list[float]]:
-        """Each score's mean per prompt, [P] (NaN where a prompt has no score)."""
+    def per_prompt(self, images_per_prompt: int) -> dict[str, list[float | None]]:
+        """Each score's mean per prompt, [P] (None where a prompt has no score)."""
         out = {}
         for key, values in self.columns().items():
-            rows = values.reshape(-1, images_per_prompt)  # [P, n]
-            counts = np.sum(~np.isnan(rows), axis=1)
-            sums = np.nansum(rows, axis=1)
-            means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-            out[key] = [float(v) for v in means]
+            means = prompt_means(values, images_per_prompt)  # [P]
+            out[key] = [None if np.isnan(v) else float(v) for v in means]
         return out
 
 
