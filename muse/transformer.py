@@ -39,6 +39,8 @@ from muse.config import TransformerConfig
 from muse.layers import (
     AdaptiveNorm,
     Attention,
+    Conv,
+    Dense,
     Downsample2x2,
     FeedForward,
     GlobalResponseNorm,
@@ -76,7 +78,7 @@ class ConvEmbed(nnx.Module):
         self.layer_norm = RMSNorm(
             cfg.in_channels, cfg.layer_norm_eps, cfg.ln_elementwise_affine, dtype=dtype
         )
-        self.conv = nnx.Conv(
+        self.conv = Conv(
             cfg.in_channels,
             cfg.block_out_channels,
             (1, 1),
@@ -94,8 +96,8 @@ class CondEmbed(nnx.Module):
     """Pooled text + micro-condition features -> conditioning vector c (Linear, SiLU, Linear)."""
 
     def __init__(self, in_dim: int, hidden: int, use_bias: bool, *, dtype, rngs: nnx.Rngs):
-        self.linear_1 = nnx.Linear(in_dim, hidden, use_bias=use_bias, dtype=dtype, rngs=rngs)
-        self.linear_2 = nnx.Linear(hidden, hidden, use_bias=use_bias, dtype=dtype, rngs=rngs)
+        self.linear_1 = Dense(in_dim, hidden, use_bias=use_bias, dtype=dtype, rngs=rngs)
+        self.linear_2 = Dense(hidden, hidden, use_bias=use_bias, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.linear_2(jax.nn.silu(self.linear_1(x)))
@@ -106,7 +108,7 @@ class ConvNextBlock(nnx.Module):
 
     def __init__(self, channels: int, cfg: TransformerConfig, *, dtype, rngs: nnx.Rngs):
         wide = 4 * channels
-        self.depthwise = nnx.Conv(
+        self.depthwise = Conv(
             channels,
             channels,
             (3, 3),
@@ -117,14 +119,14 @@ class ConvNextBlock(nnx.Module):
             rngs=rngs,
         )
         self.norm = RMSNorm(channels, cfg.layer_norm_eps, cfg.ln_elementwise_affine, dtype=dtype)
-        self.channelwise_linear_1 = nnx.Linear(
+        self.channelwise_linear_1 = Dense(
             channels, wide, use_bias=cfg.use_bias, dtype=dtype, rngs=rngs
         )
         self.channelwise_norm = GlobalResponseNorm(wide)
-        self.channelwise_linear_2 = nnx.Linear(
+        self.channelwise_linear_2 = Dense(
             wide, channels, use_bias=cfg.use_bias, dtype=dtype, rngs=rngs
         )
-        self.cond_embeds_mapper = nnx.Linear(
+        self.cond_embeds_mapper = Dense(
             cfg.hidden_size, 2 * channels, use_bias=cfg.use_bias, dtype=dtype, rngs=rngs
         )
 
@@ -146,7 +148,7 @@ class TextAttentionBlock(nnx.Module):
         heads = cfg.block_num_heads
         # The text arrives at the hidden width; map it to the block width when they differ.
         self.kv_mapper = (
-            nnx.Linear(cfg.hidden_size, channels, use_bias=cfg.use_bias, dtype=dtype, rngs=rngs)
+            Dense(cfg.hidden_size, channels, use_bias=cfg.use_bias, dtype=dtype, rngs=rngs)
             if cfg.hidden_size != channels
             else None
         )
@@ -251,7 +253,7 @@ class MlmLayer(nnx.Module):
     """Block width -> 1x1 conv -> RMSNorm -> 1x1 conv to codebook logits."""
 
     def __init__(self, cfg: TransformerConfig, *, dtype, rngs: nnx.Rngs):
-        self.conv1 = nnx.Conv(
+        self.conv1 = Conv(
             cfg.block_out_channels,
             cfg.in_channels,
             (1, 1),
@@ -262,7 +264,7 @@ class MlmLayer(nnx.Module):
         self.layer_norm = RMSNorm(
             cfg.in_channels, cfg.layer_norm_eps, cfg.ln_elementwise_affine, dtype=dtype
         )
-        self.conv2 = nnx.Conv(
+        self.conv2 = Conv(
             cfg.in_channels,
             cfg.codebook_size,
             (1, 1),
@@ -287,7 +289,7 @@ class UVit2D(nnx.Module):
     def __init__(self, cfg: TransformerConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
         self.cfg = cfg
         self.dtype = dtype
-        self.encoder_proj = nnx.Linear(
+        self.encoder_proj = Dense(
             cfg.encoder_hidden_size, cfg.hidden_size, use_bias=cfg.use_bias, dtype=dtype, rngs=rngs
         )
         self.encoder_proj_layer_norm = RMSNorm(
@@ -305,7 +307,7 @@ class UVit2D(nnx.Module):
         self.project_to_hidden_norm = RMSNorm(
             cfg.block_out_channels, cfg.layer_norm_eps, cfg.ln_elementwise_affine, dtype=dtype
         )
-        self.project_to_hidden = nnx.Linear(
+        self.project_to_hidden = Dense(
             cfg.block_out_channels, cfg.hidden_size, use_bias=cfg.use_bias, dtype=dtype, rngs=rngs
         )
         self.transformer_layers = nnx.List(
@@ -314,7 +316,7 @@ class UVit2D(nnx.Module):
         self.project_from_hidden_norm = RMSNorm(
             cfg.hidden_size, cfg.layer_norm_eps, cfg.ln_elementwise_affine, dtype=dtype
         )
-        self.project_from_hidden = nnx.Linear(
+        self.project_from_hidden = Dense(
             cfg.hidden_size, cfg.block_out_channels, use_bias=cfg.use_bias, dtype=dtype, rngs=rngs
         )
         self.up_block = ConvStage(cfg, False, cfg.upsample, dtype=dtype, rngs=rngs)

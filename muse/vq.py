@@ -21,19 +21,20 @@ from flax import nnx
 
 from muse import weights
 from muse.config import VQConfig
+from muse.layers import Conv
 
 # diffusers builds every norm of the VQ with this epsilon (torch's default is 1e-5).
 _NORM_EPS = 1e-6
 
 
-def _conv3x3(in_ch: int, out_ch: int, dtype, rngs: nnx.Rngs) -> nnx.Conv:
+def _conv3x3(in_ch: int, out_ch: int, dtype, rngs: nnx.Rngs) -> Conv:
     """3x3 convolution with one pixel of zero padding on every side (PyTorch padding=1)."""
-    return nnx.Conv(in_ch, out_ch, (3, 3), padding=((1, 1), (1, 1)), dtype=dtype, rngs=rngs)
+    return Conv(in_ch, out_ch, (3, 3), padding=((1, 1), (1, 1)), dtype=dtype, rngs=rngs)
 
 
-def _conv1x1(in_ch: int, out_ch: int, dtype, rngs: nnx.Rngs) -> nnx.Conv:
+def _conv1x1(in_ch: int, out_ch: int, dtype, rngs: nnx.Rngs) -> Conv:
     """Pointwise convolution."""
-    return nnx.Conv(in_ch, out_ch, (1, 1), padding="VALID", dtype=dtype, rngs=rngs)
+    return Conv(in_ch, out_ch, (1, 1), padding="VALID", dtype=dtype, rngs=rngs)
 
 
 def _group_norm(channels: int, groups: int, dtype, rngs: nnx.Rngs) -> nnx.GroupNorm:
@@ -77,7 +78,7 @@ class Downsample2D(nnx.Module):
     def __init__(self, channels: int, *, dtype, rngs: nnx.Rngs):
         # diffusers pads right and bottom by one pixel, then convolves without
         # padding; an asymmetric padding on the conv itself is the same operation.
-        self.conv = nnx.Conv(
+        self.conv = Conv(
             channels,
             channels,
             (3, 3),
