@@ -20,10 +20,10 @@ from flax import nnx
 from muse.weights import identity
 
 
-class Dense(nnx.Linear):
-    """`nnx.Linear` multiplying in its dtype with float32 accumulation; returns its dtype.
+class _Float32Accumulation:
+    """Mixin for `nnx.Linear` / `nnx.Conv`: float32 accumulation, output in the layer's dtype.
 
-    Takes `nnx.Linear`'s arguments; in float32 it computes exactly what `nnx.Linear` does.
+    In float32 the layer computes exactly what the plain Flax layer does.
     """
 
     def __init__(self, *args, **kwargs):
@@ -34,18 +34,12 @@ class Dense(nnx.Linear):
         return super().__call__(inputs).astype(self.dtype or inputs.dtype)
 
 
-class Conv(nnx.Conv):
-    """`nnx.Conv` multiplying in its dtype with float32 accumulation; returns its dtype.
+class Dense(_Float32Accumulation, nnx.Linear):
+    """`nnx.Linear` (same arguments) multiplying in its dtype, accumulating in float32."""
 
-    Takes `nnx.Conv`'s arguments; in float32 it computes exactly what `nnx.Conv` does.
-    """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, preferred_element_type=jnp.float32, **kwargs)
-
-    def __call__(self, inputs: jax.Array) -> jax.Array:
-        # inputs: [batch, height, width, in] -> [batch, height', width', out] in its dtype
-        return super().__call__(inputs).astype(self.dtype or inputs.dtype)
+class Conv(_Float32Accumulation, nnx.Conv):
+    """`nnx.Conv` (same arguments) multiplying in its dtype, accumulating in float32."""
 
 
 def exact_gelu(x: jax.Array) -> jax.Array:
