@@ -100,8 +100,8 @@ class Evaluation:
         return out
 
     def comparison_table(self) -> list[list[str]]:
-        """Rows "a − b", then each score's paired difference ± standard error."""
-        rows = []
+        """A header row, then rows "a − b" with each score's paired difference ± error."""
+        rows = [["comparison", *self.headers()[1:]]]
         for a, b in self.comparisons:
             d = self.compare(a, b)
             keys = ["text", "style", "leakage"] + (["style_truth"] if "style_truth" in d else [])
@@ -312,8 +312,8 @@ def write_html(
             " prompt's mean score under the first method minus under the second, ± the"
             " standard error of those per-prompt differences."
         )
-        headers = ["comparison", *evaluation.headers()[1:]]
-        report.table(headers, evaluation.comparison_table())
+        header, *rows = evaluation.comparison_table()
+        report.table(header, rows)
     report.figures(list(references), ["reference"] * len(references))
     n = prov["images_per_prompt"]
     prompts = evaluation.prompt_set.prompts[:prompts_shown]

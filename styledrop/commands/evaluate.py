@@ -123,5 +123,5 @@ def run(args) -> None:
     print_table([evaluation.headers(), *evaluation.table()])
     if evaluation.comparisons:
         print("Paired by prompt (mean of per-prompt differences ± its standard error):")
-        print_table([["comparison", *evaluation.headers()[1:]], *evaluation.comparison_table()])
+        print_table(evaluation.comparison_table())
     print(f"Wrote {args.json} and {args.html}")

@@ -119,5 +119,5 @@ def run(args) -> None:
     print(f"Prompt set {prompts.name}: {prompts.note}; CLIP {scorer.name}.")
     print_table(paper_table(evaluation))
     print("Paired by prompt (mean of per-prompt differences ± its standard error):")
-    print_table([["comparison", *evaluation.headers()[1:]], *evaluation.comparison_table()])
+    print_table(evaluation.comparison_table())
     print(f"Wrote {args.out / 'evaluation.json'} and {args.out / 'evaluation.html'}")
