@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from adapters.params import AdapterParam
+from muse.low_precision import matmul
 
 GateSource = Callable[[], jax.Array | None]
 
@@ -76,8 +77,8 @@ def _apply_gate(delta: jax.Array, gate_source: GateSource, index: int) -> jax.Ar
 
 def _bottleneck(h: jax.Array, down: jax.Array, up: jax.Array) -> jax.Array:
     """gelu(h @ Wd) @ Wu in h's dtype; h: [B, N, D], down: [D, H], up: [H, D]."""
-    hidden = jax.nn.gelu(h @ down.astype(h.dtype), approximate=False)  # [B, N, H]
-    return hidden @ up.astype(h.dtype)  # [B, N, D]
+    hidden = jax.nn.gelu(matmul(h, down), approximate=False)  # [B, N, H]
+    return matmul(hidden, up)  # [B, N, D]
 
 
 class BottleneckAdapter(nnx.Module):
@@ -183,7 +184,7 @@ class LoRABranch(nnx.Module):
     def __call__(self, x: jax.Array, dtype) -> jax.Array:
         # x: [B, ..., in] -> gated update [B, ..., out] in `dtype`
         x = x.astype(dtype)
-        delta = (x @ self.lora_a[...].astype(dtype)) @ self.lora_b[...].astype(dtype)
+        delta = matmul(matmul(x, self.lora_a[...]), self.lora_b[...])
         return _apply_gate(delta * jnp.asarray(self.scale, dtype), self.gate_source, self.index)
 
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from muse import low_precision
 from muse.weights import identity
 
 
@@ -35,7 +36,14 @@ class _Float32Accumulation:
 
 
 class Dense(_Float32Accumulation, nnx.Linear):
-    """`nnx.Linear` (same arguments) multiplying in its dtype, accumulating in float32."""
+    """`nnx.Linear` (same arguments) multiplying in its dtype, accumulating in float32.
+
+    In bf16 its gradients are bf16 products with float32 results too
+    (`muse.low_precision`).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, dot_general=low_precision.dot_general, **kwargs)
 
 
 class Conv(_Float32Accumulation, nnx.Conv):
