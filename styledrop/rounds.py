@@ -14,6 +14,7 @@ Every stage writes its files under one folder, so a stage that finished is not r
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -24,6 +25,7 @@ import numpy as np
 from adapters import AdapterSpec
 from feedback.scorer import ClipScorer
 from feedback.selection import Candidate, clip_best_per_prompt, random_selection
+from muse import checkpoint as model_checkpoint
 from styledrop.dataset import StyleExample
 from styledrop.evaluation import BASE_METHOD, Evaluation, Method, draw, evaluate
 from styledrop.finetune import ADAPTER_FILE, FinetuneConfig, Progress, finetune
@@ -32,6 +34,7 @@ from styledrop.prompt_sets import PromptSet, round_prompts
 
 POOL_DIR = "pool"
 CANDIDATES_FILE = "candidates.json"
+SETTINGS_FILE = "rounds_settings.json"
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,49 @@ class RoundsConfig:
     seed: int = 0
     lambda_a: float = 1.0
     lambda_b: float = 5.0
+
+
+def stage_settings(
+    base: Path, examples: Sequence[StyleExample], descriptor: str, config: RoundsConfig
+) -> dict:
+    """What the cached stages (adapters, pool, selections) are built from.
+
+    The evaluation is redone on every run, so its size is not part of it.
+    """
+    values = asdict(config)
+    values.pop("eval_images_per_prompt")
+    return {
+        **values,
+        "base_sha256": model_checkpoint.base_model_hash(base),
+        "descriptor": descriptor,
+        "style_images": [
+            [hashlib.sha256(np.ascontiguousarray(e.pixels).tobytes()).hexdigest(), e.caption]
+            for e in examples
+        ],
+    }
+
+
+def check_stage_settings(out_dir: Path, settings: dict) -> None:
+    """Records the stages' settings in out_dir, or refuses a folder made with others.
+
+    Raises:
+        ValueError: out_dir holds stages built from other settings (they would be reused).
+    """
+    path = Path(out_dir) / SETTINGS_FILE
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings, indent=2) + "\n")
+        return
+    recorded = json.loads(path.read_text())
+    changed = sorted(
+        k for k in settings.keys() | recorded.keys() if settings.get(k) != recorded.get(k)
+    )
+    if changed:
+        raise ValueError(
+            f"{out_dir} holds a rounds experiment made with other settings ({', '.join(changed)});"
+            " its finished stages would be reused as they are. Rerun with the same settings,"
+            " or give a new output folder."
+        )
 
 
 def _train(
@@ -156,7 +202,8 @@ def run_rounds(
         base: The base model folder.
         examples: The style image(s) with their content captions.
         descriptor: The style descriptor.
-        out_dir: Where every stage writes (reruns skip finished stages).
+        out_dir: Where every stage writes (reruns skip finished stages; a folder made with
+            other settings is refused).
         scorer: CLIP for feedback and evaluation.
         eval_prompts: The evaluation prompt set.
         config: Steps, rates and sizes.
@@ -167,11 +214,15 @@ def run_rounds(
 
     Returns:
         The evaluation of the four methods (also written to out_dir/evaluation.json).
+
+    Raises:
+        ValueError: out_dir holds stages made with other settings.
     """
     from styledrop.evaluation import write_html, write_json
 
     base, out_dir = Path(base), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    check_stage_settings(out_dir, stage_settings(base, examples, descriptor, config))
     references = np.stack([e.pixels for e in examples])
     c = config
     log("round 1: fitting the round-1 adapter")

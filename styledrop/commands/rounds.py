@@ -71,7 +71,7 @@ def run(args) -> None:
     from styledrop.dataset import DEFAULT_CAPTION, StyleExample
     from styledrop.inputs import load_images
     from styledrop.prompt_sets import load_prompt_set
-    from styledrop.rounds import RoundsConfig, run_rounds
+    from styledrop.rounds import RoundsConfig, check_stage_settings, run_rounds, stage_settings
     from styledrop.zoo.assemble import ZOO_SOURCE
     from styledrop.zoo.embedded import JUDGE_DIR, embedded_base
 
@@ -98,6 +98,12 @@ def run(args) -> None:
         pool_images_per_prompt=args.pool_k, eval_images_per_prompt=args.images_per_prompt,
         seed=args.seed, lambda_a=args.lambda_a, lambda_b=args.lambda_b,
     )  # fmt: skip
+    try:
+        check_stage_settings(
+            args.out, stage_settings(Path(base), examples, args.descriptor, config)
+        )
+    except ValueError as error:
+        raise UserError(str(error)) from error
     bar = tqdm(unit="step", desc="rounds")
 
     def on_step(event) -> None:

@@ -121,11 +121,31 @@ def test_rerun_skips_finished_stages(experiment, tiny_zoo):
     before = adapter.stat().st_mtime_ns
     style, _ = heldout_references("line_art", ["house"])
     scorer = ClipScorer.load(tiny_zoo / "judge")
+    same = RoundsConfig(round1_steps=2, round2_steps=2, pool_images_per_prompt=2,
+                        eval_images_per_prompt=1, round1_lr=1e-3, round2_lr=1e-3)  # fmt: skip
     run_rounds(tiny_zoo, [StyleExample(style[0], "a house", "h.png", "0" * 64)],
                "in line art style", out, scorer, PromptSet("one", ("a dog",), (None,)),
-               RoundsConfig(round1_steps=2, round2_steps=2, pool_images_per_prompt=2,
-                            eval_images_per_prompt=1), reference_caption="a house")  # fmt: skip
+               same, reference_caption="a house")  # fmt: skip
     assert adapter.stat().st_mtime_ns == before
+
+
+def test_rerun_with_other_settings_is_refused_before_anything_changes(experiment, tiny_zoo):
+    out, _ = experiment
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    style, _ = heldout_references("line_art", ["house"])
+    scorer = ClipScorer.load(tiny_zoo / "judge")
+    more_steps = RoundsConfig(round1_steps=3, round2_steps=2, pool_images_per_prompt=2,
+                              eval_images_per_prompt=1, round1_lr=1e-3, round2_lr=1e-3)  # fmt: skip
+    with pytest.raises(ValueError, match=r"round1_steps.*new output folder"):
+        run_rounds(tiny_zoo, [StyleExample(style[0], "a house", "h.png", "0" * 64)],
+                   "in line art style", out, scorer, PromptSet("one", ("a dog",), (None,)),
+                   more_steps, reference_caption="a house")  # fmt: skip
+    other_image = [StyleExample(255 - style[0], "a house", "h.png", "0" * 64)]
+    with pytest.raises(ValueError, match="style_images"):
+        run_rounds(tiny_zoo, other_image, "in line art style", out, scorer,
+                   PromptSet("one", ("a dog",), (None,)), RoundsConfig(round1_steps=2),
+                   reference_caption="a house")  # fmt: skip
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == files
 
 
 def test_evaluate_command(experiment, tiny_zoo, tmp_path, capsys):
