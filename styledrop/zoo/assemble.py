@@ -71,6 +71,19 @@ def copy_as_float16(source: Path, dest: Path) -> None:
     save_file(cast, str(dest))
 
 
+def _warm_start_lineage(base_info: dict, out_dir: Path) -> dict:
+    """The base training record of the zoo in out_dir, when the base run started from it.
+
+    A base warm-started from that zoo's transformer (`zoo train base --init`) gets
+    {"init": its record}, so the manifest keeps the whole recipe; any other base gets {}.
+    """
+    init_from = base_info.get("train", {}).get("init_from", "")
+    previous = _optional_json(out_dir / MANIFEST)
+    if not init_from or previous.get("files", {}).get(checkpoint.TRANSFORMER_FILE) != init_from:
+        return {}
+    return {"init": previous["training"]["base"]}
+
+
 def assemble_zoo(
     base_dir: str | Path,
     vq_dir: str | Path,
@@ -87,7 +100,9 @@ def assemble_zoo(
         base_dir: Base U-ViT run (transformer.safetensors, transformer_config.json).
         vq_dir: VQ run (vqvae.safetensors, vq_config.json).
         text_dir: Text-encoder run (text_encoder/, tokenizer/).
-        out_dir: Destination (replaced atomically).
+        out_dir: Destination (replaced atomically). When the base run was warm-started from
+            the transformer of the zoo already there, that zoo's base training record is
+            kept in the new manifest under `training.base.init`.
         judge_dir: Judge run (judge/); copied to `out_dir/judge/` when given.
         data_recipe_version: The dataset recipe the parts were trained on.
         guidance_scale: Default classifier-free guidance scale of the base.
@@ -124,13 +139,15 @@ def assemble_zoo(
     files = sorted(p for p in staging.rglob("*") if p.is_file())
     text_info = _optional_json(text_dir / TEXT_EVAL_FILE)
     judge_info = {} if judge_dir is None else _optional_json(judge_dir / JUDGE_EVAL_FILE)
+    base_entry = {k: v for k, v in base_info.items() if k != "transformer"}
+    base_entry.update(_warm_start_lineage(base_info, out_dir))
     manifest = {
         "source": ZOO_SOURCE,
         "data_recipe_version": data_recipe_version,
         "files": {str(p.relative_to(staging)): checkpoint.sha256_file(p) for p in files},
         "bytes": sum(p.stat().st_size for p in files),
         "training": {
-            "base": {k: v for k, v in base_info.items() if k != "transformer"},
+            "base": base_entry,
             "vq": vq_info,
             "text": text_info,
             "judge": judge_info,

@@ -125,6 +125,7 @@ def test_assembled_zoo_folder_loads_and_generates(world, tmp_path):
     """Base + VQ + text encoder runs assemble into a native folder `muse.load` can use."""
     import muse
     from muse import weights
+    from muse.checkpoint import sha256_file
     from styledrop.zoo.assemble import assemble_zoo
 
     data, vq, text = world
@@ -148,6 +149,16 @@ def test_assembled_zoo_folder_loads_and_generates(world, tmp_path):
     assert pipe.config.sampling.decoding == "maskgit" and pipe.config.sampling.num_steps == 36
     images = pipe.generate("a penguin", num_steps=4)
     assert images.shape == (1, 64, 64, 3)
+    # A base warm-started from this zoo's transformer keeps the first run in its manifest.
+    more = BaseTrainConfig(width=32, steps=2, batch_size=4, warmup_steps=1, checkpoint_every=0,
+                           init_from=sha256_file(out / "transformer.safetensors"))  # fmt: skip
+    train_base(
+        data, vq, text, tmp_path / "more", more, init_weights=out / "transformer.safetensors"
+    )
+    again = assemble_zoo(tmp_path / "more", tmp_path / "vq", tmp_path / "text", out)
+    lineage = json.loads((again / "manifest.json").read_text())["training"]["base"]
+    assert lineage["train"]["steps"] == 2 and lineage["init"] == manifest["training"]["base"]
+    assert "init" not in manifest["training"]["base"]
 
 
 def test_warm_start_begins_from_the_given_weights(world, tmp_path):
