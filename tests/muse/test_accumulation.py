@@ -42,7 +42,7 @@ def test_bf16_layers_multiply_bf16_into_float32_and_return_bf16():
         assert products and all(re.search(r"bf16>\) -> tensor<[0-9x]*xf32>", p) for p in products)
 
 
-def _loss_of(layer_graph, x):
+def _loss_of(layer_graph):
     def loss(state, inputs):
         return jnp.sum(jnp.square(nnx.merge(layer_graph, state)(inputs).astype(jnp.float32)))
 
@@ -57,7 +57,7 @@ def test_float32_dense_gradients_equal_the_flax_layer_exactly():
     grads = []
     for layer in (dense, plain):
         graphdef, state = nnx.split(layer)
-        grads.append(jax.grad(_loss_of(graphdef, x), argnums=(0, 1))(state, x))
+        grads.append(jax.grad(_loss_of(graphdef), argnums=(0, 1))(state, x))
     for ours, theirs in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
         np.testing.assert_array_equal(ours, theirs)
 
@@ -68,7 +68,7 @@ def test_bf16_dense_backward_is_bf16_products_into_float32_and_close_to_float32(
     for dtype in (jnp.float32, jnp.bfloat16):
         layer = Dense(64, 32, use_bias=True, dtype=dtype, rngs=nnx.Rngs(1))
         graphs[dtype] = nnx.split(layer)
-    grad_fn = {d: jax.grad(_loss_of(g, x), argnums=(0, 1)) for d, (g, _) in graphs.items()}
+    grad_fn = {d: jax.grad(_loss_of(g), argnums=(0, 1)) for d, (g, _) in graphs.items()}
     state = graphs[jnp.float32][1]
     exact = grad_fn[jnp.float32](state, x)
     low = grad_fn[jnp.bfloat16](state, x.astype(jnp.bfloat16))
