@@ -241,8 +241,13 @@ def train_base(
     if init_weights is not None:
         weights.load_params(model, init_weights)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    # A run shorter than its warm-up (a quick probe) stays in the warm-up, as the VQ's does.
     schedule = optax.warmup_cosine_decay_schedule(
-        0.0, config.learning_rate, config.warmup_steps, config.steps, config.learning_rate * 0.05
+        0.0,
+        config.learning_rate,
+        config.warmup_steps,
+        max(config.steps, config.warmup_steps + 1),
+        config.learning_rate * 0.05,
     )
     tx = optax.chain(
         optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=config.weight_decay)

@@ -121,6 +121,16 @@ def test_base_training_resumes_bit_identically(world, tmp_path):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+def test_a_run_shorter_than_its_warmup_trains(world, tmp_path):
+    data, vq, text = world
+    config = BaseTrainConfig(width=32, steps=2, batch_size=4, warmup_steps=5, checkpoint_every=0)
+    weights = train_base(data, vq, text, tmp_path / "short", config)
+    trained = load_file(str(weights))
+    info = json.loads((tmp_path / "short" / "transformer_config.json").read_text())
+    assert info["steps_done"] == 2 and info["complete"]
+    assert all(np.isfinite(value).all() for value in trained.values())
+
+
 def test_assembled_zoo_folder_loads_and_generates(world, tmp_path):
     """Base + VQ + text encoder runs assemble into a native folder `muse.load` can use."""
     import muse
