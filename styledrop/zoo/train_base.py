@@ -36,6 +36,7 @@ from styledrop import train_checkpoint
 from styledrop.dataset import TokenPool, tokenize_images
 from styledrop.train_step import make_train_step
 from styledrop.zoo.dataset import CANONICAL_SPLIT, is_plain_canonical, load_dataset
+from styledrop.zoo.schedule import warmup_cosine_schedule
 
 TRANSFORMER_FILE = "transformer.safetensors"
 CONFIG_FILE = "transformer_config.json"
@@ -241,14 +242,7 @@ def train_base(
     if init_weights is not None:
         weights.load_params(model, init_weights)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    # A run shorter than its warm-up (a quick probe) stays in the warm-up, as the VQ's does.
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0,
-        config.learning_rate,
-        config.warmup_steps,
-        max(config.steps, config.warmup_steps + 1),
-        config.learning_rate * 0.05,
-    )
+    schedule = warmup_cosine_schedule(config.learning_rate, config.warmup_steps, config.steps)
     tx = optax.chain(
         optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=config.weight_decay)
     )

@@ -49,6 +49,7 @@ from muse.config import VQConfig
 from muse.vq import VQModel
 from styledrop import train_checkpoint
 from styledrop.zoo.dataset import SPLITS, load_dataset
+from styledrop.zoo.schedule import warmup_cosine_schedule
 
 VQ_FILE = "vqvae.safetensors"
 CONFIG_FILE = "vq_config.json"
@@ -331,13 +332,7 @@ def make_optimizer(config: VQTrainConfig | Any) -> optax.GradientTransformation:
         config: Any settings with `learning_rate`, `warmup_steps` and `steps` (the VQ's,
             or a decoder refit's).
     """
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0,
-        config.learning_rate,
-        config.warmup_steps,
-        max(config.steps, config.warmup_steps + 1),
-        config.learning_rate * 0.05,
-    )
+    schedule = warmup_cosine_schedule(config.learning_rate, config.warmup_steps, config.steps)
     return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
 
 
