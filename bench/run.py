@@ -48,8 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import fixtures, measure
+from bench.options import DEFAULT_CONFIGS, OptionError, add_arguments, validate
 
-DEFAULT_CONFIGS = ("zoo", "amused_256", "amused_512")
 BF16_MATMUL_SIZE = 2048
 TRAIN_KINDS = ("r1", "r2", "lora")
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
@@ -803,11 +803,13 @@ def run_benchmark(
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m bench.run [options]`: the options of `styledrop bench`."""
-    from styledrop.commands.bench import add_arguments
-
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
+    try:
+        validate(args)
+    except OptionError as error:
+        parser.error(str(error))
     result = run_benchmark(args)
     return 1 if result["failures"] else 0
 

@@ -25,16 +25,18 @@ from flax import nnx
 
 from muse import weights
 from muse.config import ModelConfig
+from muse.folder_layout import (
+    MODEL_JSON,
+    TEXT_ENCODER_DIR,
+    TOKENIZER_DIR,
+    TRANSFORMER_FILE,
+    VQ_FILE,
+)
 from muse.safetensors_file import SafetensorsFormatError
 from muse.transformer import UVit2D
 from muse.vq import VQModel
 
 FORMAT_VERSION = 1
-MODEL_JSON = "model.json"
-TRANSFORMER_FILE = "transformer.safetensors"
-VQ_FILE = "vqvae.safetensors"
-TEXT_ENCODER_DIR = "text_encoder"
-TOKENIZER_DIR = "tokenizer"
 
 
 class CheckpointError(ValueError):

@@ -20,12 +20,8 @@ from adapters.files import AdapterFile, read_adapter_file
 from muse import checkpoint as model_checkpoint
 from muse.pipeline import Pipeline
 from muse.transformer import current_adapter_gate
-from styledrop.guidance import (
-    GuidanceScales,
-    add_descriptor,
-    style_subject_branches,
-    styledrop_branches,
-)
+from styledrop.guidance import GuidanceScales, style_subject_branches, styledrop_branches
+from styledrop.terms import DEFAULT_GAMMA, with_descriptor, without_descriptor
 
 
 @dataclass(frozen=True)
@@ -61,24 +57,6 @@ def attach_adapter(pipe: Pipeline, path: str | Path) -> AttachedAdapter:
     return AttachedAdapter(index, file)
 
 
-def with_descriptor(prompt: str, descriptor: str) -> str:
-    """Appends the descriptor unless the prompt already contains it."""
-    if descriptor and descriptor.lower() in prompt.lower():
-        return prompt
-    return add_descriptor(prompt, descriptor)
-
-
-def without_descriptor(prompt: str, descriptor: str) -> str:
-    """Removes the descriptor from a prompt (the subject branch sees content only)."""
-    if not descriptor:
-        return prompt
-    lowered = prompt.lower()
-    at = lowered.find(descriptor.lower())
-    if at < 0:
-        return prompt
-    return " ".join((prompt[:at] + prompt[at + len(descriptor) :]).split())
-
-
 def generate_styled(
     pipe: Pipeline,
     style: AttachedAdapter,
@@ -89,7 +67,7 @@ def generate_styled(
     scales: GuidanceScales | None = None,
     negative_prompt: str = "",
     subject: AttachedAdapter | None = None,
-    gamma: float = 0.6,
+    gamma: float = DEFAULT_GAMMA,
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:

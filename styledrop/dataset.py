@@ -20,10 +20,8 @@ from PIL import Image
 
 from muse.pipeline import Pipeline
 from muse.vq import VQModel
-from styledrop.guidance import add_descriptor
 from styledrop.inputs import center_square
-
-DEFAULT_CAPTION = "an image"
+from styledrop.terms import DEFAULT_CAPTION, add_descriptor
 
 
 @dataclass(frozen=True)

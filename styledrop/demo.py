@@ -23,12 +23,13 @@ from adapters import AdapterSpec, adapter_indices
 from adapters.files import read_adapter_file
 from feedback.html_report import HtmlReport
 from feedback.scorer import ClipScorer
-from styledrop.adapted import AttachedAdapter, generate_styled, with_descriptor
+from styledrop.adapted import AttachedAdapter, generate_styled
 from styledrop.dataset import StyleExample
 from styledrop.finetune import FinetuneConfig, Progress, finetune
 from styledrop.guidance import GuidanceScales
 from styledrop.images import make_grid, save_image
 from styledrop.inputs import load_images
+from styledrop.terms import with_descriptor
 from styledrop.zoo.embedded import JUDGE_DIR, embedded_base
 
 DEMO_STYLE_IMAGE = "demo_style_house_line_art.png"

@@ -162,8 +162,9 @@ def draw(
 ) -> np.ndarray:
     """uint8 [len(prompts) * n, H, W, 3]: one method's images (a fresh base per method)."""
     import muse
-    from styledrop.adapted import attach_adapter, generate_styled, with_descriptor
+    from styledrop.adapted import attach_adapter, generate_styled
     from styledrop.guidance import GuidanceScales
+    from styledrop.terms import with_descriptor
 
     pipe = muse.load(base)
     if method.adapter is None:
@@ -182,7 +183,7 @@ def draw(
 
 def ground_truth_images(style: str, subjects: Sequence[str | None]) -> list[np.ndarray | None]:
     """The true rendering of each subject in a held-out emoji-world style (None if none)."""
-    from styledrop.zoo.dataset import heldout_references
+    from styledrop.zoo.draws import heldout_references
 
     known = sorted({s for s in subjects if s is not None})
     images, records = heldout_references(style, known)

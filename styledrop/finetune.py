@@ -27,7 +27,8 @@ from muse.pipeline import Pipeline
 from muse.transformer import current_adapter_gate
 from styledrop import train_checkpoint
 from styledrop.dataset import StyleExample, build_token_pool
-from styledrop.guidance import GuidanceScales, add_descriptor, styledrop_branches
+from styledrop.guidance import GuidanceScales, styledrop_branches
+from styledrop.terms import add_descriptor
 from styledrop.train_step import make_train_step
 
 ADAPTER_FILE = "adapter.safetensors"

@@ -19,10 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from muse.pipeline import Branch
-
-# The paper fixes lambda_B = 5 and tunes lambda_A in [0, 2].
-DEFAULT_LAMBDA_A = 1.0
-DEFAULT_LAMBDA_B = 5.0
+from styledrop.terms import DEFAULT_LAMBDA_A, DEFAULT_LAMBDA_B
 
 
 @dataclass(frozen=True)
@@ -112,13 +109,3 @@ def style_subject_branches(
         subject_prompts, negatives, subject_scales or style_scales,
         adapter_index=subject_index, num_adapters=width, weight=gamma,
     )  # fmt: skip
-
-
-def add_descriptor(content: str, descriptor: str) -> str:
-    """Joins a content caption and a style descriptor: ("A house", "in watercolor style")."""
-    content, descriptor = content.strip(), descriptor.strip()
-    if not descriptor:
-        return content
-    if not content:
-        return descriptor
-    return f"{content} {descriptor}"

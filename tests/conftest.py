@@ -121,10 +121,10 @@ def build_tiny_zoo(root: Path) -> Path:
     from muse.text_encoder import TextEncoder
     from muse.tokenizer import build_open_clip_tokenizer
     from muse.vq import VQModel
-    from styledrop.zoo import train_judge as tj
-    from styledrop.zoo.assemble import assemble_zoo
-    from styledrop.zoo.dataset import build_dataset
-    from styledrop.zoo.train_base import BaseTrainConfig, train_base
+    from zoo_build import train_judge as tj
+    from zoo_build.assemble import assemble_zoo
+    from zoo_build.dataset import build_dataset
+    from zoo_build.train_base import BaseTrainConfig, train_base
 
     data = root / "data"
     subjects = ["penguin", "banana", "dog", "rocket", "house", "letter_a"]

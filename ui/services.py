@@ -16,11 +16,6 @@ from worker.app import broker_url, make_app
 from worker.client import BrokerUnreachableError, check_broker
 from worker.store import STORE_ENV, Store
 
-# The paper's guidance weights (`styledrop.guidance.GuidanceScales`; that module imports
-# JAX, which the app never does: tests/ui checks these stay equal).
-DEFAULT_LAMBDA_A = 1.0
-DEFAULT_LAMBDA_B = 5.0
-DEFAULT_GAMMA = 0.6
 POLL_SECONDS = 2.0  # how often a running job's view refreshes
 
 

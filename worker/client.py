@@ -22,16 +22,11 @@ from typing import Any
 
 from celery import Celery
 
+from styledrop.terms import DEFAULT_CAPTION, DEFAULT_GAMMA, DEFAULT_STEPS, without_descriptor
 from worker import jobs
 from worker.app import FINETUNE_TASK, GENERATE_TASK, TASK_ROUTES
-from worker.finetune_spec import (
-    DEFAULT_CAPTION,
-    DEFAULT_CHECKPOINT_EVERY,
-    DEFAULT_STEPS,
-    FinetuneSpec,
-    ImageInput,
-)
-from worker.generate_spec import GenerateSpec, content_prompt
+from worker.finetune_spec import DEFAULT_CHECKPOINT_EVERY, FinetuneSpec, ImageInput
+from worker.generate_spec import GenerateSpec
 from worker.store import Store, default_store, job_key
 
 INPUTS = "inputs"
@@ -227,7 +222,7 @@ def submit_generate(
     lambda_b: float | None = None,
     negative_prompt: str = "",
     subject: str | None = None,
-    gamma: float = 0.6,
+    gamma: float = DEFAULT_GAMMA,
     score: bool = True,
     store: Store | None = None,
     app: Celery | None = None,
@@ -316,7 +311,7 @@ def _candidates(store: Store, job: jobs.Job, descriptor: str) -> dict[str, tuple
     for index, prompt in enumerate(spec.image_prompts()):
         key = job.artifacts.get(f"image-{index:03d}")
         if key is not None:
-            found[key.rsplit("/", 1)[-1]] = (key, content_prompt(prompt, descriptor))
+            found[key.rsplit("/", 1)[-1]] = (key, without_descriptor(prompt, descriptor))
     return found
 
 

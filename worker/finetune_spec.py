@@ -11,9 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-ADAPTER_KINDS = ("r1", "r2", "lora")
-DEFAULT_CAPTION = "an image"  # as `styledrop.dataset.DEFAULT_CAPTION` (which imports JAX)
-DEFAULT_STEPS = 1000
+from styledrop.terms import ADAPTER_KINDS, DEFAULT_STEPS
+
 DEFAULT_CHECKPOINT_EVERY = 100
 MAX_STEPS = 100_000
 

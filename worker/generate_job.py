@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from styledrop.terms import without_descriptor
 from worker import jobs
 from worker.claim import claim, skipped
 from worker.finetune_spec import FinetuneSpec
-from worker.generate_spec import SCORES_FILE, GenerateSpec, content_prompt
+from worker.generate_spec import SCORES_FILE, GenerateSpec
 from worker.store import Store, job_key
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def run_generate_job(store: Store, job_id: str, worker: str) -> dict[str, Any]:
             save_image(image, folder / IMAGES / image_name(index))
             artifacts[f"image-{index:03d}"] = job_key(job_id, IMAGES, image_name(index))
         if scorer is not None:
-            prompts = [content_prompt(p, style.descriptor) for p in spec.image_prompts()]
+            prompts = [without_descriptor(p, style.descriptor) for p in spec.image_prompts()]
             text, style_scores = score_images(scorer, images, prompts, references)
             entries = [
                 {

@@ -2,10 +2,6 @@
 
 Plain JSON: the adapters are store keys (usually the `adapter` artifacts of fine-tune
 jobs), the base a folder on the worker machines. Imports neither JAX nor Celery.
-
-`content_prompt` is the prompt without the style descriptor, as
-`styledrop.adapted.without_descriptor` computes it (that module imports JAX): the prompt
-an image is scored against and captioned with in round 2.
 """
 
 from __future__ import annotations
@@ -14,26 +10,10 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from styledrop.terms import DEFAULT_GAMMA
+
 MAX_IMAGES = 256
 SCORES_FILE = "scores.json"  # in the job folder: one entry per image (see `worker.generate_job`)
-
-
-def content_prompt(prompt: str, descriptor: str) -> str:
-    """The prompt without the style descriptor (case-insensitive, first occurrence).
-
-    Args:
-        prompt: A prompt, with or without the descriptor.
-        descriptor: The style descriptor ("" leaves the prompt as it is).
-
-    Returns:
-        The content part, whitespace normalised when the descriptor was removed.
-    """
-    if not descriptor:
-        return prompt
-    at = prompt.lower().find(descriptor.lower())
-    if at < 0:
-        return prompt
-    return " ".join((prompt[:at] + prompt[at + len(descriptor) :]).split())
 
 
 @dataclass(frozen=True)
@@ -69,7 +49,7 @@ class GenerateSpec:
     source_job: str | None = None
     subject_adapter: str | None = None
     subject_job: str | None = None
-    gamma: float = 0.6
+    gamma: float = DEFAULT_GAMMA
     score: bool = True
 
     def __post_init__(self):

@@ -89,7 +89,7 @@ class LocalService:
             self.broker = self.redis.url()
         host = socket.gethostname()
         for index in range(self.worker_count):
-            command = [sys.executable, "-m", "styledrop.cli", "worker", "--queues", self.queues,
+            command = [sys.executable, "-m", "cli", "worker", "--queues", self.queues,
                        "--hostname", f"{self.name}-{index}@{host}"]  # fmt: skip
             output = self.worker_output
             errors = subprocess.STDOUT if output is not None else None

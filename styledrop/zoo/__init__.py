@@ -1,7 +1,8 @@
-"""The embedded model zoo's "emoji world": a curated vocabulary, renderers and the dataset.
+"""The embedded model zoo's run-time part: the "emoji world" and where the committed zoo lives.
 
-Emoji subjects are rendered from Noto Color Emoji (and capital letters from a sans font),
-given describable procedural styles, and written with several caption phrasings as a
-deterministic dataset for the zoo's VQ tokenizer, base model and judge CLIP. Held-out styles
-(Symbola line art and procedural looks never shown in training) serve StyleDrop development.
+`vocabulary` holds the curated subjects (Unicode names, CLDR keywords), `styles` the
+describable procedural styles, `render` draws subjects from the fonts, `draws` turns
+(subject, seed) into captioned styled images and held-out references, `parti_mapping`
+maps PartiPrompts onto the world's subjects, and `embedded` finds the committed weights.
+Building the zoo (datasets, trainers, assembly, report) is `zoo_build`.
 """

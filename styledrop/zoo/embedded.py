@@ -15,6 +15,7 @@ from pathlib import Path
 EMBEDDED_ZOO = Path(__file__).resolve().parent / "weights"
 JUDGE_DIR = "judge"
 MANIFEST = "manifest.json"
+ZOO_SOURCE = "styledrop-zoo/emoji-world"  # `model.json` "source" of every emoji-world zoo
 # Points the defaults at another zoo folder (a rebuild under test, a shared copy).
 ZOO_ENV = "STYLEDROP_ZOO"
 

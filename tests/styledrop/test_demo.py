@@ -12,7 +12,7 @@ import sys
 import pytest
 from PIL import Image
 
-from styledrop.cli import main
+from cli.main import main
 from styledrop.demo import DemoConfig, demo_style_image, run_demo
 from worker import jobs
 from worker.store import Store
@@ -61,7 +61,7 @@ def test_demo_command_runs_as_a_job_on_a_worker_and_stops_what_it_started(
     monkeypatch.delenv("STYLEDROP_BROKER_URL", raising=False)
     out, store_dir = tmp_path / "out", tmp_path / "store"
     result = subprocess.run(
-        [sys.executable, "-m", "styledrop.cli", "demo", "--base", str(tiny_zoo), "--steps", "2",
+        [sys.executable, "-m", "cli", "demo", "--base", str(tiny_zoo), "--steps", "2",
          "-n", "1", "--out", str(out), "--store", str(store_dir)],
         capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False,
     )  # fmt: skip

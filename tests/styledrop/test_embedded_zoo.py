@@ -7,7 +7,7 @@ import numpy as np
 from feedback.scorer import ClipScorer
 from muse import checkpoint
 from styledrop.zoo import embedded
-from styledrop.zoo.assemble import ZOO_SOURCE
+from styledrop.zoo.embedded import ZOO_SOURCE
 from styledrop.zoo.vocabulary import RECIPE_VERSION
 
 WEIGHTS_BUDGET_BYTES = 40 * 1024 * 1024
@@ -43,9 +43,9 @@ def test_committed_zoo_loads_and_its_judge_scores(monkeypatch):
 
 
 def test_committed_judge_names_plain_renders_over_the_whole_vocabulary():
-    from styledrop.zoo.dataset import render_draw
-    from styledrop.zoo.report import judge_top1
+    from styledrop.zoo.draws import render_draw
     from styledrop.zoo.vocabulary import SUBJECTS, get_subject
+    from zoo_build.report import judge_top1
 
     names = ["penguin", "banana", "racing_car", "teapot", "letter_a", "dog", "rocket", "house"]
     rng = np.random.default_rng(0)

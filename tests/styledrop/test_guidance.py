@@ -11,8 +11,8 @@ import muse
 from adapters import AdapterParam, AdapterSpec, inject_adapter
 from muse.pipeline import Branch
 from muse.transformer import current_adapter_gate
-from styledrop.adapted import with_descriptor, without_descriptor
 from styledrop.guidance import GuidanceScales, style_subject_branches, styledrop_branches
+from styledrop.terms import with_descriptor, without_descriptor
 
 
 def _randomise_adapters(model, seed: int) -> None:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from adapters.files import read_adapter_file
+from cli.main import main
 from feedback.scorer import ClipScorer
-from styledrop.cli import main
 from styledrop.dataset import StyleExample
 from styledrop.prompt_sets import (
     PromptSet,
@@ -19,7 +19,7 @@ from styledrop.prompt_sets import (
     world_prompts,
 )
 from styledrop.rounds import RoundsConfig, run_rounds
-from styledrop.zoo.dataset import heldout_references
+from styledrop.zoo.draws import heldout_references
 
 
 def test_prompt_sets():

@@ -73,7 +73,7 @@ def test_served_app_trains_a_style_submitted_in_the_browser(tmp_path):
     app_port, redis_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "STYLEDROP_BROKER_URL"}
     serve = subprocess.Popen(
-        [sys.executable, "-m", "styledrop.cli", "serve", "--port", str(app_port),
+        [sys.executable, "-m", "cli", "serve", "--port", str(app_port),
          "--redis-port", str(redis_port), "--store", str(store_dir), "--workers", "1"],
         env=env, cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT,
         preexec_fn=_take_ctrl_c,

@@ -254,16 +254,3 @@ print(sorted(m for m in ("jax", "flax", "torch", "open_clip") if m in sys.module
                             timeout=300, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
-
-
-def test_the_apps_guidance_defaults_are_the_librarys():
-    import inspect
-
-    from styledrop.adapted import generate_styled
-    from styledrop.guidance import GuidanceScales
-    from ui import services
-
-    defaults = GuidanceScales()
-    assert defaults.lambda_a == services.DEFAULT_LAMBDA_A
-    assert defaults.lambda_b == services.DEFAULT_LAMBDA_B
-    assert inspect.signature(generate_styled).parameters["gamma"].default == services.DEFAULT_GAMMA

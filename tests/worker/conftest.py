@@ -83,7 +83,7 @@ class Worker:
         self.name = f"{name}@test"
         self.log = folder / f"worker-{name}.log"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "styledrop.cli", "worker", "--queues", queues,
+            [sys.executable, "-m", "cli", "worker", "--queues", queues,
              "--hostname", self.name, "--loglevel", "INFO",
              *([] if warm_up else ["--no-warm-up"])],
             env=env, cwd=folder, stdout=self.log.open("w"), stderr=subprocess.STDOUT,

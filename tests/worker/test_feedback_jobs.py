@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from styledrop.cli import main
+from cli.main import main
 from worker import client, jobs
 
 JOB = {"adapter": "r1", "batch_size": 2, "variants_per_image": 2}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from styledrop.terms import DEFAULT_GAMMA, DEFAULT_LAMBDA_A, DEFAULT_LAMBDA_B
 from ui import services
 from worker import client
 
@@ -45,17 +46,11 @@ prompts = st.text_area("Prompts (one per line)", placeholder="a cat\na boat", ke
 a, b = st.columns(2)
 per_prompt = a.number_input("Images per prompt", min_value=1, max_value=16, value=4, key="gen_n")
 seed = b.number_input("Seed", min_value=0, value=0, key="gen_seed")
-lambda_a = st.slider(
-    "Style guidance lambda_A", 0.0, 4.0, services.DEFAULT_LAMBDA_A, 0.1, key="gen_lambda_a"
-)
-lambda_b = st.slider(
-    "Text guidance lambda_B", 0.0, 10.0, services.DEFAULT_LAMBDA_B, 0.5, key="gen_lambda_b"
-)
-gamma = services.DEFAULT_GAMMA
+lambda_a = st.slider("Style guidance lambda_A", 0.0, 4.0, DEFAULT_LAMBDA_A, 0.1, key="gen_lambda_a")
+lambda_b = st.slider("Text guidance lambda_B", 0.0, 10.0, DEFAULT_LAMBDA_B, 0.5, key="gen_lambda_b")
+gamma = DEFAULT_GAMMA
 if subject:
-    gamma = st.slider(
-        "Subject weight gamma", 0.0, 1.0, services.DEFAULT_GAMMA, 0.05, key="gen_gamma"
-    )
+    gamma = st.slider("Subject weight gamma", 0.0, 1.0, DEFAULT_GAMMA, 0.05, key="gen_gamma")
 negative = st.text_input("Negative prompt", value="", key="gen_negative")
 
 if st.button("Generate", type="primary", key="generate"):

@@ -13,9 +13,9 @@ from pathlib import Path
 import streamlit as st
 
 from styledrop.inputs import MAX_IMAGES
+from styledrop.terms import ADAPTER_KINDS, DEFAULT_STEPS
 from ui import services
 from worker import client
-from worker.finetune_spec import ADAPTER_KINDS, DEFAULT_STEPS
 
 ADAPTER_HELP = {
     "r1": "Round 1 of the paper: a small per-layer adapter (rank-1 style).",

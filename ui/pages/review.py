@@ -20,9 +20,9 @@ from feedback.selection import (
     clip_best_per_prompt,
 )
 from styledrop.prompt_sets import round_prompts
+from styledrop.terms import ADAPTER_KINDS
 from ui import services
 from worker import client
-from worker.finetune_spec import ADAPTER_KINDS
 from worker.store import job_key
 
 COLUMNS = 4

@@ -1,1 +1,0 @@
-"""One module per `styledrop` subcommand: `add_parser(subparsers)` and `run(args)`."""

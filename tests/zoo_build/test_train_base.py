@@ -1,0 +1,188 @@
+"""Base U-ViT training on a small emoji-world build: learning and resume identity."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from flax import nnx
+from safetensors.numpy import load_file
+from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+from muse.config import VQConfig
+from muse.text_encoder import TextEncoder
+from muse.tokenizer import build_open_clip_tokenizer
+from muse.vq import VQModel
+from zoo_build.dataset import build_dataset, load_dataset
+from zoo_build.train_base import BaseTrainConfig, build_pool, train_base
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A 6-subject dataset, a random factor-8 VQ and a random tiny text encoder."""
+    import torch
+
+    data = tmp_path_factory.mktemp("world")
+    build_dataset(
+        data, subjects=["penguin", "banana", "dog", "rocket", "house", "letter_a"], heldout=False
+    )
+    vq = VQModel(
+        VQConfig(
+            block_out_channels=(8, 8, 16, 16),
+            layers_per_block=1,
+            latent_channels=4,
+            num_vq_embeddings=16,
+            norm_num_groups=4,
+        ),
+        rngs=nnx.Rngs(0),
+    )
+    torch.manual_seed(0)
+    tokenizer = build_open_clip_tokenizer()
+    text = CLIPTextModelWithProjection(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            projection_dim=8,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    return data, vq, TextEncoder(text, tokenizer)
+
+
+def test_base_training_learns(world, tmp_path):
+    data, vq, text = world
+    config = BaseTrainConfig(
+        width=32, steps=40, batch_size=16, learning_rate=3e-3, warmup_steps=5, checkpoint_every=0
+    )
+    path = train_base(data, vq, text, tmp_path, config)
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    first = np.mean([r["loss"] for r in log[:5]])
+    last = np.mean([r["loss"] for r in log[-5:]])
+    assert last < 0.8 * first, (first, last)
+    info = json.loads((tmp_path / "transformer_config.json").read_text())
+    assert info["transformer"]["codebook_size"] == 16
+    assert info["transformer"]["sample_size"] == 8  # 64 px / factor 8
+    assert len(load_file(str(path))) > 0
+
+
+def test_pool_holds_the_canonical_framing_and_repeats_only_the_plain_draw(world):
+    data, vq, text = world
+    _, records = load_dataset(data)
+    plain = [r for r in records if r["split"] == "base" and r["draw"] == 0]
+    styled = [r for r in records if r["split"] == "canonical"]
+    jittered = [r for r in records if r["split"] == "base" and r["draw"] > 0]
+    assert len(plain) == 6 and len(styled) == 6 * 8 and all(r["styles"] for r in styled)
+
+    def pairs(chosen):
+        return sum(min(2, len(r["captions"])) for r in chosen)
+
+    once, summary = build_pool(data, vq, text, captions_per_image=2, canonical_repeats=0)
+    assert summary["images"] == len(plain) + len(styled)
+    assert summary["pairs"] == pairs(plain) + pairs(styled)
+    _, with_jitter = build_pool(data, vq, text, 2, canonical_repeats=0, jittered_draws=True)
+    assert with_jitter["pairs"] == summary["pairs"] + pairs(jittered)
+
+    thrice, summary_thrice = build_pool(data, vq, text, captions_per_image=2, canonical_repeats=2)
+    assert summary_thrice["pairs"] == summary["pairs"] + 2 * pairs(plain)
+    assert thrice.prompts == once.prompts  # no new captions, only repeated pairs
+    # Every extra row is a copy of a plain canonical (grid, caption) pair already in the pool.
+    rows_once = [(np.asarray(once.ids[i]).tobytes(), int(once.prompt_index[i]))
+                 for i in range(len(once.prompt_index))]  # fmt: skip
+    rows_thrice = [(np.asarray(thrice.ids[i]).tobytes(), int(thrice.prompt_index[i]))
+                   for i in range(len(thrice.prompt_index))]  # fmt: skip
+    assert set(rows_thrice) == set(rows_once)
+    plain_prompts = {once.prompts.index(c) for r in plain for c in r["captions"][:2]}
+    for pair in set(rows_once):
+        expected = 3 if pair[1] in plain_prompts else 1
+        assert rows_thrice.count(pair) == expected * rows_once.count(pair)
+
+
+def test_base_training_resumes_bit_identically(world, tmp_path):
+    data, vq, text = world
+    config = BaseTrainConfig(width=32, steps=4, batch_size=4, warmup_steps=1, checkpoint_every=2)
+    straight = train_base(data, vq, text, tmp_path / "a", config)
+    calls = {"n": 0}
+
+    def stop_after_two():
+        calls["n"] += 1
+        return calls["n"] >= 2
+
+    assert train_base(data, vq, text, tmp_path / "b", config, should_stop=stop_after_two) is None
+    resumed = train_base(data, vq, text, tmp_path / "b", config)
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_a_run_shorter_than_its_warmup_trains(world, tmp_path):
+    data, vq, text = world
+    config = BaseTrainConfig(width=32, steps=2, batch_size=4, warmup_steps=5, checkpoint_every=0)
+    weights = train_base(data, vq, text, tmp_path / "short", config)
+    trained = load_file(str(weights))
+    info = json.loads((tmp_path / "short" / "transformer_config.json").read_text())
+    assert info["steps_done"] == 2 and info["complete"]
+    assert all(np.isfinite(value).all() for value in trained.values())
+
+
+def test_assembled_zoo_folder_loads_and_generates(world, tmp_path):
+    """Base + VQ + text encoder runs assemble into a native folder `muse.load` can use."""
+    import muse
+    from muse import weights
+    from muse.checkpoint import sha256_file
+    from zoo_build.assemble import assemble_zoo
+
+    data, vq, text = world
+    config = BaseTrainConfig(width=32, steps=2, batch_size=4, warmup_steps=1, checkpoint_every=0)
+    train_base(data, vq, text, tmp_path / "base", config)
+    (tmp_path / "vq").mkdir()
+    weights.save_params(vq, tmp_path / "vq" / "vqvae.safetensors")
+    (tmp_path / "vq" / "vq_config.json").write_text(json.dumps(vq.config.to_dict()))
+    text.model.save_pretrained(tmp_path / "text" / "text_encoder")
+    text.tokenizer.save_pretrained(tmp_path / "text" / "tokenizer")
+    out = assemble_zoo(
+        tmp_path / "base",
+        tmp_path / "vq",
+        tmp_path / "text",
+        tmp_path / "zoo",
+        data_recipe_version="test",
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "transformer.safetensors" in manifest["files"]
+    pipe = muse.load(out)
+    assert pipe.config.sampling.decoding == "maskgit" and pipe.config.sampling.num_steps == 36
+    images = pipe.generate("a penguin", num_steps=4)
+    assert images.shape == (1, 64, 64, 3)
+    # A base warm-started from this zoo's transformer keeps the first run in its manifest.
+    more = BaseTrainConfig(width=32, steps=2, batch_size=4, warmup_steps=1, checkpoint_every=0,
+                           init_from=sha256_file(out / "transformer.safetensors"))  # fmt: skip
+    train_base(
+        data, vq, text, tmp_path / "more", more, init_weights=out / "transformer.safetensors"
+    )
+    again = assemble_zoo(tmp_path / "more", tmp_path / "vq", tmp_path / "text", out)
+    lineage = json.loads((again / "manifest.json").read_text())["training"]["base"]
+    assert lineage["train"]["steps"] == 2 and lineage["init"] == manifest["training"]["base"]
+    assert "init" not in manifest["training"]["base"]
+
+
+def test_warm_start_begins_from_the_given_weights(world, tmp_path):
+    from muse.checkpoint import sha256_file
+
+    data, vq, text = world
+    config = BaseTrainConfig(width=32, steps=3, batch_size=4, warmup_steps=1, checkpoint_every=0)
+    first = train_base(data, vq, text, tmp_path / "first", config)
+    # A zero learning rate leaves the parameters where the warm start put them.
+    still = BaseTrainConfig(width=32, steps=2, batch_size=4, warmup_steps=1, learning_rate=0.0,
+                            checkpoint_every=0, init_from=sha256_file(first))  # fmt: skip
+    second = train_base(data, vq, text, tmp_path / "second", still, init_weights=first)
+    a, b = load_file(str(first)), load_file(str(second))
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    with pytest.raises(ValueError, match="init_from"):
+        train_base(data, vq, text, tmp_path / "third", config, init_weights=first)

@@ -1,0 +1,77 @@
+"""The zoo's embedded location, assembly into float16, and `styledrop zoo report`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from cli.main import main
+from muse import checkpoint
+from styledrop.zoo import embedded
+from zoo_build.report import spread, zoo_report
+
+
+def test_assembled_zoo_stores_float16_with_a_complete_manifest(tiny_zoo):
+    base_run = tiny_zoo.parent / "base" / "transformer.safetensors"
+    stored = load_file(str(tiny_zoo / checkpoint.TRANSFORMER_FILE))
+    trained = load_file(str(base_run))
+    assert stored.keys() == trained.keys()
+    for name, array in stored.items():
+        assert array.dtype == np.float16, name
+        np.testing.assert_allclose(array, trained[name], rtol=1e-3, atol=1e-4, err_msg=name)
+    manifest = embedded.read_manifest(tiny_zoo)
+    on_disk = {str(p.relative_to(tiny_zoo)) for p in tiny_zoo.rglob("*") if p.is_file()} - {
+        "manifest.json"
+    }
+    assert set(manifest["files"]) == on_disk
+    for name, digest in manifest["files"].items():
+        assert checkpoint.sha256_file(tiny_zoo / name) == digest
+    assert "judge/open_clip_config.json" in manifest["files"]
+    assert manifest["training"]["base"]["complete"] is True
+    assert manifest["training"]["judge"]["train"]["steps"] == 2
+
+
+def test_embedded_paths_follow_the_environment(tiny_zoo, monkeypatch, tmp_path):
+    monkeypatch.setenv(embedded.ZOO_ENV, str(tiny_zoo))
+    assert embedded.embedded_base() == tiny_zoo
+    assert embedded.embedded_judge() == tiny_zoo / "judge"
+    monkeypatch.setenv(embedded.ZOO_ENV, str(tmp_path))
+    with pytest.raises(embedded.ZooMissingError, match="--base"):
+        embedded.embedded_base()
+
+
+def test_spread_picks_evenly_and_keeps_ends():
+    assert spread(list(range(10)), 4) == [0, 3, 6, 9]
+    assert spread([1, 2], 5) == [1, 2]
+    assert spread([1, 2, 3], None) == [1, 2, 3]
+
+
+def test_report_figures_and_html(tiny_zoo, tmp_path):
+    data = tiny_zoo.parent / "data"
+    figures = zoo_report(tiny_zoo, data, tmp_path / "report.html", t2i_subjects=3,
+                         batch_size=4, log=lambda _: None)  # fmt: skip
+    assert figures["vocabulary_size"] == 6
+    assert figures["t2i_subjects"] == 3
+    for key in ("vq_psnr", "judge_top1_real", "judge_top1_heldout_style", "t2i_top1"):
+        assert np.isfinite(figures[key]), key
+    top1 = ("judge_top1_real", "judge_top1_heldout_style", "judge_top1_vq_reconstruction",
+            "judge_top1_vq_canonical")  # fmt: skip
+    for key in (*top1, "t2i_top1"):
+        assert 0.0 <= figures[key] <= 1.0
+    assert 0.0 < figures["vq_psnr"] < 100.0
+    page = (tmp_path / "report.html").read_text()
+    pictures = list((tmp_path / "report_files").glob("*.png"))
+    assert page.count("<img") == len(pictures) > 3 + 16
+
+
+def test_report_command_prints_one_json_line(tiny_zoo, tmp_path, capsys):
+    data = tiny_zoo.parent / "data"
+    code = main(["zoo", "report", "--zoo", str(tiny_zoo), "--data", str(data),
+                 "--html", str(tmp_path / "r.html"), "--t2i-subjects", "2"])  # fmt: skip
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    figures = json.loads(lines[-1])
+    assert figures["t2i_subjects"] == 2 and figures["vocabulary_size"] == 6

@@ -1,0 +1,306 @@
+"""The emoji world dataset files: every subject x a few draws (`styledrop.zoo.draws`), in splits.
+
+`build_dataset` writes into one folder:
+
+- `images.npz`: `images`, uint8 [N, size, size, 3] (every split, in `captions.jsonl` order);
+- `captions.jsonl`: one record per image: index, split, subject id, category, style names,
+  seed, and caption variants ("a penguin", "penguin", "an image of a penguin",
+  "a penguin in greyscale", "a greyscale image of a penguin", ...);
+- `heldout.npz` / `heldout.jsonl`: ground-truth references of every subject in each held-out
+  style (for checking style transfer; never for training);
+- `manifest.json`: recipe version, counts, sha256 of every file, the fonts used with their
+  sha256, and the software versions that rendered them.
+
+Splits: "vq" (VQ tokenizer), "base" (the text encoder, and the VQ; its first draw of each
+subject is the plain canonical rendering, which the base U-ViT trains on), "judge" (the
+judge CLIP, disjoint from the base split so scores do not come from the conditioning
+model's data), "eval" (unseen draws of the same subjects and training styles) and
+"canonical" (styled draws at the canonical framing, for the base U-ViT; rendered last, so
+the other splits do not depend on it). Each draw has its own seed, derived from
+(split_seed, subject id, split, draw); no two images of a subject are identical across or
+within splits. Held-out styles appear in no split. The same arguments give byte-identical
+files on the same fonts and software versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import sys
+import time
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import PIL
+
+from styledrop.zoo import render
+from styledrop.zoo.draws import (
+    DEFAULT_DRAWS,
+    SPLITS,
+    as_subject,
+    captions_for,
+    heldout_references,
+    subject_draws,
+)
+from styledrop.zoo.styles import HELDOUT_STYLES, TRAIN_STYLES
+from styledrop.zoo.vocabulary import (
+    RECIPE_VERSION,
+    SUBJECTS,
+    Subject,
+    category_counts,
+    get_subject,
+)
+
+FILES = ("images.npz", "captions.jsonl", "heldout.npz", "heldout.jsonl")
+
+
+# --------------------------------------------------------------------------------------------
+# Files.
+
+
+def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """np.savez_compressed without timestamps, so equal arrays give equal bytes."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for key, array in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, buffer.getvalue(), compresslevel=6)
+
+
+def _write_jsonl(path: Path, records: Iterable[dict]) -> None:
+    with path.open("w", encoding="utf-8", newline="\n") as file:
+        for record in records:
+            file.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build_dataset(
+    out_dir: str | Path,
+    size: int = 64,
+    split_seed: int = 0,
+    draws: Mapping[str, int] | None = None,
+    subjects: Sequence[Subject | str] | None = None,
+    heldout: bool = True,
+    progress: bool = False,
+) -> dict:
+    """Renders the emoji world dataset into a folder (see the module docstring).
+
+    Args:
+        out_dir: Output folder (created; existing dataset files are replaced).
+        size: Image side in pixels.
+        split_seed: Seed of every draw; the same seed gives byte-identical files.
+        draws: Draws per subject for each split (default `DEFAULT_DRAWS`).
+        subjects: Subjects or ids to build (default: the whole vocabulary).
+        heldout: Also write the held-out style references.
+        progress: Show a progress bar.
+
+    Returns:
+        The manifest (also written to `manifest.json`).
+
+    Raises:
+        render.FontNotFoundError: A font is not installed.
+        ValueError: Unknown split in `draws`.
+    """
+    from tqdm import tqdm
+
+    draws = dict(DEFAULT_DRAWS if draws is None else draws)
+    if unknown := set(draws) - set(SPLITS):
+        raise ValueError(f"Unknown splits {sorted(unknown)}; use {SPLITS}.")
+    requested = list(SUBJECTS) if subjects is None else [as_subject(s) for s in subjects]
+    fonts = render.font_info()  # fails early, naming the package, when a font is missing
+    # An older Noto Color Emoji lacks the newest emoji: leave those out and say so.
+    chosen = [s for s in requested if s.kind != "emoji" or render.can_render_emoji(s.chars)]
+    skipped = [s.id for s in requested if s not in chosen]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    per_split: dict[str, list[tuple[dict, np.ndarray]]] = {split: [] for split in SPLITS}
+    bar = tqdm(total=len(chosen) * sum(draws.values()), desc="rendering", disable=not progress)
+    for subject in chosen:
+        for split, draw, styles, seed, image in subject_draws(subject, size, split_seed, draws):
+            record = {
+                "split": split,
+                "subject": subject.id,
+                "category": subject.category,
+                "style": "+".join(style.name for style in styles) or "plain",
+                "styles": [style.name for style in styles],
+                "draw": draw,
+                "seed": seed,
+                "captions": captions_for(subject, styles),
+            }
+            per_split[split].append((record, image))
+            bar.update()
+    bar.close()
+
+    records, images = [], []
+    for split in SPLITS:
+        for record, image in per_split[split]:
+            records.append({"index": len(records), **record})
+            images.append(image)
+    _write_npz(out / "images.npz", {"images": np.stack(images)})  # [N, S, S, 3] uint8
+    _write_jsonl(out / "captions.jsonl", records)
+
+    heldout_counts = {}
+    if heldout:
+        held_images, held_records = [], []
+        for style in tqdm(HELDOUT_STYLES, desc="held-out references", disable=not progress):
+            style_images, style_records = heldout_references(style, chosen, size, split_seed)
+            held_images.append(style_images)
+            held_records += style_records
+            heldout_counts[style.name] = len(style_records)
+        held_records = [{"index": i, **record} for i, record in enumerate(held_records)]
+        _write_npz(out / "heldout.npz", {"images": np.concatenate(held_images)})
+        _write_jsonl(out / "heldout.jsonl", held_records)
+    else:
+        for name in ("heldout.npz", "heldout.jsonl"):
+            (out / name).unlink(missing_ok=True)
+
+    manifest = {
+        "recipe_version": RECIPE_VERSION,
+        "size": size,
+        "split_seed": split_seed,
+        "draws": draws,
+        "counts": {split: len(per_split[split]) for split in SPLITS} | {"total": len(records)},
+        "heldout_counts": heldout_counts,
+        "subjects": len(chosen),
+        "skipped_subjects": skipped,
+        "categories": category_counts(tuple(chosen)),
+        "train_styles": [style.name for style in TRAIN_STYLES],
+        "heldout_styles": [style.name for style in HELDOUT_STYLES],
+        "files": {name: _sha256(out / name) for name in FILES if (out / name).exists()},
+        "fonts": fonts,
+        "software": {
+            "numpy": np.__version__,
+            "pillow": PIL.__version__,
+            "layout_engine": render.layout_engine(),
+        },
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def load_dataset(
+    out_dir: str | Path, split: str | None = None, heldout: bool = False
+) -> tuple[np.ndarray, list[dict]]:
+    """Reads a built dataset back.
+
+    Args:
+        out_dir: Folder written by `build_dataset`.
+        split: One of `SPLITS` (default: all) for the training images.
+        heldout: Read the held-out references instead (`split` must be None).
+
+    Returns:
+        (images uint8 [N, size, size, 3], their records).
+    """
+    if heldout and split is not None:
+        raise ValueError("The held-out references have no splits: pass split=None.")
+    out = Path(out_dir)
+    stem = "heldout" if heldout else "images"
+    captions = "heldout.jsonl" if heldout else "captions.jsonl"
+    with np.load(out / f"{stem}.npz") as archive:
+        images = archive["images"]
+    lines = (out / captions).read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    if split is not None:
+        if split not in SPLITS:
+            raise ValueError(f"Unknown split {split!r}; use {SPLITS}.")
+        records = [record for record in records if record.get("split") == split]
+        images = images[[record["index"] for record in records]]
+    return images, records
+
+
+# --------------------------------------------------------------------------------------------
+# Command line.
+
+
+def _parse_draws(text: str) -> dict[str, int]:
+    try:
+        pairs = [item.split("=") for item in text.split(",") if item]
+        draws = {name.strip(): int(count) for name, count in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected split=count,...; got {text!r}") from None
+    if unknown := set(draws) - set(SPLITS):
+        raise argparse.ArgumentTypeError(f"unknown splits {sorted(unknown)}; use {SPLITS}")
+    return draws
+
+
+def build_data_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Adds the `zoo data` options to a parser (a new one by default)."""
+    parser = parser or argparse.ArgumentParser(
+        prog="styledrop zoo data",
+        description=(
+            "Render the emoji world dataset (Noto Color Emoji subjects and A-Z in procedural"
+            " styles, with captions) for the embedded model zoo: images.npz, captions.jsonl,"
+            " held-out style references and manifest.json. Deterministic: the same seed gives"
+            " byte-identical files."
+        ),
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every draw and split")
+    parser.add_argument(
+        "--draws",
+        type=_parse_draws,
+        default=None,
+        help="draws per subject per split (default vq=2,base=8,judge=16,eval=2,canonical=8)",
+    )
+    parser.add_argument(
+        "--subjects", help="comma-separated subject ids to build (default: all of them)"
+    )
+    parser.add_argument(
+        "--no-heldout", action="store_true", help="skip the held-out style references"
+    )
+    return parser
+
+
+def main_data(argv: Sequence[str] | None = None) -> int:
+    """`styledrop zoo data`: builds the dataset and prints counts and the time taken.
+
+    Returns:
+        The exit code (2 when a font is missing or an argument is wrong).
+    """
+    args = build_data_parser().parse_args(argv)
+    if args.size < 16:
+        print("error: --size must be at least 16.", file=sys.stderr)
+        return 2
+    subjects = None
+    if args.subjects:
+        try:
+            subjects = [get_subject(s.strip()) for s in args.subjects.split(",") if s.strip()]
+        except KeyError as error:
+            print(f"error: {error.args[0]}", file=sys.stderr)
+            return 2
+    start = time.perf_counter()
+    try:
+        manifest = build_dataset(
+            args.out,
+            size=args.size,
+            split_seed=args.seed,
+            draws=args.draws,
+            subjects=subjects,
+            heldout=not args.no_heldout,
+            progress=True,
+        )
+    except render.FontNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    elapsed = time.perf_counter() - start
+    counts = ", ".join(f"{split} {count}" for split, count in manifest["counts"].items())
+    held = sum(manifest["heldout_counts"].values())
+    megabytes = sum((args.out / name).stat().st_size for name in manifest["files"]) / 2**20
+    print(f"{manifest['subjects']} subjects at {args.size}px: {counts}; held-out references {held}")
+    if manifest["skipped_subjects"]:
+        skipped = ", ".join(manifest["skipped_subjects"])
+        print(f"Skipped (the installed Noto Color Emoji cannot draw them): {skipped}")
+    print(f"Wrote {args.out} ({megabytes:.1f} MiB) in {elapsed:.1f} s")
+    return 0

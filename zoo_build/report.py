@@ -1,0 +1,206 @@
+"""`styledrop zoo report`: how good the embedded zoo is, as figures and as pictures.
+
+Four questions, each answered on data the model in question never trained on:
+- `vq_psnr`: can the VQ tokenizer reconstruct renders of the "eval" split?
+- `judge_top1_real`: does the judge name the subject of "eval" renders (fresh
+  augmentation draws), zero-shot over the whole vocabulary?
+- `judge_top1_heldout_style`: the same on Symbola line art, a style no model saw.
+- `t2i_top1`: does the base draw what it is asked? It generates "a <subject>" for
+  evenly spaced subjects of the vocabulary, and the judge names each image.
+  `judge_top1_vq_reconstruction` (the judge on the VQ's reconstructions of the "eval"
+  renders) is what the base could reach at best through this tokenizer, and
+  `judge_top1_vq_canonical` (the same on the plain canonical renders the base trains on)
+  what it reaches by drawing each subject's plain look exactly.
+The figures go to stdout as one JSON line and, with image grids, into an HTML report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from feedback.html_report import HtmlReport
+from feedback.scorer import ClipScorer
+from styledrop.zoo.draws import is_plain_canonical
+from styledrop.zoo.embedded import JUDGE_DIR, MANIFEST, zoo_dir
+from styledrop.zoo.styles import LINE_ART
+from styledrop.zoo.vocabulary import Subject
+from zoo_build.dataset import build_dataset, load_dataset
+from zoo_build.train_text_encoder import load_vocabulary, subject_prompts
+from zoo_build.train_vq import reconstruct_images, reconstruction_scores
+
+DEFAULT_T2I_SUBJECTS = 128
+
+
+def spread(items: Sequence, count: int | None) -> list:
+    """`count` items spread evenly over `items` (all of them when count is None or larger)."""
+    if count is None or count >= len(items):
+        return list(items)
+    picks = np.linspace(0, len(items) - 1, count).round().astype(int)
+    return [items[i] for i in picks]
+
+
+def judge_top1(
+    scorer: ClipScorer, images: np.ndarray, truth: Sequence[str], subjects: Sequence[Subject]
+) -> tuple[float, list[str]]:
+    """Zero-shot top-1 over `subjects`, and each image's predicted subject id."""
+    best, _ = scorer.classify(images, [subject_prompts(s) for s in subjects])
+    predicted = [subjects[i].id for i in best]
+    correct = [p == t for p, t in zip(predicted, truth, strict=True)]
+    return (float(np.mean(correct)) if correct else float("nan")), predicted
+
+
+def _captions(truth: Sequence[str], predicted: Sequence[str]) -> list[str]:
+    return [t if t == p else f"{t} (judge: {p})" for t, p in zip(truth, predicted, strict=True)]
+
+
+def zoo_report(
+    zoo: str | Path,
+    data_dir: str | Path,
+    html_path: str | Path,
+    t2i_subjects: int | None = DEFAULT_T2I_SUBJECTS,
+    seed: int = 0,
+    batch_size: int = 32,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Scores a zoo folder and writes the HTML report.
+
+    Args:
+        zoo: The zoo folder (native model folder with `judge/`).
+        data_dir: An emoji-world dataset built with the zoo's recipe.
+        html_path: Where to write the report.
+        t2i_subjects: How many subjects the base draws (evenly spread; None: all).
+        seed: Generation seed.
+        batch_size: Images per compiled generation batch.
+        log: Receives one line per stage.
+
+    Returns:
+        The figures (also written into the report).
+    """
+    import muse
+
+    zoo, data_dir = Path(zoo), Path(data_dir)
+    report = HtmlReport("Emoji-world zoo report")
+    subjects = load_vocabulary(data_dir)
+    figures: dict = {"vocabulary_size": len(subjects)}
+
+    log("VQ reconstruction on the eval split")
+    pipe = muse.load(zoo)
+    eval_images, eval_records = load_dataset(data_dir, split="eval")
+    reconstructed, codes = reconstruct_images(pipe.vq, eval_images)  # [N, H, W, 3] in [0, 1]
+    vq = reconstruction_scores(eval_images, reconstructed, codes, pipe.vq.config.num_vq_embeddings)
+    figures |= {"vq_psnr": vq["psnr"], "vq_psnr_global": vq["psnr_global"]}
+    figures["vq_codebook_usage"] = vq["codebook_usage"]
+    reconstructed = np.round(reconstructed * 255).astype(np.uint8)
+    shown = spread(range(len(eval_images)), 16)
+
+    log("judge zero-shot top-1")
+    scorer = ClipScorer.load(zoo / JUDGE_DIR)
+    truth = [r["subject"] for r in eval_records]
+    figures["judge_top1_real"], eval_pred = judge_top1(scorer, eval_images, truth, subjects)
+    figures["judge_top1_vq_reconstruction"], _ = judge_top1(scorer, reconstructed, truth, subjects)
+    base_images, base_records = load_dataset(data_dir, split="base")
+    plain = [row for row, record in enumerate(base_records) if is_plain_canonical(record)]
+    plain_rebuilt, _ = reconstruct_images(pipe.vq, base_images[plain])  # [n, H, W, 3] in [0, 1]
+    figures["judge_top1_vq_canonical"], _ = judge_top1(
+        scorer, np.round(plain_rebuilt * 255).astype(np.uint8),
+        [base_records[row]["subject"] for row in plain], subjects,
+    )  # fmt: skip
+    held_images, held_records = load_dataset(data_dir, heldout=True)
+    by_style, held_examples = {}, []
+    for style in dict.fromkeys(r["style"] for r in held_records):
+        rows = [i for i, r in enumerate(held_records) if r["style"] == style]
+        names = [held_records[i]["subject"] for i in rows]
+        by_style[style], predicted = judge_top1(scorer, held_images[rows], names, subjects)
+        picks = spread(range(len(rows)), 6)
+        held_examples.append(
+            (style, held_images[[rows[i] for i in picks]], [names[i] for i in picks],
+             [predicted[i] for i in picks])
+        )  # fmt: skip
+    figures["judge_top1_heldout_style"] = by_style.get(LINE_ART.name, float("nan"))
+    figures["judge_top1_by_heldout_style"] = by_style
+
+    chosen = spread(subjects, t2i_subjects)
+    log(f"base text-to-image on {len(chosen)} subjects")
+    began = time.perf_counter()
+    generated = pipe.generate(
+        [s.phrase() for s in chosen], seed=seed, batch_size=batch_size
+    )  # [n, H, W, 3] in [0, 1]
+    seconds = time.perf_counter() - began
+    images_u8 = np.round(generated * 255).astype(np.uint8)
+    ids = [s.id for s in chosen]
+    figures["t2i_top1"], t2i_pred = judge_top1(scorer, images_u8, ids, subjects)
+    figures["t2i_subjects"] = len(chosen)
+    figures["t2i_seconds_per_image"] = seconds / len(chosen)
+    manifest_path = zoo / MANIFEST
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        figures["zoo_bytes"] = manifest.get("bytes")
+        figures["data_recipe_version"] = manifest.get("data_recipe_version")
+
+    report.paragraph(f"Zoo: {zoo.name}; dataset: {data_dir.name}; seed {seed}.")
+    report.table(
+        ["figure", "value"],
+        [[k, v] for k, v in figures.items() if not isinstance(v, dict)]
+        + [[f"judge_top1 {k}", v] for k, v in by_style.items()],
+    )
+    report.heading("Text to image: 'a <subject>' (caption: subject, and the judge's guess)")
+    report.figures(images_u8, _captions(ids, t2i_pred))
+    report.heading("VQ: eval renders (top) and their reconstructions (bottom)")
+    report.figures(eval_images[shown], [truth[i] for i in shown])
+    report.figures(reconstructed[shown])
+    report.heading("Judge on real renders (eval split)")
+    picks = spread(range(len(eval_images)), 24)
+    report.figures(eval_images[picks], _captions([truth[i] for i in picks],
+                                                 [eval_pred[i] for i in picks]))  # fmt: skip
+    for style, images, names, predicted in held_examples:
+        report.heading(f"Judge on the held-out style '{style}'")
+        report.figures(images, _captions(names, predicted))
+    report.write(html_path)
+    return figures
+
+
+def main_report(argv: Sequence[str] | None = None) -> int:
+    """`styledrop zoo report [--zoo DIR] [--data DIR] --html OUT.html`."""
+    parser = argparse.ArgumentParser(
+        prog="styledrop zoo report",
+        description=(
+            "Scores the zoo (VQ PSNR, judge zero-shot top-1 on real renders and on the"
+            " held-out line-art style, text-to-image top-1), prints one JSON line and writes"
+            " an HTML report with image grids."
+        ),
+    )
+    parser.add_argument("--zoo", type=Path, default=None, help="zoo folder (default: embedded)")
+    parser.add_argument(
+        "--data", type=Path, help="dataset folder (default: render one into a temporary folder)"
+    )
+    parser.add_argument("--html", type=Path, required=True, help="report file to write")
+    parser.add_argument(
+        "--t2i-subjects", type=int, default=DEFAULT_T2I_SUBJECTS,
+        help="subjects the base draws, spread over the vocabulary (0: all)",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="generation seed")
+    args = parser.parse_args(argv)
+    zoo = args.zoo or zoo_dir()
+    count = None if args.t2i_subjects <= 0 else args.t2i_subjects
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        data = args.data
+        if data is None:
+            log("rendering the emoji-world dataset")
+            data = Path(scratch) / "data"
+            build_dataset(data)
+        figures = zoo_report(zoo, data, args.html, t2i_subjects=count, seed=args.seed, log=log)
+    print(json.dumps(figures, sort_keys=True))
+    log(f"Wrote {args.html}")
+    return 0

@@ -1,0 +1,369 @@
+"""Training the embedded base U-ViT on the emoji world (Muse masking + caption dropout).
+
+The base is the same `muse.transformer.UVit2D` as the aMUSEd presets, in a small size.
+Everything the step needs is prepared once: the images at the canonical framing (each
+subject's plain draw, repeated, and the "canonical" split's styled draws; see `build_pool`)
+are tokenized with the zoo's VQ and every distinct caption is encoded with the zoo's text
+encoder; each (image, caption) pair becomes one row of a token pool, and the jitted step of
+`styledrop.train_step` (the same one StyleDrop fine-tuning uses) samples batches from it,
+dropping captions to the empty prompt so classifier-free guidance has an unconditional
+model. Checkpoints are atomic and resumable bit-identically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from muse import checkpoint as model_checkpoint
+from muse import weights
+from muse.config import TransformerConfig
+from muse.folder_layout import TRANSFORMER_FILE
+from muse.text_encoder import TextEncoder
+from muse.transformer import UVit2D
+from muse.vq import VQModel
+from styledrop import train_checkpoint
+from styledrop.dataset import TokenPool, tokenize_images
+from styledrop.train_step import make_train_step
+from styledrop.zoo.draws import CANONICAL_SPLIT, is_plain_canonical
+from zoo_build.dataset import load_dataset
+from zoo_build.schedule import warmup_cosine_schedule
+
+CONFIG_FILE = "transformer_config.json"
+POOL_FILE = "pool.npz"
+
+
+def zoo_transformer_config(
+    codebook_size: int, text_hidden: int, text_projection: int, grid: int = 8, width: int = 192
+) -> TransformerConfig:
+    """The small U-ViT of the emoji world: same architecture as aMUSEd, fewer channels/layers.
+
+    Args:
+        codebook_size: VQ codebook size (the mask token is appended after it).
+        text_hidden: Text encoder hidden width.
+        text_projection: Text encoder projection width (the pooled embedding).
+        grid: Token grid side.
+        width: Transformer hidden width.
+    """
+    return TransformerConfig(
+        hidden_size=width,
+        cond_embed_dim=text_projection,
+        micro_cond_encode_dim=16,
+        micro_cond_embed_dim=80,
+        encoder_hidden_size=text_hidden,
+        vocab_size=codebook_size + 1,
+        codebook_size=codebook_size,
+        in_channels=width // 2,
+        block_out_channels=width // 2,
+        num_res_blocks=1,
+        block_num_heads=4,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        intermediate_size=2 * width,
+        sample_size=grid,
+    )
+
+
+@dataclass(frozen=True)
+class BaseTrainConfig:
+    """Hyperparameters of base-model training.
+
+    Attributes:
+        width: Transformer width (see `zoo_transformer_config`).
+        steps: Optimizer steps.
+        batch_size: Pairs per step.
+        learning_rate: Peak AdamW learning rate (linear warm-up, cosine decay).
+        warmup_steps: Warm-up length.
+        weight_decay: AdamW weight decay.
+        caption_dropout: Probability of training on the empty prompt instead.
+        captions_per_image: Caption phrasings kept per image.
+        canonical_repeats: Extra copies of each subject's plain canonical draw (base draw 0)
+            in the pool, so the plain "a <subject>" prompts meet it more often than the
+            styled draws (0: every image once).
+        jittered_draws: Also train on the base split's shifted and scaled draws (the
+            emoji-world-1 recipe); by default the pool holds the canonical framing only: base
+            draw 0 and the "canonical" split's styled draws.
+        seed: Seed of init, batches, masks and dropout.
+        init_from: sha256 of the weights file the run starts from ("" = random init): a
+            warm start continues an earlier base (the committed zoo's, say) with a fresh
+            schedule, so training can be added in runs that each fit a time budget.
+        checkpoint_every: Steps between checkpoints.
+    """
+
+    width: int = 192
+    steps: int = 5000
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    warmup_steps: int = 200
+    weight_decay: float = 0.01
+    caption_dropout: float = 0.1
+    captions_per_image: int = 4
+    canonical_repeats: int = 3
+    jittered_draws: bool = False
+    seed: int = 0
+    init_from: str = ""
+    checkpoint_every: int = 200
+
+    def fingerprint(self) -> str:
+        """What a checkpoint must match to be resumed."""
+        values = dataclasses.asdict(self)
+        values.pop("checkpoint_every")
+        return json.dumps(values, sort_keys=True)
+
+
+def build_pool(
+    data_dir: Path,
+    vq: VQModel,
+    text_encoder: TextEncoder,
+    captions_per_image: int,
+    canonical_repeats: int = 0,
+    jittered_draws: bool = False,
+) -> tuple[TokenPool, dict]:
+    """Tokenizes the base U-ViT's training images and encodes their captions.
+
+    The images are each subject's plain canonical draw (base split, draw 0) and the
+    "canonical" split's styled draws at the same framing, plus, with `jittered_draws`, the
+    rest of the base split. Row 0 of the text arrays is the empty prompt.
+
+    Args:
+        data_dir: An emoji-world dataset folder.
+        vq: The tokenizer.
+        text_encoder: The conditioning text encoder.
+        captions_per_image: Caption phrasings kept per image.
+        canonical_repeats: Extra copies of the (image, caption) pairs of each subject's
+            canonical draw (base draw 0).
+        jittered_draws: Also take the base split's jittered draws.
+
+    Returns:
+        The pool (one row per (image, caption) pair, canonical pairs repeated) and a summary
+        dict.
+    """
+    images, records = load_dataset(data_dir)
+    chosen = [
+        row for row, record in enumerate(records)
+        if record["split"] == CANONICAL_SPLIT or is_plain_canonical(record)
+        or (jittered_draws and record["split"] == "base")
+    ]  # fmt: skip
+    if not chosen:
+        raise ValueError(f"The dataset in {data_dir} has no base or canonical images.")
+    images, records = images[chosen], [records[row] for row in chosen]
+    ids = tokenize_images(vq, images, batch_size=64)  # [N, h, w]
+    prompts = [""]
+    index: dict[str, int] = {"": 0}
+    image_rows, prompt_rows = [], []
+    for row, record in enumerate(records):
+        copies = 1 + (canonical_repeats if is_plain_canonical(record) else 0)
+        for caption in record["captions"][:captions_per_image]:
+            if caption not in index:
+                index[caption] = len(prompts)
+                prompts.append(caption)
+            image_rows += [row] * copies
+            prompt_rows += [index[caption]] * copies
+    hidden, pooled = [], []
+    for start in range(0, len(prompts), 256):
+        emb = text_encoder.encode(prompts[start : start + 256])
+        hidden.append(emb.hidden_states.astype(np.float16))
+        pooled.append(emb.pooled.astype(np.float16))
+    side = ids.shape[1] * (images.shape[1] // ids.shape[1])
+    pool = TokenPool(
+        ids=jnp.asarray(ids[np.asarray(image_rows)]),
+        prompt_index=jnp.asarray(prompt_rows, jnp.int32),
+        hidden=jnp.asarray(np.concatenate(hidden)),
+        pooled=jnp.asarray(np.concatenate(pooled)),
+        micro=jnp.asarray([side, side, 0, 0, 6], jnp.float32),
+        prompts=tuple(prompts),
+    )
+    summary = {"images": len(images), "pairs": len(image_rows), "prompts": len(prompts)}
+    return pool, summary
+
+
+def train_base(
+    data_dir: str | Path,
+    vq: VQModel,
+    text_encoder: TextEncoder,
+    out_dir: str | Path,
+    config: BaseTrainConfig,
+    progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    init_weights: str | Path | None = None,
+) -> Path | None:
+    """Trains (or resumes) the base U-ViT; writes `transformer.safetensors` and its config.
+
+    Args:
+        data_dir: An emoji-world dataset folder (`styledrop zoo data`).
+        vq: The zoo's trained VQ tokenizer.
+        text_encoder: The zoo's trained text encoder.
+        out_dir: Run folder (checkpoint, log, final weights).
+        config: Hyperparameters.
+        progress: Called after each step with step, loss, accuracy, steps_per_s, eta_s.
+        should_stop: Polled after each step; True checkpoints, exports the weights so far
+            (marked incomplete in the config) and returns None.
+        init_weights: A `transformer.safetensors` of the same architecture to start from
+            instead of the random init (float16 files load into float32 parameters); its
+            sha256 must be `config.init_from`.
+
+    Returns:
+        Path of the final weights (None when stopped early).
+
+    Raises:
+        ValueError: `init_weights` and `config.init_from` disagree.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pool, summary = build_pool(
+        Path(data_dir), vq, text_encoder, config.captions_per_image,
+        config.canonical_repeats, config.jittered_draws,
+    )  # fmt: skip
+    codebook = int(vq.config.num_vq_embeddings)
+    model_cfg = zoo_transformer_config(
+        codebook,
+        int(pool.hidden.shape[-1]),
+        int(pool.pooled.shape[-1]),
+        grid=int(pool.ids.shape[1]),
+        width=config.width,
+    )
+    model = UVit2D(model_cfg, rngs=nnx.Rngs(config.seed))
+    digest = "" if init_weights is None else model_checkpoint.sha256_file(init_weights)
+    if digest != config.init_from:
+        raise ValueError(
+            f"config.init_from is {config.init_from!r} but the initial weights hash to"
+            f" {digest!r}; set init_from to the sha256 of the file you start from."
+        )
+    if init_weights is not None:
+        weights.load_params(model, init_weights)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    schedule = warmup_cosine_schedule(config.learning_rate, config.warmup_steps, config.steps)
+    tx = optax.chain(
+        optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=config.weight_decay)
+    )
+    opt_state = tx.init(params)
+    start = 0
+    saved = train_checkpoint.restore(out_dir, (params, opt_state), config.fingerprint())
+    if saved is not None:
+        (params, opt_state), start = saved
+    step_fn = make_train_step(
+        graphdef, tx, config.batch_size, model_cfg.mask_token_id,
+        caption_dropout=config.caption_dropout, empty_prompt_index=0,
+    )  # fmt: skip
+    key = jax.random.key(config.seed)
+    arrays = pool.as_tuple()
+    began, done_at_start = time.perf_counter(), start
+    with (out_dir / "train_log.jsonl").open("a") as log:
+        for step in range(start + 1, config.steps + 1):
+            params, opt_state, metrics = step_fn(params, opt_state, rest, arrays, step - 1, key)
+            record = {"step": step, "loss": float(metrics["loss"])}
+            record["accuracy"] = float(metrics["accuracy"])
+            log.write(json.dumps(record) + "\n")
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                train_checkpoint.save(out_dir, (params, opt_state), step, config.fingerprint())
+                log.flush()
+            if progress is not None:
+                rate = (step - done_at_start) / max(time.perf_counter() - began, 1e-9)
+                progress({**record, "steps_per_s": rate, "eta_s": (config.steps - step) / rate})
+            if should_stop is not None and should_stop() and step < config.steps:
+                train_checkpoint.save(out_dir, (params, opt_state), step, config.fingerprint())
+                _export(model, params, out_dir, config, {**summary, "steps_done": step})
+                return None
+    train_checkpoint.save(out_dir, (params, opt_state), config.steps, config.fingerprint())
+    return _export(model, params, out_dir, config, {**summary, "steps_done": config.steps})
+
+
+def _export(
+    model: UVit2D, params: nnx.State, out_dir: Path, config: BaseTrainConfig, summary: dict
+) -> Path:
+    """Writes the weights and `transformer_config.json` (with `steps_done` and `complete`)."""
+    nnx.update(model, params)
+    path = out_dir / TRANSFORMER_FILE
+    weights.save_params(model, path)
+    info = {
+        "transformer": model.cfg.to_dict(),
+        "train": dataclasses.asdict(config),
+        **summary,
+        "complete": summary["steps_done"] >= config.steps,
+    }
+    (out_dir / CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return path
+
+
+def main_train_base(argv: list[str] | None = None) -> int:
+    """`styledrop zoo train base --data DIR --vq DIR --text DIR --out DIR [--steps N]`."""
+    from tqdm import tqdm
+
+    from muse.config import VQConfig
+
+    parser = argparse.ArgumentParser(prog="styledrop zoo train base")
+    parser.add_argument("--data", type=Path, required=True, help="emoji-world dataset folder")
+    parser.add_argument("--vq", type=Path, required=True, help="folder with vqvae.safetensors")
+    parser.add_argument(
+        "--text", type=Path, required=True, help="folder with text_encoder/ and tokenizer/"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="run folder")
+    parser.add_argument("--steps", type=int, default=BaseTrainConfig.steps)
+    parser.add_argument("--batch-size", type=int, default=BaseTrainConfig.batch_size)
+    parser.add_argument("--width", type=int, default=BaseTrainConfig.width)
+    parser.add_argument("--lr", type=float, default=BaseTrainConfig.learning_rate)
+    parser.add_argument("--warmup", type=int, default=BaseTrainConfig.warmup_steps)
+    parser.add_argument(
+        "--canonical-repeats",
+        type=int,
+        default=BaseTrainConfig.canonical_repeats,
+        help="extra copies of each subject's plain canonical draw in the training pool",
+    )
+    parser.add_argument(
+        "--jittered-draws",
+        action="store_true",
+        help="also train on the base split's shifted and scaled draws (the emoji-world-1 recipe)",
+    )
+    parser.add_argument(
+        "--init",
+        type=Path,
+        help="start from this transformer.safetensors (e.g. the committed zoo's) instead of a"
+        " random init; the run gets a fresh schedule of --steps",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="minutes; then checkpoint, export the weights so far and stop (rerun to resume)",
+    )
+    args = parser.parse_args(argv)
+    vq_cfg = VQConfig.from_dict(json.loads((args.vq / "vq_config.json").read_text()))
+    vq = nnx.eval_shape(lambda: VQModel(vq_cfg, rngs=nnx.Rngs(0)))
+    weights.load_params(vq, args.vq / "vqvae.safetensors")
+    text = TextEncoder.load(args.text / "text_encoder", tokenizer=args.text / "tokenizer")
+    init_from = "" if args.init is None else model_checkpoint.sha256_file(args.init)
+    config = BaseTrainConfig(
+        steps=args.steps, batch_size=args.batch_size, width=args.width, learning_rate=args.lr,
+        warmup_steps=args.warmup, init_from=init_from,
+        canonical_repeats=args.canonical_repeats, jittered_draws=args.jittered_draws,
+    )  # fmt: skip
+    bar = tqdm(total=config.steps, unit="step", desc="base U-ViT")
+
+    def show(event: dict) -> None:
+        bar.n = event["step"]
+        bar.set_postfix(loss=f"{event['loss']:.3f}", acc=f"{event['accuracy']:.3f}")
+        bar.refresh()
+
+    deadline = None if args.time_limit is None else time.monotonic() + 60 * args.time_limit
+    path = train_base(
+        args.data, vq, text, args.out, config, progress=show,
+        should_stop=None if deadline is None else lambda: time.monotonic() > deadline,
+        init_weights=args.init,
+    )  # fmt: skip
+    bar.close()
+    if path is None:
+        print(f"Stopped at the time limit; weights so far in {args.out}. Rerun to resume.")
+    else:
+        print(f"Wrote {path}")
+    return 0
