@@ -2,8 +2,8 @@
 
 By default it goes through the service, as `make demo` shows: it starts a private Redis
 and a worker (`worker.local_service`), submits a demo job, shows its progress from the job
-record, copies the report out of the store and stops what it started. `--in-process`
-runs the same demo in this process instead.
+record, copies the report (with the images it shows) out of the store and stops what it
+started. `--in-process` runs the same demo in this process instead.
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ def _through_queue(args, given: dict) -> dict:
     from worker.app import make_app
     from worker.local_redis import LocalRedisError
     from worker.local_service import LocalService
+    from worker.outputs import copy_out
     from worker.store import Store
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -146,6 +147,6 @@ def _through_queue(args, given: dict) -> dict:
             service.stop()
     if job.status != "succeeded":
         raise UserError(f"Demo job {job.id} {job.status}: {job.error} (see {log_path}).")
-    for key in job.artifacts.values():
-        (args.out / key.rsplit("/", 1)[-1]).write_bytes(store.read_bytes(key))
+    for key in job.artifacts.values():  # the report brings the images it shows
+        copy_out(store, key, args.out / key.rsplit("/", 1)[-1])
     return json.loads((args.out / "summary.json").read_text())

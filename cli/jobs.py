@@ -190,17 +190,24 @@ def run_submit(args) -> None:
     """Queues the job and prints its id (or its record with --json)."""
     from cli.finetune import parse_captions
     from worker import client
+    from worker.finetune_spec import FinetuneOptions
 
     captions = parse_captions(args.caption, args.images)
     store, app = _context(args)
-    _queue_and_print(
-        args, client.submit, args.images, args.descriptor,
-        captions={str(path): text for path, text in captions.items()},
-        base=args.base, adapter=args.adapter, steps=args.steps, learning_rate=args.lr,
-        batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every,
-        preview_every=args.preview_every, preview_prompts=args.preview_prompt,
-        store=store, app=app,
-    )  # fmt: skip
+
+    def submit():
+        options = FinetuneOptions(
+            args.descriptor, base=args.base, adapter=args.adapter, steps=args.steps,
+            learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed,
+            checkpoint_every=args.checkpoint_every, preview_every=args.preview_every,
+            preview_prompts=args.preview_prompt,
+        )  # fmt: skip
+        return client.submit(
+            args.images, options, captions={str(path): text for path, text in captions.items()},
+            store=store, app=app,
+        )  # fmt: skip
+
+    _queue_and_print(args, submit)
 
 
 def _queue_and_print(args, submit, *positional, **options) -> None:

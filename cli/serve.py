@@ -42,7 +42,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--store", help="store folder or fsspec URL (sets $STYLEDROP_STORE)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (0: none)")
     parser.add_argument(
-        "--queues", default="training,generation,evaluation",
+        "--queues", default="training,generation",
         help="queues the workers take jobs from",
     )  # fmt: skip
     parser.add_argument(

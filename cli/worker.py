@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
         ),
     )
     parser.add_argument(
-        "--queues", default="training,generation,evaluation",
+        "--queues", default="training,generation",
         help="comma-separated queues to take jobs from (default: all)",
     )  # fmt: skip
     parser.add_argument("--hostname", help="worker node name (default: celery@HOST)")

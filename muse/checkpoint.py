@@ -27,8 +27,6 @@ from muse import weights
 from muse.config import ModelConfig
 from muse.folder_layout import (
     MODEL_JSON,
-    TEXT_ENCODER_DIR,
-    TOKENIZER_DIR,
     TRANSFORMER_FILE,
     VQ_FILE,
 )
@@ -130,33 +128,6 @@ def load_vq(folder: str | Path, dtype=jnp.float32) -> VQModel:
     return _load_into(
         lambda: VQModel(config.vq, rngs=nnx.Rngs(0), dtype=dtype), folder / VQ_FILE, "VQ"
     )
-
-
-def save_model_folder(
-    folder: str | Path,
-    config: ModelConfig,
-    transformer: UVit2D,
-    vq: VQModel,
-    text_encoder_dir: str | Path,
-    tokenizer_dir: str | Path,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Writes a native model folder from in-memory models (used by training code).
-
-    The folder is assembled next to its destination and renamed into place, so a
-    reader never sees half a model.
-    """
-    folder = Path(folder)
-    staging = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    weights.save_params(transformer, staging / TRANSFORMER_FILE)
-    weights.save_params(vq, staging / VQ_FILE)
-    shutil.copytree(text_encoder_dir, staging / TEXT_ENCODER_DIR)
-    shutil.copytree(tokenizer_dir, staging / TOKENIZER_DIR)
-    write_model_json(staging, config, extra)
-    replace_folder(staging, folder)
-    return folder
 
 
 def replace_folder(staging: Path, folder: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
@@ -27,6 +27,7 @@ from muse.pipeline import Pipeline
 from muse.transformer import current_adapter_gate
 from styledrop import train_checkpoint
 from styledrop.dataset import StyleExample, build_token_pool
+from styledrop.fingerprint import settings_fingerprint
 from styledrop.guidance import GuidanceScales, styledrop_branches
 from styledrop.terms import add_descriptor
 from styledrop.train_step import make_train_step
@@ -74,11 +75,8 @@ class FinetuneConfig:
 
     def fingerprint(self) -> str:
         """What a checkpoint must match to be resumed (not previews or checkpoint cadence)."""
-        values = asdict(self)
-        for key in ("preview_every", "preview_prompts", "preview_seed", "checkpoint_every"):
-            values.pop(key)
-        values["learning_rate"] = self.lr
-        return json.dumps(values, sort_keys=True, default=str)
+        skip = ("preview_every", "preview_prompts", "preview_seed", "checkpoint_every")
+        return settings_fingerprint(self, skip, learning_rate=self.lr)
 
 
 @dataclass(frozen=True)

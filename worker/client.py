@@ -1,7 +1,8 @@
 """Submitting and watching jobs: what the CLI and the UI call. Imports no JAX.
 
 `submit` validates the style images (`styledrop.inputs`), copies them into the store
-under the job's `inputs/` folder, writes the job record and queues the task by name
+under the job's `inputs/` folder, writes the job record (the images and the
+`FinetuneOptions` the caller chose, as a `FinetuneSpec`) and queues the task by name
 (`app.send_task`: the task code is never imported here); `submit_generate` queues
 images in the style of a finished fine-tune job (optionally composed with the subject
 adapter of another one), scored with CLIP unless asked not to (`read_scores`).
@@ -15,6 +16,7 @@ broker `$STYLEDROP_BROKER_URL` unless others are passed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,7 +27,7 @@ from celery import Celery
 from styledrop.terms import DEFAULT_CAPTION, DEFAULT_GAMMA, DEFAULT_STEPS, without_descriptor
 from worker import jobs
 from worker.app import FINETUNE_TASK, GENERATE_TASK, TASK_ROUTES
-from worker.finetune_spec import DEFAULT_CHECKPOINT_EVERY, FinetuneSpec, ImageInput
+from worker.finetune_spec import FinetuneOptions, FinetuneSpec, ImageInput
 from worker.generate_spec import GenerateSpec
 from worker.store import Store, default_store, job_key
 
@@ -79,24 +81,10 @@ def _image_format(data: bytes) -> str:
 
 def submit(
     images: Sequence[str | Path],
-    descriptor: str,
+    options: FinetuneOptions,
     *,
     captions: Mapping[str | Path, str] | None = None,
-    base: str | Path | None = None,
-    adapter: str = "r1",
-    steps: int = DEFAULT_STEPS,
-    learning_rate: float | None = None,
-    batch_size: int = 8,
-    seed: int = 0,
-    variants_per_image: int = 8,
-    checkpoint_every: int | None = None,
-    preview_every: int = 0,
-    preview_prompts: Sequence[str] = (),
-    bottleneck: int | None = None,
-    rank: int = 16,
     parent: str | None = None,
-    round: int = 1,
-    selected_from: str | None = None,
     store: Store | None = None,
     app: Celery | None = None,
 ) -> jobs.Job:
@@ -104,26 +92,13 @@ def submit(
 
     Args:
         images: Style image files (PNG, JPEG or WebP; 1-20).
-        descriptor: Style descriptor ("in watercolor painting style").
+        options: How to fine-tune (descriptor, base, adapter, steps, ...). Its `base` is
+            the folder as the workers see it (None: their embedded default); when it
+            exists here too, it must be a converted model folder.
         captions: Content caption per image, keyed by path or file name ("an image" if
             missing).
-        base: Base model folder as the workers see it (None: their embedded default).
-            When it exists here too, it must be a converted model folder.
-        adapter: "r1", "r2" or "lora".
-        steps: Optimizer steps.
-        learning_rate: Adam learning rate (None: the kind's default).
-        batch_size: Examples per step.
-        seed: Random seed.
-        variants_per_image: Augmented crops per image.
-        checkpoint_every: Steps between checkpoints (default: 100, or fewer for short runs).
-        preview_every: Steps between preview grids (0: none).
-        preview_prompts: Content prompts of the previews.
-        bottleneck: Adapter bottleneck (None: the kind's default).
-        rank: LoRA rank.
         parent: Id of the job this one derives from (recorded in the record's `parent`;
             round 2: the round-1 fine-tune job). It must exist.
-        round: Training round recorded in the inputs (1; `submit_round2` sets 2 and on).
-        selected_from: The generation job the images were picked from (round 2 and on).
         store: The store (default `$STYLEDROP_STORE`).
         app: The Celery app (default: `worker.app.app`).
 
@@ -132,7 +107,7 @@ def submit(
 
     Raises:
         ImageInputError: a bad image (nothing is stored).
-        ValueError: bad settings, or a base folder that is not a model.
+        ValueError: a base folder that is not a model.
         JobNotFoundError: no `parent` job (nothing is stored).
         BrokerUnreachableError: the broker does not answer (nothing is stored).
     """
@@ -141,12 +116,12 @@ def submit(
     paths = [Path(p) for p in images]
     loaded = load_images(paths)  # every image is checked before anything is stored
     captions = {str(k): v.strip() for k, v in (captions or {}).items()}
+    base = options.base
     if base is not None:
-        base = Path(base).expanduser().resolve()
-        if base.exists() and not (base / "model.json").is_file():
-            raise ValueError(f"{base} is not a converted model folder (no model.json).")
-    if checkpoint_every is None:
-        checkpoint_every = max(1, min(DEFAULT_CHECKPOINT_EVERY, steps // 10))
+        folder = Path(base).expanduser().resolve()
+        if folder.exists() and not (folder / "model.json").is_file():
+            raise ValueError(f"{folder} is not a converted model folder (no model.json).")
+        base = str(folder)
     store = store or default_store()
     app = _app(app)
     if parent is not None:
@@ -159,24 +134,7 @@ def submit(
         caption = captions.get(str(path)) or captions.get(path.name) or DEFAULT_CAPTION
         files.append((key, data))
         inputs.append(ImageInput(key=key, name=image.name, sha256=image.sha256, caption=caption))
-    spec = FinetuneSpec(
-        images=tuple(inputs),
-        descriptor=descriptor,
-        base=str(base) if base is not None else None,
-        adapter=adapter,
-        bottleneck=bottleneck,
-        rank=rank,
-        steps=steps,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        seed=seed,
-        variants_per_image=variants_per_image,
-        checkpoint_every=checkpoint_every,
-        preview_every=preview_every,
-        preview_prompts=tuple(preview_prompts),
-        round=round,
-        selected_from=selected_from,
-    )
+    spec = FinetuneSpec.of(tuple(inputs), dataclasses.replace(options, base=base))
     check_broker(app)
     for key, data in files:
         store.write_bytes(key, data)
@@ -393,13 +351,13 @@ def submit_round2(
         path = store.fetch(key)
         paths.append(path)
         captions[str(path)] = prompt
-    return submit(
-        paths, previous.descriptor, captions=captions, base=previous.base, adapter=adapter,
-        steps=steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+    options = FinetuneOptions(
+        previous.descriptor, base=previous.base, adapter=adapter, steps=steps,
+        learning_rate=learning_rate, batch_size=batch_size, seed=seed,
         variants_per_image=variants_per_image, checkpoint_every=checkpoint_every,
-        parent=source.id, round=previous.round + 1, selected_from=pool.id,
-        store=store, app=app,
+        round=previous.round + 1, selected_from=pool.id,
     )  # fmt: skip
+    return submit(paths, options, captions=captions, parent=source.id, store=store, app=app)
 
 
 def list_jobs(

@@ -10,16 +10,14 @@ the two grids and the summary as artifacts.
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 import time
 from typing import Any
 
+from styledrop.demo import DemoConfig, run_demo
 from worker import jobs
-from worker.claim import claim, skipped
-from worker.finetune_job import CancelFlag
+from worker.job_runner import CancelFlag, Outcome, run_job
 from worker.store import Store, job_key
-
-log = logging.getLogger(__name__)
 
 DEMO_DIR = "demo"
 OUTPUTS = ("report.html", "baseline.png", "styled.png", "summary.json")
@@ -52,7 +50,7 @@ class _DemoProgress:
 
 
 def run_demo_job(store: Store, job_id: str, worker: str) -> dict[str, Any]:
-    """Runs (or resumes) a demo job and records how it ended.
+    """Runs (or resumes) a demo job and records how it ended (`worker.job_runner`).
 
     Args:
         store: The store holding the job.
@@ -65,48 +63,36 @@ def run_demo_job(store: Store, job_id: str, worker: str) -> dict[str, Any]:
     Raises:
         Exception: whatever made the job fail, after the record says "failed".
     """
-    job = claim(store, job_id, worker)
-    if job is None:
-        return skipped(store, job_id)
-    try:
-        import dataclasses
+    return run_job(store, job_id, worker, _demo)
 
-        from styledrop.demo import DemoConfig, run_demo
 
-        overrides = dict(job.inputs.get("config") or {})
-        if "prompts" in overrides:
-            overrides["prompts"] = tuple(overrides["prompts"])
-        config = dataclasses.replace(DemoConfig(), **overrides)
-        folder = store.pull(job_id)
-        style = job.inputs.get("style_image")
-        progress = _DemoProgress(store, job_id, config.steps)
-        summary = run_demo(
-            folder / DEMO_DIR, config, base=job.inputs.get("base"),
-            style_image=store.fetch(style) if style else None,
-            on_step=progress.step, on_stage=progress.stage,
-            should_stop=CancelFlag(store, job_id),
-        )  # fmt: skip
-        store.push(job_id)
-    except Exception as error:
-        log.exception("Job %s failed.", job_id)
-        jobs.mark_failed(store, job_id, error)
-        raise
+def _demo(store: Store, job: jobs.Job) -> Outcome:
+    """The demo job's body: `run_demo` in the job's folder."""
+    overrides = dict(job.inputs.get("config") or {})
+    if "prompts" in overrides:
+        overrides["prompts"] = tuple(overrides["prompts"])
+    config = dataclasses.replace(DemoConfig(), **overrides)
+    folder = store.pull(job.id)
+    style = job.inputs.get("style_image")
+    progress = _DemoProgress(store, job.id, config.steps)
+    summary = run_demo(
+        folder / DEMO_DIR, config, base=job.inputs.get("base"),
+        style_image=store.fetch(style) if style else None,
+        on_step=progress.step, on_stage=progress.stage,
+        should_stop=CancelFlag(store, job.id),
+    )  # fmt: skip
+    store.push(job.id)
     succeeded = summary["status"] == "succeeded"
     artifacts = {
-        name.split(".")[0]: job_key(job_id, DEMO_DIR, name)
+        name.split(".")[0]: job_key(job.id, DEMO_DIR, name)
         for name in OUTPUTS
         if succeeded and (folder / DEMO_DIR / name).is_file()
     }
-
-    def finish(record: jobs.Job) -> None:
-        record.finished = jobs.utc_now()
-        record.status = "succeeded" if succeeded else "cancelled"
-        record.error = None if succeeded else f"Cancelled by request at step {summary['steps']}."
-        record.artifacts = {**record.artifacts, **artifacts}
-        record.progress = {
-            **record.progress, "stage": "done" if succeeded else "cancelled",
-            "scores": summary.get("scores", {}), "updated": record.finished,
-        }  # fmt: skip
-
-    jobs.update(store, job_id, finish)
-    return {"job_id": job_id, "status": "succeeded" if succeeded else "cancelled"}
+    final = {
+        **progress.data, "stage": "done" if succeeded else "cancelled",
+        "scores": summary.get("scores", {}),
+    }  # fmt: skip
+    if succeeded:
+        return Outcome("succeeded", artifacts, final)
+    error = f"Cancelled by request at step {summary['steps']}."
+    return Outcome("cancelled", artifacts, final, error)

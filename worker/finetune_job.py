@@ -5,36 +5,40 @@
 needs: a job delivered again after its worker died resumes from the newest checkpoint
 in the job's folder; a job that has already ended is left alone.
 
+It runs in the frame of `worker.job_runner`:
 1. Claim: under the job's lock, a queued or running job becomes running, `attempts`
    goes up by one and `worker` names this worker. A job that already ended, or that
    was asked to cancel before it ran, is not trained. A job whose workers were lost
    `MAX_ATTEMPTS` times fails instead of taking down worker after worker
    (`worker.claim`).
-2. Train: `styledrop.finetune.finetune` in the job's working folder (`Store.pull`);
-   progress goes into the record at most about once a second (every step for short
-   runs); the cancel marker is polled as `should_stop`; on a remote store each
-   checkpoint is pushed as soon as it is written.
+2. Train (this module): `styledrop.finetune.finetune` in the job's working folder
+   (`Store.pull`); progress goes into the record at most about once a second (every
+   step for short runs); the cancel marker is polled as `should_stop`; on a remote
+   store each checkpoint is pushed as soon as it is written.
 3. Record: "succeeded" with the adapter as an artifact, "cancelled" (the checkpoint is
    kept), or "failed" with the error message.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+from adapters import AdapterSpec
+from styledrop.dataset import StyleExample
+from styledrop.finetune import FinetuneConfig, finetune
+from styledrop.images import make_grid, save_image
+from styledrop.inputs import load_image_bytes
 from worker import jobs
-from worker.claim import claim, skipped
 from worker.finetune_spec import FinetuneSpec
+from worker.job_runner import CancelFlag, Outcome, run_job
+from worker.models import base_pipeline, release
 from worker.store import CHECKPOINT_DIR, CHECKPOINT_POINTER, Store, job_key
-
-log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 1.0  # seconds between progress writes of a long run
 EVERY_STEP_BELOW = 100  # runs with fewer steps write progress after every step
-REMOTE_CANCEL_POLL = 2.0  # seconds between cancel-marker checks on a remote store
 PREVIEWS = "previews"
 
 
@@ -102,34 +106,12 @@ class ProgressRecorder:
             self.on_write(data)
 
     def _save_previews(self, step: int, previews: Any) -> None:
-        from styledrop.images import make_grid, save_image
-
         name = f"preview-{step:06d}.png"
         save_image(make_grid(previews), self.store.job_dir(self.job_id) / PREVIEWS / name)
         self.previews.append(job_key(self.job_id, PREVIEWS, name))
 
 
-class CancelFlag:
-    """The `should_stop` callback: whether the job's cancel marker exists (polled cheaply)."""
-
-    def __init__(self, store: Store, job_id: str):
-        self.store, self.job_id = store, job_id
-        self.interval = 0.0 if store.is_local else REMOTE_CANCEL_POLL
-        self.last = float("-inf")
-        self.requested = False
-
-    def __call__(self) -> bool:
-        now = time.monotonic()
-        if not self.requested and now - self.last >= self.interval:
-            self.last = now
-            self.requested = jobs.is_cancel_requested(self.store, self.job_id)
-        return self.requested
-
-
-def _examples(store: Store, spec: FinetuneSpec) -> list[Any]:
-    from styledrop.dataset import StyleExample
-    from styledrop.inputs import load_image_bytes
-
+def _examples(store: Store, spec: FinetuneSpec) -> list[StyleExample]:
     examples = []
     for image in spec.images:
         loaded = load_image_bytes(store.fetch(image.key).read_bytes(), image.name)
@@ -137,10 +119,7 @@ def _examples(store: Store, spec: FinetuneSpec) -> list[Any]:
     return examples
 
 
-def _config(spec: FinetuneSpec) -> Any:
-    from adapters import AdapterSpec
-    from styledrop.finetune import FinetuneConfig
-
+def _config(spec: FinetuneSpec) -> FinetuneConfig:
     return FinetuneConfig(
         adapter=AdapterSpec.from_options(spec.adapter, spec.bottleneck, spec.rank),
         steps=spec.steps,
@@ -162,7 +141,7 @@ def run_finetune_job(
     *,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Runs (or resumes) a fine-tune job and records how it ended.
+    """Runs (or resumes) a fine-tune job and records how it ended (`worker.job_runner`).
 
     Args:
         store: The store holding the job.
@@ -176,45 +155,39 @@ def run_finetune_job(
     Raises:
         Exception: whatever made the job fail, after the record says "failed".
     """
-    job = claim(store, job_id, worker)
-    if job is None:
-        result = skipped(store, job_id)
-        log.info("Job %s is %s: nothing to do.", job_id, result["status"])
-        return result
-    log.info("Job %s: attempt %d on %s.", job_id, job.attempts, worker)
-    pipe = None
-    try:
-        from styledrop.finetune import finetune
-        from worker.models import base_pipeline, release
+    return run_job(store, job_id, worker, partial(_train, on_progress=on_progress))
 
-        spec = FinetuneSpec.from_dict(job.inputs)
-        config = _config(spec)
-        folder = store.pull(job_id)
-        resumed_from = max(0, store.checkpoint_step(job_id))
-        examples = _examples(store, spec)
-        pipe = base_pipeline(spec.base)
+
+def _train(
+    store: Store,
+    job: jobs.Job,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> Outcome:
+    """The fine-tune job's body: trains (resuming) in the job's folder."""
+    spec = FinetuneSpec.from_dict(job.inputs)
+    config = _config(spec)
+    folder = store.pull(job.id)
+    resumed_from = max(0, store.checkpoint_step(job.id))
+    examples = _examples(store, spec)
+    pipe = base_pipeline(spec.base)
+    try:
         recorder = ProgressRecorder(
-            store, job_id, spec, resumed_from,
-            on_checkpoint=lambda step: store.push(job_id), on_write=on_progress,
+            store, job.id, spec, resumed_from,
+            on_checkpoint=lambda step: store.push(job.id), on_write=on_progress,
         )  # fmt: skip
         result = finetune(
             pipe, examples, spec.descriptor, config, folder,
-            progress=recorder, should_stop=CancelFlag(store, job_id),
+            progress=recorder, should_stop=CancelFlag(store, job.id),
         )  # fmt: skip
-        store.push(job_id)
-    except Exception as error:
-        log.exception("Job %s failed.", job_id)
-        jobs.mark_failed(store, job_id, error)
-        raise
+        store.push(job.id)
     finally:
-        if pipe is not None:
-            release(pipe)
+        release(pipe)
     artifacts = {  # a remote store keeps the checkpoint as snapshots behind a pointer
-        "checkpoint": job_key(job_id, CHECKPOINT_DIR if store.is_local else CHECKPOINT_POINTER),
-        "train_log": job_key(job_id, "train_log.jsonl"),
+        "checkpoint": job_key(job.id, CHECKPOINT_DIR if store.is_local else CHECKPOINT_POINTER),
+        "train_log": job_key(job.id, "train_log.jsonl"),
     }
     if result.status == "succeeded":
-        artifacts["adapter"] = job_key(job_id, result.adapter_path.name)
+        artifacts["adapter"] = job_key(job.id, result.adapter_path.name)
         error = None
     else:
         error = f"Cancelled by request at step {result.step} of {spec.steps}."
@@ -230,12 +203,4 @@ def run_finetune_job(
         final["loss"] = round(float(result.final_loss), 6)
     if result.status == "succeeded":
         final["eta_seconds"] = 0.0
-
-    def finish(record: jobs.Job) -> None:
-        record.status, record.error, record.finished = result.status, error, jobs.utc_now()
-        record.artifacts = {**record.artifacts, **artifacts}
-        record.progress = {**final, "updated": record.finished}
-
-    jobs.update(store, job_id, finish)
-    log.info("Job %s %s at step %d.", job_id, result.status, result.step)
-    return {"job_id": job_id, "status": result.status, "step": result.step}
+    return Outcome(result.status, artifacts, final, error, {"step": result.step})

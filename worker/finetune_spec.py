@@ -1,20 +1,28 @@
 """What a fine-tune job record holds as its inputs: the contract between client and worker.
 
-The client writes it (`worker.client.submit`), the worker reads it (`worker.finetune_job`).
-It is plain JSON in the job record: images are store keys, never pixels. This module
-imports neither JAX nor Celery.
+`FinetuneOptions` is how to fine-tune (descriptor, base, adapter, optimizer, checkpoints,
+previews, round): what a caller of `worker.client.submit` chooses. `FinetuneSpec` is
+those options plus the uploaded images, as the client writes them into the job record
+and the worker reads them (`worker.finetune_job`). It is plain JSON in the record:
+images are store keys, never pixels. This module imports neither JAX nor Celery.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from styledrop.terms import ADAPTER_KINDS, DEFAULT_STEPS
 
 DEFAULT_CHECKPOINT_EVERY = 100
 MAX_STEPS = 100_000
+
+
+def default_checkpoint_every(steps: int) -> int:
+    """Steps between checkpoints when none is given: 100, or a tenth of a short run."""
+    return max(1, min(DEFAULT_CHECKPOINT_EVERY, steps // 10))
 
 
 @dataclass(frozen=True)
@@ -35,11 +43,10 @@ class ImageInput:
 
 
 @dataclass(frozen=True)
-class FinetuneSpec:
-    """The inputs of a fine-tune job.
+class FinetuneOptions:
+    """How to fine-tune: every input of a fine-tune job but its images.
 
     Attributes:
-        images: The uploaded style images.
         descriptor: Style descriptor ("in watercolor painting style").
         base: Base model folder on the worker machines (None: the embedded default).
         adapter: Adapter kind: "r1", "r2" or "lora".
@@ -50,15 +57,18 @@ class FinetuneSpec:
         batch_size: Examples per step.
         seed: Random seed.
         variants_per_image: Augmented crops per image.
-        checkpoint_every: Steps between resumable checkpoints.
+        checkpoint_every: Steps between resumable checkpoints (None: 100, or a tenth of
+            a short run; see `default_checkpoint_every`).
         preview_every: Steps between preview grids (0: none).
         preview_prompts: Content prompts of the previews.
         round: 1 for training on the style image(s), 2 (parent's round + 1) for training on
             feedback-selected images of a generation job.
         selected_from: The generation job the images were selected from (round 2 and on).
+
+    Raises:
+        ValueError: "Invalid fine-tune job: ..." naming every problem.
     """
 
-    images: tuple[ImageInput, ...]
     descriptor: str
     base: str | None = None
     adapter: str = "r1"
@@ -69,16 +79,22 @@ class FinetuneSpec:
     batch_size: int = 8
     seed: int = 0
     variants_per_image: int = 8
-    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
+    checkpoint_every: int | None = None
     preview_every: int = 0
     preview_prompts: tuple[str, ...] = field(default_factory=tuple)
     round: int = 1
     selected_from: str | None = None
 
     def __post_init__(self):
+        if isinstance(self.base, Path):
+            object.__setattr__(self, "base", str(self.base))
+        object.__setattr__(self, "preview_prompts", tuple(self.preview_prompts))
+        problems = self._problems()
+        if problems:
+            raise ValueError("Invalid fine-tune job: " + "; ".join(problems) + ".")
+
+    def _problems(self) -> list[str]:
         problems = []
-        if not self.images:
-            problems.append("give at least one style image")
         if not self.descriptor.strip():
             problems.append("the style descriptor is empty")
         if self.adapter not in ADAPTER_KINDS:
@@ -87,7 +103,7 @@ class FinetuneSpec:
             problems.append(f"steps must be between 1 and {MAX_STEPS}")
         if self.batch_size < 1 or self.variants_per_image < 1:
             problems.append("batch size and variants per image must be at least 1")
-        if self.checkpoint_every < 1:
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
             problems.append("checkpoint_every must be at least 1 (jobs must be resumable)")
         if self.preview_every < 0:
             problems.append("preview_every must be >= 0")
@@ -95,8 +111,36 @@ class FinetuneSpec:
             problems.append("the learning rate must be positive")
         if self.round < 1:
             problems.append("round must be at least 1")
-        if problems:
-            raise ValueError("Invalid fine-tune job: " + "; ".join(problems) + ".")
+        return problems
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinetuneSpec(FinetuneOptions):
+    """The inputs of a fine-tune job: the uploaded images and the `FinetuneOptions`.
+
+    `checkpoint_every` is always a number here (None becomes its default).
+
+    Attributes:
+        images: The uploaded style images.
+    """
+
+    images: tuple[ImageInput, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "images", tuple(self.images))
+        if self.checkpoint_every is None:
+            object.__setattr__(self, "checkpoint_every", default_checkpoint_every(self.steps))
+        super().__post_init__()
+
+    def _problems(self) -> list[str]:
+        missing = [] if self.images else ["give at least one style image"]
+        return missing + super()._problems()
+
+    @classmethod
+    def of(cls, images: tuple[ImageInput, ...], options: FinetuneOptions) -> FinetuneSpec:
+        """The spec of `options` with `images`."""
+        values = {f.name: getattr(options, f.name) for f in fields(FinetuneOptions)}
+        return cls(images=images, **values)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data for the job record (lists, not tuples: as read back)."""

@@ -1,16 +1,16 @@
 """Running one generation job: prompts x N images in a style adapter's style, into the store.
 
 `run_generate_job(store, job_id, worker)` is the body of the `styledrop.generate` task.
-It claims the job (`worker.claim`), attaches the style adapter (and the subject adapter,
-for style + subject composition) to the cached base model, samples with StyleDrop
-guidance, writes every image and a grid into the job's folder and records them as
-artifacts. Unless the spec says `score=False`, every image is then scored with the CLIP
-judge (`worker.models.judge_scorer`) and `scores.json` lists, per image,
-{"id", "key", "prompt", "text_score", "style_score"}: the text score against its content
-prompt (without the descriptor), the style score (mean cosine) against the style images
-of the source fine-tune job, null when there is none. Generation is deterministic in the
-seed, so a job delivered again simply runs again. Cancelling stops it after the current
-batch.
+In the frame of `worker.job_runner` (claim, record a failure, finish), it attaches the
+style adapter (and the subject adapter, for style + subject composition) to the cached
+base model, samples with StyleDrop guidance, writes every image and a grid into the
+job's folder and records them as artifacts. Unless the spec says `score=False`, every
+image is then scored with the CLIP judge (`worker.models.judge_scorer`) and
+`scores.json` lists, per image, {"id", "key", "prompt", "text_score", "style_score"}:
+the text score against its content prompt (without the descriptor), the style score
+(mean cosine) against the style images of the source fine-tune job, null when there is
+none. Generation is deterministic in the seed, so a job delivered again simply runs
+again. Cancelling stops it after the current batch.
 """
 
 from __future__ import annotations
@@ -23,11 +23,16 @@ from typing import Any
 
 import numpy as np
 
+from styledrop.adapted import attach_adapter, generate_styled
+from styledrop.guidance import GuidanceScales
+from styledrop.images import make_grid, save_image, to_uint8
+from styledrop.inputs import load_image_bytes
 from styledrop.terms import without_descriptor
 from worker import jobs
-from worker.claim import claim, skipped
 from worker.finetune_spec import FinetuneSpec
 from worker.generate_spec import SCORES_FILE, GenerateSpec
+from worker.job_runner import Outcome, run_job
+from worker.models import base_pipeline, judge_scorer, release
 from worker.store import Store, job_key
 
 log = logging.getLogger(__name__)
@@ -48,8 +53,6 @@ def style_references(store: Store, source_job: str | None) -> list[np.ndarray]:
     Returns:
         An empty list when there is no source job, or it no longer exists.
     """
-    from styledrop.inputs import load_image_bytes
-
     if source_job is None:
         return []
     try:
@@ -106,27 +109,24 @@ def run_generate_job(store: Store, job_id: str, worker: str) -> dict[str, Any]:
     Raises:
         Exception: whatever made the job fail, after the record says "failed".
     """
-    job = claim(store, job_id, worker)
-    if job is None:
-        return skipped(store, job_id)
-    pipe = None
-    try:
-        from styledrop.adapted import attach_adapter, generate_styled
-        from styledrop.guidance import GuidanceScales
-        from styledrop.images import make_grid, save_image, to_uint8
-        from worker.models import base_pipeline, judge_scorer
+    return run_job(store, job_id, worker, _generate)
 
-        spec = GenerateSpec.from_dict(job.inputs)
-        defaults = GuidanceScales()
-        scales = GuidanceScales(
-            lambda_a=defaults.lambda_a if spec.lambda_a is None else spec.lambda_a,
-            lambda_b=defaults.lambda_b if spec.lambda_b is None else spec.lambda_b,
-        )
-        # The judge and the references load before sampling: a missing judge fails fast.
-        scorer = judge_scorer() if spec.score else None
-        references = style_references(store, spec.source_job) if spec.score else []
-        folder = store.pull(job_id)
-        pipe = base_pipeline(spec.base)
+
+def _generate(store: Store, job: jobs.Job) -> Outcome:
+    """The generation job's body: samples, saves and scores the images."""
+    job_id = job.id
+    spec = GenerateSpec.from_dict(job.inputs)
+    defaults = GuidanceScales()
+    scales = GuidanceScales(
+        lambda_a=defaults.lambda_a if spec.lambda_a is None else spec.lambda_a,
+        lambda_b=defaults.lambda_b if spec.lambda_b is None else spec.lambda_b,
+    )
+    # The judge and the references load before sampling: a missing judge fails fast.
+    scorer = judge_scorer() if spec.score else None
+    references = style_references(store, spec.source_job) if spec.score else []
+    folder = store.pull(job_id)
+    pipe = base_pipeline(spec.base)
+    try:
         style = attach_adapter(pipe, store.fetch(spec.adapter))
         subject = None
         if spec.subject_adapter is not None:  # a second index; `release` removes both
@@ -147,48 +147,31 @@ def run_generate_job(store: Store, job_id: str, worker: str) -> dict[str, Any]:
             seed=spec.seed, scales=scales, negative_prompt=spec.negative_prompt,
             subject=subject, gamma=spec.gamma, progress=progress,
         )  # fmt: skip
-        images = to_uint8(images)  # as saved: scores.json scores the stored files
-        artifacts = {"grid": job_key(job_id, GRID)}
-        save_image(make_grid(images, columns=spec.num_images), folder / GRID)
-        for index, image in enumerate(images):
-            save_image(image, folder / IMAGES / image_name(index))
-            artifacts[f"image-{index:03d}"] = job_key(job_id, IMAGES, image_name(index))
-        if scorer is not None:
-            prompts = [without_descriptor(p, style.descriptor) for p in spec.image_prompts()]
-            text, style_scores = score_images(scorer, images, prompts, references)
-            entries = [
-                {
-                    "id": image_name(index),
-                    "key": artifacts[f"image-{index:03d}"],
-                    "prompt": prompts[index],
-                    "text_score": float(text[index]),
-                    "style_score": _finite(style_scores[index]),
-                }
-                for index in range(len(images))
-            ]
-            (folder / SCORES_FILE).write_text(json.dumps(entries, indent=2) + "\n")
-            artifacts[SCORES] = job_key(job_id, SCORES_FILE)
-        store.push(job_id)
     except _CancelledError:
-        jobs.update(
-            store, job_id, status="cancelled", finished=jobs.utc_now(),
-            error="Cancelled by request before all images were made.",
-        )  # fmt: skip
-        return {"job_id": job_id, "status": "cancelled"}
-    except Exception as error:
-        log.exception("Job %s failed.", job_id)
-        jobs.mark_failed(store, job_id, error)
-        raise
+        return Outcome("cancelled", error="Cancelled by request before all images were made.")
     finally:
-        if pipe is not None:
-            from worker.models import release
-
-            release(pipe)  # takes out the style and the subject adapter
-
-    def finish(record: jobs.Job) -> None:
-        record.status, record.error, record.finished = "succeeded", None, jobs.utc_now()
-        record.artifacts = {**record.artifacts, **artifacts}
-        record.progress = {"done": len(images), "total": spec.total, "updated": record.finished}
-
-    jobs.update(store, job_id, finish)
-    return {"job_id": job_id, "status": "succeeded", "images": len(images)}
+        release(pipe)  # takes out the style and the subject adapter
+    images = to_uint8(images)  # as saved: scores.json scores the stored files
+    artifacts = {"grid": job_key(job_id, GRID)}
+    save_image(make_grid(images, columns=spec.num_images), folder / GRID)
+    for index, image in enumerate(images):
+        save_image(image, folder / IMAGES / image_name(index))
+        artifacts[f"image-{index:03d}"] = job_key(job_id, IMAGES, image_name(index))
+    if scorer is not None:
+        prompts = [without_descriptor(p, style.descriptor) for p in spec.image_prompts()]
+        text, style_scores = score_images(scorer, images, prompts, references)
+        entries = [
+            {
+                "id": image_name(index),
+                "key": artifacts[f"image-{index:03d}"],
+                "prompt": prompts[index],
+                "text_score": float(text[index]),
+                "style_score": _finite(style_scores[index]),
+            }
+            for index in range(len(images))
+        ]
+        (folder / SCORES_FILE).write_text(json.dumps(entries, indent=2) + "\n")
+        artifacts[SCORES] = job_key(job_id, SCORES_FILE)
+    store.push(job_id)
+    progress_data = {"done": len(images), "total": spec.total}
+    return Outcome("succeeded", artifacts, progress_data, result={"images": len(images)})

@@ -20,10 +20,10 @@ from typing import Any
 
 from worker.store import CANCEL_FILE, JOB_FILE, JOBS, Store, job_key, validate_job_id
 
-KINDS = ("finetune", "generate", "evaluate", "demo")
+KINDS = ("finetune", "generate", "demo")
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
-ID_PREFIXES = {"finetune": "ft", "generate": "gen", "evaluate": "ev", "demo": "demo"}
+ID_PREFIXES = {"finetune": "ft", "generate": "gen", "demo": "demo"}
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -51,7 +51,7 @@ class Job:
 
     Attributes:
         id: Job id (see `new_job_id`).
-        kind: "finetune", "generate", "evaluate" or "demo".
+        kind: "finetune", "generate" or "demo".
         status: One of `STATUSES`.
         created: When it was submitted.
         started: When a worker last started (or resumed) it.
@@ -119,7 +119,7 @@ def create(
 
     Args:
         store: The store.
-        kind: "finetune", "generate", "evaluate" or "demo".
+        kind: "finetune", "generate" or "demo".
         inputs: What the job needs (JSON-ready; files as store paths).
         job_id: Id to use (default: a new one from `new_job_id`); must not exist yet.
         parent: Id of the job this one derives from.

@@ -49,7 +49,7 @@ class LocalService:
         store: str | None = None,
         broker: str | None = None,
         workers: int = 1,
-        queues: str = "training,generation,evaluation",
+        queues: str = "training,generation",
         redis_dir: str | Path | None = None,
         redis_port: int | None = None,
         worker_output: IO | None = None,

@@ -107,12 +107,6 @@ def judge_scorer() -> ClipScorer:
     return scorer
 
 
-def cached_folders() -> list[str]:
-    """The base folders loaded in this process, least recently used first."""
-    with _lock:
-        return list(_cache)
-
-
 def clear() -> None:
     """Forgets every loaded model and judge (tests, or freeing accelerator memory)."""
     with _lock:

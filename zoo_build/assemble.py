@@ -11,10 +11,8 @@ and the data recipe version, so a rebuild can be checked.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +20,15 @@ from safetensors.numpy import load_file, save_file
 
 from muse import checkpoint
 from muse.config import ModelConfig, SamplingConfig, TransformerConfig, VQConfig
-from muse.folder_layout import TRANSFORMER_FILE
-from styledrop.zoo.embedded import EMBEDDED_ZOO, JUDGE_DIR, MANIFEST, ZOO_SOURCE
-from zoo_build.train_base import CONFIG_FILE as BASE_CONFIG_FILE
-
-# Training summaries each run folder leaves beside its weights.
-TEXT_EVAL_FILE = "text_eval.json"
-JUDGE_EVAL_FILE = "judge_eval.json"
-
+from muse.folder_layout import TRANSFORMER_FILE, VQ_FILE
+from styledrop.zoo.embedded import JUDGE_DIR, MANIFEST, ZOO_SOURCE
+from zoo_build.run_files import (
+    BASE_CONFIG_FILE,
+    JUDGE_EVAL_FILE,
+    TEXT_EVAL_FILE,
+    VQ_CONFIG_FILE,
+    VQ_INFO_FILE,
+)
 
 # Classifier-free guidance of the zoo base. Its unconditional branch is weak (masked-token
 # accuracy 0.06 with no prompt against 0.45 with the caption, fully masked), so large scales
@@ -115,9 +114,8 @@ def assemble_zoo(
         missing = judge_dir / JUDGE_DIR
         raise FileNotFoundError(f"Missing {missing}: run `styledrop zoo train judge`.")
     base_info = _read_json(base_dir / BASE_CONFIG_FILE)
-    vq = VQConfig.from_dict(_read_json(vq_dir / "vq_config.json"))
-    vq_train = vq_dir / "train_info.json"
-    vq_info = json.loads(vq_train.read_text()) if vq_train.is_file() else {}
+    vq = VQConfig.from_dict(_read_json(vq_dir / VQ_CONFIG_FILE))
+    vq_info = _optional_json(vq_dir / VQ_INFO_FILE)
     transformer = TransformerConfig.from_dict(base_info["transformer"])
     config = ModelConfig(
         transformer=transformer,
@@ -129,7 +127,7 @@ def assemble_zoo(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     copy_as_float16(base_dir / TRANSFORMER_FILE, staging / checkpoint.TRANSFORMER_FILE)
-    copy_as_float16(vq_dir / "vqvae.safetensors", staging / checkpoint.VQ_FILE)
+    copy_as_float16(vq_dir / VQ_FILE, staging / checkpoint.VQ_FILE)
     for name in (checkpoint.TEXT_ENCODER_DIR, checkpoint.TOKENIZER_DIR):
         shutil.copytree(text_dir / name, staging / name)
     if judge_dir is not None:
@@ -155,35 +153,3 @@ def assemble_zoo(
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     checkpoint.replace_folder(staging, out_dir)
     return out_dir
-
-
-def main_assemble(argv: Sequence[str] | None = None) -> int:
-    """`styledrop zoo assemble --base DIR --vq DIR --text DIR --judge DIR [--out DIR]`."""
-    parser = argparse.ArgumentParser(
-        prog="styledrop zoo assemble",
-        description=(
-            "Copies the trained parts into one native model folder with a manifest (default:"
-            " the package's embedded zoo, which then becomes the default --base)."
-        ),
-    )
-    parser.add_argument("--base", type=Path, required=True, help="`zoo train base` run folder")
-    parser.add_argument("--vq", type=Path, required=True, help="`zoo train vq` run folder")
-    parser.add_argument("--text", type=Path, required=True, help="`zoo train text` run folder")
-    parser.add_argument("--judge", type=Path, required=True, help="`zoo train judge` run folder")
-    parser.add_argument("--data", type=Path, help="dataset folder (for its recipe version)")
-    parser.add_argument("--out", type=Path, default=EMBEDDED_ZOO, help="destination folder")
-    parser.add_argument(
-        "--guidance", type=float, default=ZOO_GUIDANCE_SCALE,
-        help="the base's default classifier-free guidance scale",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
-    recipe = ""
-    if args.data is not None:
-        recipe = _read_json(args.data / "manifest.json").get("recipe_version", "")
-    out = assemble_zoo(
-        args.base, args.vq, args.text, args.out, judge_dir=args.judge,
-        data_recipe_version=recipe, guidance_scale=args.guidance,
-    )  # fmt: skip
-    manifest = json.loads((out / MANIFEST).read_text())
-    print(f"Wrote {out} ({manifest['bytes'] / 1e6:.1f} MB in {len(manifest['files'])} files)")
-    return 0

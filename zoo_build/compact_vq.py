@@ -15,11 +15,9 @@ are kept as they are.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -29,18 +27,13 @@ from flax import nnx
 
 from muse import checkpoint as model_checkpoint
 from muse import weights
+from muse.folder_layout import VQ_FILE
 from muse.vq import VQModel
 from zoo_build.dataset import load_dataset
 from zoo_build.refit_decoder import RefitConfig, refit_decoder
-from zoo_build.train_vq import (
-    CONFIG_FILE,
-    INFO_FILE,
-    VQ_FILE,
-    evaluate_vq,
-    load_training_images,
-    load_vq,
-    map_batches,
-)
+from zoo_build.run_files import VQ_CONFIG_FILE, VQ_INFO_FILE
+from zoo_build.train_vq import load_training_images, load_vq
+from zoo_build.vq_metrics import evaluate_vq, map_batches
 
 DEFAULT_CODES = 128
 DEFAULT_ITERATIONS = 25
@@ -132,7 +125,7 @@ def compact_vq(
     old = int(source.config.num_vq_embeddings)
     if not 2 <= codes <= old:
         raise ValueError(f"--codes must be between 2 and the current codebook size {old}.")
-    info_path = vq_dir / INFO_FILE
+    info_path = vq_dir / VQ_INFO_FILE
     source_info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     splits = tuple(source_info.get("train", {}).get("splits", ("vq", "base")))
     images = load_training_images(data_dir, splits)
@@ -173,7 +166,7 @@ def compact_vq(
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / VQ_FILE
     weights.save_params(model, path)
-    (out_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    (out_dir / VQ_CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     # `zoo train vq` recorded the source's figures on this same split; measure only without.
     before = source_info.get("eval") or evaluate_vq(source, eval_images)
     info = {
@@ -181,46 +174,9 @@ def compact_vq(
         "compaction": {**compaction, "eval_before": before},
         "eval": evaluate_vq(model, eval_images),
     }
-    (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    (out_dir / VQ_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     log(
         f"eval PSNR {before['psnr']:.2f} dB with {old} codes -> {info['eval']['psnr']:.2f} dB"
         f" with {codes}"
     )
     return path
-
-
-def main_compact_vq(argv: Sequence[str] | None = None) -> int:
-    """`styledrop zoo compact-vq --vq DIR --data DIR --out DIR [--codes K]`.
-
-    Returns:
-        The exit code (2, with the reason on stderr, for a bad --codes or a missing file).
-    """
-    parser = argparse.ArgumentParser(
-        prog="styledrop zoo compact-vq",
-        description=(
-            "Replace a trained tokenizer's codebook by K k-means centroids of its encoder"
-            " outputs on its training images (fewer near-duplicate codes for the base to"
-            " predict); the encoder and decoder are unchanged."
-        ),
-    )
-    parser.add_argument("--vq", type=Path, required=True, help="`zoo train vq` run folder")
-    parser.add_argument("--data", type=Path, required=True, help="emoji-world dataset folder")
-    parser.add_argument("--out", type=Path, required=True, help="folder to write")
-    parser.add_argument("--codes", type=int, default=DEFAULT_CODES, help="new codebook size")
-    parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS)
-    parser.add_argument(
-        "--refit-steps",
-        type=int,
-        default=RefitConfig().steps,
-        help="then train only the decoder on the new codes for this many steps (0: keep it);"
-        " tokens do not change, so a base trained on them stays valid",
-    )
-    args = parser.parse_args(argv)
-    try:
-        refit = RefitConfig(steps=args.refit_steps)
-        path = compact_vq(args.vq, args.data, args.out, args.codes, args.iterations, refit=refit)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"Wrote {path}")
-    return 0

@@ -24,12 +24,9 @@ files on the same fonts and software versions.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
-import sys
-import time
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -47,15 +44,10 @@ from styledrop.zoo.draws import (
     subject_draws,
 )
 from styledrop.zoo.styles import HELDOUT_STYLES, TRAIN_STYLES
-from styledrop.zoo.vocabulary import (
-    RECIPE_VERSION,
-    SUBJECTS,
-    Subject,
-    category_counts,
-    get_subject,
-)
+from styledrop.zoo.vocabulary import RECIPE_VERSION, SUBJECTS, Subject, category_counts
 
 FILES = ("images.npz", "captions.jsonl", "heldout.npz", "heldout.jsonl")
+MANIFEST_FILE = "manifest.json"
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,7 +177,7 @@ def build_dataset(
             "layout_engine": render.layout_engine(),
         },
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
 
@@ -219,88 +211,13 @@ def load_dataset(
     return images, records
 
 
-# --------------------------------------------------------------------------------------------
-# Command line.
+def recipe_version(out_dir: str | Path) -> str | None:
+    """The recipe version a dataset folder was built with (None: the folder has no manifest).
 
-
-def _parse_draws(text: str) -> dict[str, int]:
-    try:
-        pairs = [item.split("=") for item in text.split(",") if item]
-        draws = {name.strip(): int(count) for name, count in pairs}
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected split=count,...; got {text!r}") from None
-    if unknown := set(draws) - set(SPLITS):
-        raise argparse.ArgumentTypeError(f"unknown splits {sorted(unknown)}; use {SPLITS}")
-    return draws
-
-
-def build_data_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """Adds the `zoo data` options to a parser (a new one by default)."""
-    parser = parser or argparse.ArgumentParser(
-        prog="styledrop zoo data",
-        description=(
-            "Render the emoji world dataset (Noto Color Emoji subjects and A-Z in procedural"
-            " styles, with captions) for the embedded model zoo: images.npz, captions.jsonl,"
-            " held-out style references and manifest.json. Deterministic: the same seed gives"
-            " byte-identical files."
-        ),
-    )
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every draw and split")
-    parser.add_argument(
-        "--draws",
-        type=_parse_draws,
-        default=None,
-        help="draws per subject per split (default vq=2,base=8,judge=16,eval=2,canonical=8)",
-    )
-    parser.add_argument(
-        "--subjects", help="comma-separated subject ids to build (default: all of them)"
-    )
-    parser.add_argument(
-        "--no-heldout", action="store_true", help="skip the held-out style references"
-    )
-    return parser
-
-
-def main_data(argv: Sequence[str] | None = None) -> int:
-    """`styledrop zoo data`: builds the dataset and prints counts and the time taken.
-
-    Returns:
-        The exit code (2 when a font is missing or an argument is wrong).
+    Args:
+        out_dir: Folder written by `build_dataset`.
     """
-    args = build_data_parser().parse_args(argv)
-    if args.size < 16:
-        print("error: --size must be at least 16.", file=sys.stderr)
-        return 2
-    subjects = None
-    if args.subjects:
-        try:
-            subjects = [get_subject(s.strip()) for s in args.subjects.split(",") if s.strip()]
-        except KeyError as error:
-            print(f"error: {error.args[0]}", file=sys.stderr)
-            return 2
-    start = time.perf_counter()
-    try:
-        manifest = build_dataset(
-            args.out,
-            size=args.size,
-            split_seed=args.seed,
-            draws=args.draws,
-            subjects=subjects,
-            heldout=not args.no_heldout,
-            progress=True,
-        )
-    except render.FontNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    elapsed = time.perf_counter() - start
-    counts = ", ".join(f"{split} {count}" for split, count in manifest["counts"].items())
-    held = sum(manifest["heldout_counts"].values())
-    megabytes = sum((args.out / name).stat().st_size for name in manifest["files"]) / 2**20
-    print(f"{manifest['subjects']} subjects at {args.size}px: {counts}; held-out references {held}")
-    if manifest["skipped_subjects"]:
-        skipped = ", ".join(manifest["skipped_subjects"])
-        print(f"Skipped (the installed Noto Color Emoji cannot draw them): {skipped}")
-    print(f"Wrote {args.out} ({megabytes:.1f} MiB) in {elapsed:.1f} s")
-    return 0
+    manifest = Path(out_dir) / MANIFEST_FILE
+    if not manifest.is_file():
+        return None
+    return json.loads(manifest.read_text(encoding="utf-8")).get("recipe_version")

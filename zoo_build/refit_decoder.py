@@ -28,7 +28,8 @@ import optax
 from flax import nnx
 
 from muse.vq import VQModel
-from zoo_build.train_vq import make_optimizer, map_batches
+from zoo_build.vq_metrics import map_batches
+from zoo_build.vq_step import make_optimizer
 
 
 @dataclass(frozen=True)

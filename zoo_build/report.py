@@ -16,10 +16,7 @@ The figures go to stdout as one JSON line and, with image grids, into an HTML re
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,12 +26,13 @@ import numpy as np
 from feedback.html_report import HtmlReport
 from feedback.scorer import ClipScorer
 from styledrop.zoo.draws import is_plain_canonical
-from styledrop.zoo.embedded import JUDGE_DIR, MANIFEST, zoo_dir
+from styledrop.zoo.embedded import JUDGE_DIR, MANIFEST
 from styledrop.zoo.styles import LINE_ART
 from styledrop.zoo.vocabulary import Subject
-from zoo_build.dataset import build_dataset, load_dataset
-from zoo_build.train_text_encoder import load_vocabulary, subject_prompts
-from zoo_build.train_vq import reconstruct_images, reconstruction_scores
+from zoo_build.dataset import load_dataset
+from zoo_build.vq_metrics import reconstruct_images, reconstruction_scores
+from zoo_build.world_tokenizer import subject_prompts
+from zoo_build.zero_shot import load_vocabulary
 
 DEFAULT_T2I_SUBJECTS = 128
 
@@ -165,42 +163,3 @@ def zoo_report(
         report.figures(images, _captions(names, predicted))
     report.write(html_path)
     return figures
-
-
-def main_report(argv: Sequence[str] | None = None) -> int:
-    """`styledrop zoo report [--zoo DIR] [--data DIR] --html OUT.html`."""
-    parser = argparse.ArgumentParser(
-        prog="styledrop zoo report",
-        description=(
-            "Scores the zoo (VQ PSNR, judge zero-shot top-1 on real renders and on the"
-            " held-out line-art style, text-to-image top-1), prints one JSON line and writes"
-            " an HTML report with image grids."
-        ),
-    )
-    parser.add_argument("--zoo", type=Path, default=None, help="zoo folder (default: embedded)")
-    parser.add_argument(
-        "--data", type=Path, help="dataset folder (default: render one into a temporary folder)"
-    )
-    parser.add_argument("--html", type=Path, required=True, help="report file to write")
-    parser.add_argument(
-        "--t2i-subjects", type=int, default=DEFAULT_T2I_SUBJECTS,
-        help="subjects the base draws, spread over the vocabulary (0: all)",
-    )  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0, help="generation seed")
-    args = parser.parse_args(argv)
-    zoo = args.zoo or zoo_dir()
-    count = None if args.t2i_subjects <= 0 else args.t2i_subjects
-
-    def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    with tempfile.TemporaryDirectory() as scratch:
-        data = args.data
-        if data is None:
-            log("rendering the emoji-world dataset")
-            data = Path(scratch) / "data"
-            build_dataset(data)
-        figures = zoo_report(zoo, data, args.html, t2i_subjects=count, seed=args.seed, log=log)
-    print(json.dumps(figures, sort_keys=True))
-    log(f"Wrote {args.html}")
-    return 0

@@ -1,6 +1,13 @@
-"""The learning-rate schedule the zoo's JAX trainers (VQ, decoder refit, base) share."""
+"""The zoo trainers' learning-rate schedule: linear warm-up, then cosine decay to 5 %.
+
+`warmup_cosine_schedule` is the optax form the JAX trainers (VQ, decoder refit, base)
+share; `warmup_cosine_lr` is the per-step value the PyTorch trainers (text encoder, judge)
+set on their optimizer.
+"""
 
 from __future__ import annotations
+
+import math
 
 import optax
 
@@ -19,3 +26,19 @@ def warmup_cosine_schedule(learning_rate: float, warmup_steps: int, steps: int) 
     return optax.warmup_cosine_decay_schedule(
         0.0, learning_rate, warmup_steps, max(steps, warmup_steps + 1), learning_rate * 0.05
     )
+
+
+def warmup_cosine_lr(step: int, peak: float, warmup: int, total: int, floor: float = 0.05) -> float:
+    """Linear warm-up to `peak`, then cosine decay to `floor * peak` (step counts from 1).
+
+    Args:
+        step: The step about to be taken, from 1.
+        peak: Peak learning rate.
+        warmup: Warm-up length.
+        total: Total optimizer steps of the run.
+        floor: Final learning rate as a fraction of `peak`.
+    """
+    if step <= warmup:
+        return peak * step / max(warmup, 1)
+    progress = (step - warmup) / max(total - warmup, 1)
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))

@@ -12,10 +12,8 @@ model. Checkpoints are atomic and resumable bit-identically.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,13 +33,14 @@ from muse.transformer import UVit2D
 from muse.vq import VQModel
 from styledrop import train_checkpoint
 from styledrop.dataset import TokenPool, tokenize_images
+from styledrop.fingerprint import settings_fingerprint
 from styledrop.train_step import make_train_step
 from styledrop.zoo.draws import CANONICAL_SPLIT, is_plain_canonical
 from zoo_build.dataset import load_dataset
+from zoo_build.run_files import BASE_CONFIG_FILE, TRAIN_LOG_FILE
+from zoo_build.run_files import POOL_FILE as POOL_FILE  # re-exported: the token pool
 from zoo_build.schedule import warmup_cosine_schedule
-
-CONFIG_FILE = "transformer_config.json"
-POOL_FILE = "pool.npz"
+from zoo_build.step_rate import StepRate
 
 
 def zoo_transformer_config(
@@ -117,9 +116,7 @@ class BaseTrainConfig:
 
     def fingerprint(self) -> str:
         """What a checkpoint must match to be resumed."""
-        values = dataclasses.asdict(self)
-        values.pop("checkpoint_every")
-        return json.dumps(values, sort_keys=True)
+        return settings_fingerprint(self, skip=("checkpoint_every",))
 
 
 def build_pool(
@@ -258,8 +255,8 @@ def train_base(
     )  # fmt: skip
     key = jax.random.key(config.seed)
     arrays = pool.as_tuple()
-    began, done_at_start = time.perf_counter(), start
-    with (out_dir / "train_log.jsonl").open("a") as log:
+    rate = StepRate(start, config.steps)
+    with (out_dir / TRAIN_LOG_FILE).open("a") as log:
         for step in range(start + 1, config.steps + 1):
             params, opt_state, metrics = step_fn(params, opt_state, rest, arrays, step - 1, key)
             record = {"step": step, "loss": float(metrics["loss"])}
@@ -269,8 +266,7 @@ def train_base(
                 train_checkpoint.save(out_dir, (params, opt_state), step, config.fingerprint())
                 log.flush()
             if progress is not None:
-                rate = (step - done_at_start) / max(time.perf_counter() - began, 1e-9)
-                progress({**record, "steps_per_s": rate, "eta_s": (config.steps - step) / rate})
+                progress({**record, **rate(step)})
             if should_stop is not None and should_stop() and step < config.steps:
                 train_checkpoint.save(out_dir, (params, opt_state), step, config.fingerprint())
                 _export(model, params, out_dir, config, {**summary, "steps_done": step})
@@ -292,78 +288,5 @@ def _export(
         **summary,
         "complete": summary["steps_done"] >= config.steps,
     }
-    (out_dir / CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    (out_dir / BASE_CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return path
-
-
-def main_train_base(argv: list[str] | None = None) -> int:
-    """`styledrop zoo train base --data DIR --vq DIR --text DIR --out DIR [--steps N]`."""
-    from tqdm import tqdm
-
-    from muse.config import VQConfig
-
-    parser = argparse.ArgumentParser(prog="styledrop zoo train base")
-    parser.add_argument("--data", type=Path, required=True, help="emoji-world dataset folder")
-    parser.add_argument("--vq", type=Path, required=True, help="folder with vqvae.safetensors")
-    parser.add_argument(
-        "--text", type=Path, required=True, help="folder with text_encoder/ and tokenizer/"
-    )
-    parser.add_argument("--out", type=Path, required=True, help="run folder")
-    parser.add_argument("--steps", type=int, default=BaseTrainConfig.steps)
-    parser.add_argument("--batch-size", type=int, default=BaseTrainConfig.batch_size)
-    parser.add_argument("--width", type=int, default=BaseTrainConfig.width)
-    parser.add_argument("--lr", type=float, default=BaseTrainConfig.learning_rate)
-    parser.add_argument("--warmup", type=int, default=BaseTrainConfig.warmup_steps)
-    parser.add_argument(
-        "--canonical-repeats",
-        type=int,
-        default=BaseTrainConfig.canonical_repeats,
-        help="extra copies of each subject's plain canonical draw in the training pool",
-    )
-    parser.add_argument(
-        "--jittered-draws",
-        action="store_true",
-        help="also train on the base split's shifted and scaled draws (the emoji-world-1 recipe)",
-    )
-    parser.add_argument(
-        "--init",
-        type=Path,
-        help="start from this transformer.safetensors (e.g. the committed zoo's) instead of a"
-        " random init; the run gets a fresh schedule of --steps",
-    )
-    parser.add_argument(
-        "--time-limit",
-        type=float,
-        default=None,
-        help="minutes; then checkpoint, export the weights so far and stop (rerun to resume)",
-    )
-    args = parser.parse_args(argv)
-    vq_cfg = VQConfig.from_dict(json.loads((args.vq / "vq_config.json").read_text()))
-    vq = nnx.eval_shape(lambda: VQModel(vq_cfg, rngs=nnx.Rngs(0)))
-    weights.load_params(vq, args.vq / "vqvae.safetensors")
-    text = TextEncoder.load(args.text / "text_encoder", tokenizer=args.text / "tokenizer")
-    init_from = "" if args.init is None else model_checkpoint.sha256_file(args.init)
-    config = BaseTrainConfig(
-        steps=args.steps, batch_size=args.batch_size, width=args.width, learning_rate=args.lr,
-        warmup_steps=args.warmup, init_from=init_from,
-        canonical_repeats=args.canonical_repeats, jittered_draws=args.jittered_draws,
-    )  # fmt: skip
-    bar = tqdm(total=config.steps, unit="step", desc="base U-ViT")
-
-    def show(event: dict) -> None:
-        bar.n = event["step"]
-        bar.set_postfix(loss=f"{event['loss']:.3f}", acc=f"{event['accuracy']:.3f}")
-        bar.refresh()
-
-    deadline = None if args.time_limit is None else time.monotonic() + 60 * args.time_limit
-    path = train_base(
-        args.data, vq, text, args.out, config, progress=show,
-        should_stop=None if deadline is None else lambda: time.monotonic() > deadline,
-        init_weights=args.init,
-    )  # fmt: skip
-    bar.close()
-    if path is None:
-        print(f"Stopped at the time limit; weights so far in {args.out}. Rerun to resume.")
-    else:
-        print(f"Wrote {path}")
-    return 0

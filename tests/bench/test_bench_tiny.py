@@ -27,7 +27,8 @@ import numpy as np
 import pytest
 
 from bench import fixtures, measure
-from bench.run import _replace_options, figure, selects
+from bench.figures import figure
+from bench.plan import replace_options, selects
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -233,7 +234,7 @@ def test_torch_state_inverts_the_conversion_layouts():
 
 def test_replace_options_swaps_only_the_named_values():
     common = ("--threads", "2", "--warmup", "1", "--repeats", "5")
-    assert _replace_options(common, warmup=0, repeats=1) == [
+    assert replace_options(common, warmup=0, repeats=1) == [
         "--threads", "2", "--warmup", "0", "--repeats", "1",
     ]  # fmt: skip
 

@@ -9,11 +9,14 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from cli.main import main
+from feedback.scorer import ClipScorer
 from styledrop.demo import DemoConfig, demo_style_image, run_demo
+from tests.html_report import assert_report_complete, references
 from worker import jobs
 from worker.store import Store
 
@@ -30,12 +33,27 @@ def test_demo_writes_adapter_grids_scores_and_report(tiny_zoo, tmp_path):
                        on_step=lambda e: steps.append(e.step))  # fmt: skip
     assert summary["status"] == "succeeded" and steps == [1, 2, 3]
     assert len(stages) == 5
-    for name in ("base + descriptor", "round 1 (StyleDrop)"):
-        assert -1.0 <= summary["scores"][name]["style"] <= 1.0
     assert (tmp_path / "adapter" / "adapter.safetensors").is_file()
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 3
-    page = (tmp_path / "report.html").read_text()
-    assert page.count("<img") == 1 + 2 + 2  # reference, styled, baseline
+    report = tmp_path / "report.html"
+    assert assert_report_complete(report) == 1 + 2 + 2  # reference, styled, baseline
+    # The scores are the judge's on the images the report shows (as saved: uint8).
+    shown = [_pixels(report.parent / src) for tag, _, src in references(report) if tag == "img"]
+    scorer = ClipScorer.load(tiny_zoo / "judge")
+    reference = shown[0][None]
+    for name, images in (("round 1 (StyleDrop)", shown[1:3]), ("base + descriptor", shown[3:])):
+        images = np.stack(images)
+        expected = {
+            "style": float(scorer.style_scores(images, reference).mean()),
+            "text": float(scorer.text_scores(images, ["a cat", "a dog"]).mean()),
+        }
+        assert summary["scores"][name] == pytest.approx(expected, abs=2e-3), name
+        assert f"{summary['scores'][name]['style']:.4g}" in report.read_text()
+
+
+def _pixels(path):
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def test_demo_stops_early_when_asked(tiny_zoo, tmp_path):
@@ -69,7 +87,8 @@ def test_demo_command_runs_as_a_job_on_a_worker_and_stops_what_it_started(
     assert "round 1 (StyleDrop)" in result.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "succeeded" and summary["steps"] == 2
-    assert (out / "report.html").read_text().count("<img") == 1 + 8 + 8
+    # Copied out of the store with the images it shows (a fresh clone's `make demo`).
+    assert assert_report_complete(out / "report.html") == 1 + 8 + 8
     [job] = jobs.list_jobs(Store(store_dir))
     assert job.kind == "demo" and job.status == "succeeded"
     assert job.worker.startswith("demo-0@") and job.progress["step"] == 2

@@ -39,7 +39,12 @@ def test_committed_zoo_loads_and_its_judge_scores(monkeypatch):
     scorer = ClipScorer.load(embedded.embedded_judge())
     pixels = np.round(image * 255).astype(np.uint8)
     assert np.isclose(scorer.style_scores(pixels, pixels)[0], 1.0, atol=1e-4)
-    assert -1.0 <= scorer.text_scores(pixels, ["a penguin"])[0] <= 1.0
+    from styledrop.zoo.draws import render_draw
+    from styledrop.zoo.vocabulary import get_subject
+
+    penguin = render_draw(get_subject("penguin"), [], 64, np.random.default_rng(0))[None]
+    scores = scorer.text_scores(np.concatenate([penguin, penguin]), ["a penguin", "a banana"])
+    assert scores[0] > scores[1]  # the judge reads the subject of a plain render
 
 
 def test_committed_judge_names_plain_renders_over_the_whole_vocabulary():

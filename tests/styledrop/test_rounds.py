@@ -20,6 +20,7 @@ from styledrop.prompt_sets import (
 )
 from styledrop.rounds import RoundsConfig, run_rounds
 from styledrop.zoo.draws import heldout_references
+from tests.html_report import assert_report_complete
 
 
 def test_prompt_sets():
@@ -94,7 +95,8 @@ def test_evaluation_table_has_four_methods_with_ground_truth(experiment):
         for key in ("text", "style", "leakage", "style_truth"):
             assert np.isfinite(summary[key]) and np.isfinite(summary[f"{key}_stderr"]), key
     assert figures["provenance"]["selected"] == {"clip": 30, "random": 30}
-    assert (out / "evaluation.html").is_file()
+    # The rounds report: the reference, then per method 2 prompts x 2 images.
+    assert assert_report_complete(out / "evaluation.html") == 1 + 4 * 4
 
 
 def test_evaluation_compares_the_papers_pairs_by_prompt(experiment):
@@ -166,4 +168,5 @@ def test_evaluate_command(experiment, tiny_zoo, tmp_path, capsys):
     figures = json.loads((tmp_path / "e.json").read_text())
     assert set(figures["methods"]) == {"base + descriptor", "r1"}
     assert figures["provenance"]["reference_caption"] == "a house"  # read from the adapter
+    assert assert_report_complete(tmp_path / "e.html") == 1 + 2 * 2  # reference, 2 methods
     assert "r1" in capsys.readouterr().out

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from worker.finetune_spec import FinetuneOptions
 from worker.local_redis import LocalRedis, free_port
 from worker.store import Store
 
@@ -64,10 +65,10 @@ def finished(redis, tmp_path_factory) -> Finished:
     app = _app(broker)
 
     def finetune(descriptor: str, steps: int) -> str:
+        options = FinetuneOptions(descriptor, steps=steps, batch_size=2)
         job = client.submit(
-            [STYLE_IMAGE], descriptor, captions={STYLE_IMAGE.name: "a house"}, steps=steps,
-            batch_size=2, store=store, app=app,
-        )  # fmt: skip
+            [STYLE_IMAGE], options, captions={STYLE_IMAGE.name: "a house"}, store=store, app=app
+        )
         run_finetune_job(store, job.id, "test-worker")
         assert client.show(job.id, store=store).status == "succeeded"
         return job.id

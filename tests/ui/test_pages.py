@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from feedback.selection import Candidate, clip_best_per_prompt
 from worker import client, jobs
+from worker.finetune_spec import FinetuneOptions
 from worker.store import Store, job_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,8 +126,8 @@ def test_jobs_page_shows_a_finished_job_and_offers_its_adapter(service):
 
 def test_jobs_page_cancels_a_queued_job(empty_service):
     store, _ = empty_service
-    job = client.submit([STYLE_IMAGE], "in line art style", steps=5, store=store,
-                        app=_app_for_env())  # fmt: skip
+    options = FinetuneOptions("in line art style", steps=5)
+    job = client.submit([STYLE_IMAGE], options, store=store, app=_app_for_env())
     at = page("jobs").run()
     assert at.selectbox(key="jobs_pick").value == job.id
     at.button(key=f"cancel_{job.id}").click().run()

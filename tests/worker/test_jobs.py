@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,8 +14,10 @@ from cli.main import main
 from styledrop.terms import DEFAULT_CAPTION
 from worker import client, jobs
 from worker.claim import MAX_ATTEMPTS, claim, skipped
-from worker.finetune_spec import FinetuneSpec, ImageInput
+from worker.finetune_spec import FinetuneOptions, FinetuneSpec, ImageInput
 from worker.store import InvalidJobIdError, Store
+
+SHORT = FinetuneOptions("in x style", steps=3)
 
 
 @pytest.fixture
@@ -112,6 +116,19 @@ def test_spec_validation():
         FinetuneSpec(images=(image,), descriptor="d", adapter="r9")
     with pytest.raises(ValueError, match="image"):
         FinetuneSpec(images=(), descriptor="d")
+    with pytest.raises(ValueError, match="descriptor is empty; the learning rate"):
+        FinetuneOptions(" ", learning_rate=0.0)
+
+
+def test_a_spec_is_the_options_with_the_images():
+    image = ImageInput(key="k", name="a.png", sha256="", caption=DEFAULT_CAPTION)
+    options = FinetuneOptions("d", base=Path("/m"), steps=30, preview_prompts=["a cat"])
+    assert options.checkpoint_every is None  # chosen with the steps, in the spec
+    spec = FinetuneSpec.of((image,), options)
+    assert (spec.images, spec.base, spec.steps) == ((image,), "/m", 30)
+    assert (spec.checkpoint_every, spec.preview_prompts) == (3, ("a cat",))
+    assert FinetuneSpec.of((image,), FinetuneOptions("d", steps=5000)).checkpoint_every == 100
+    assert FinetuneSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
 
 
 def test_submit_to_an_unreachable_broker_stores_nothing(store, style_image):
@@ -119,15 +136,15 @@ def test_submit_to_an_unreachable_broker_stores_nothing(store, style_image):
 
     dead = make_app(broker="redis://127.0.0.1:1/0", visibility=5)
     with pytest.raises(client.BrokerUnreachableError, match="redis-server"):
-        client.submit([style_image], "in x style", steps=3, store=store, app=dead)
+        client.submit([style_image], SHORT, store=store, app=dead)
     assert client.list_jobs(store=store) == []
     assert store.list_names("jobs") == []
 
 
 def test_submit_copies_the_images_and_queues_the_task(service, style_image):
     job = client.submit(
-        [style_image], "in stripes style", captions={"stripes.png": "a grid"}, steps=4,
-        store=service.store, app=service.app,
+        [style_image], FinetuneOptions("in stripes style", steps=4),
+        captions={"stripes.png": "a grid"}, store=service.store, app=service.app,
     )  # fmt: skip
     spec = FinetuneSpec.from_dict(job.inputs)
     assert spec.images[0].caption == "a grid" and spec.images[0].name == "stripes.png"
@@ -143,8 +160,7 @@ def test_submit_copies_the_images_and_queues_the_task(service, style_image):
     assert cancelled.status == "cancelled" and cancelled.finished
     assert client.cancel(job.id, store=service.store, app=service.app).status == "cancelled"
     with pytest.raises(client.WaitTimeoutError):
-        other = client.submit([style_image], "in x style", steps=3, store=service.store,
-                              app=service.app)  # fmt: skip
+        other = client.submit([style_image], SHORT, store=service.store, app=service.app)
         client.wait(other.id, timeout=0.3, poll=0.1, store=service.store)
 
 
@@ -154,7 +170,7 @@ def test_a_bad_image_is_refused_before_anything_is_stored(store, tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
     with pytest.raises(ImageInputError, match=r"notes\.png"):
-        client.submit([bad], "in x style", store=store)
+        client.submit([bad], FinetuneOptions("in x style"), store=store)
     assert store.list_names("jobs") == []
 
 
@@ -230,12 +246,11 @@ def test_generate_and_round_spec_validation():
 
 def test_submit_with_an_unknown_parent_stores_nothing(service, style_image):
     with pytest.raises(jobs.JobNotFoundError):
-        client.submit([style_image], "in x style", steps=3, parent="ft-20260101-nope00",
+        client.submit([style_image], SHORT, parent="ft-20260101-nope00",
                       store=service.store, app=service.app)  # fmt: skip
     assert service.store.list_names("jobs") == []
-    parent = client.submit([style_image], "in x style", steps=3, store=service.store,
-                           app=service.app)  # fmt: skip
-    child = client.submit([style_image], "in x style", steps=3, parent=parent.id, round=2,
+    parent = client.submit([style_image], SHORT, store=service.store, app=service.app)
+    child = client.submit([style_image], dataclasses.replace(SHORT, round=2), parent=parent.id,
                           store=service.store, app=service.app)  # fmt: skip
     assert child.parent == parent.id and child.inputs["round"] == 2
     assert jobs.get(service.store, child.id).parent == parent.id

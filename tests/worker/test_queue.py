@@ -13,6 +13,7 @@ import json
 import pytest
 
 from worker import client, jobs
+from worker.finetune_spec import FinetuneOptions
 
 JOB = {"adapter": "r1", "batch_size": 2, "variants_per_image": 2}
 JOB_TIMEOUT = 600  # first jobs of a worker load the model and compile the step
@@ -40,10 +41,10 @@ def trained(queue_service, style_image, tiny_zoo):
 
 
 def _submit(service, image, base, steps, **options):
+    options = FinetuneOptions("in stripes style", base=base, steps=steps, **{**JOB, **options})
     return client.submit(
-        [image], "in stripes style", captions={image.name: "a grid"}, base=base, steps=steps,
-        store=service.store, app=service.app, **{**JOB, **options},
-    )  # fmt: skip
+        [image], options, captions={image.name: "a grid"}, store=service.store, app=service.app
+    )
 
 
 def _wait(service, job_id, timeout=JOB_TIMEOUT):

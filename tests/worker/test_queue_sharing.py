@@ -8,14 +8,15 @@ with the append-only file on, so the queued job survives the restart.
 from __future__ import annotations
 
 from worker import client, jobs
+from worker.finetune_spec import FinetuneOptions
 
 JOB = {"adapter": "r1", "batch_size": 2, "variants_per_image": 2, "steps": 3}
 
 
 def _submit(service, image, base):
     return client.submit(
-        [image], "in stripes style", captions={image.name: "a grid"}, base=base,
-        store=service.store, app=service.app, **JOB,
+        [image], FinetuneOptions("in stripes style", base=base, **JOB),
+        captions={image.name: "a grid"}, store=service.store, app=service.app,
     )  # fmt: skip
 
 

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from cli.zoo.compact_vq import main as main_compact_vq
 from muse import weights
 from muse.folder_layout import VQ_FILE
-from zoo_build.compact_vq import compact_vq, kmeans, main_compact_vq, nearest
+from zoo_build.compact_vq import compact_vq, kmeans, nearest
 from zoo_build.dataset import build_dataset, load_dataset
 from zoo_build.refit_decoder import RefitConfig, refit_decoder
-from zoo_build.train_vq import CONFIG_FILE, INFO_FILE, VQTrainConfig, load_vq, train_vq
+from zoo_build.run_files import VQ_CONFIG_FILE, VQ_INFO_FILE
+from zoo_build.train_vq import VQTrainConfig, load_vq, train_vq
 
 SUBJECTS = ["penguin", "banana", "teapot", "owl"]
 
@@ -49,13 +51,13 @@ def test_compaction_shrinks_the_codebook_and_keeps_the_rest(trained, tmp_path):
     data, vq_dir = trained
     path = compact_vq(vq_dir, data, tmp_path, codes=8, iterations=5, log=lambda _: None)
     before, after = load_file(str(vq_dir / VQ_FILE)), load_file(str(path))
-    assert after["quantize.embedding.embedding"].shape == (8, TINY.vq_config().embed_dim)
+    assert after["quantize.embedding.embedding"].shape == (8, TINY.vq.embed_dim)
     assert before.keys() == after.keys()
     for name in before:  # encoder and decoder untouched
         if name != "quantize.embedding.embedding":
             np.testing.assert_array_equal(before[name], after[name], err_msg=name)
-    assert json.loads((tmp_path / CONFIG_FILE).read_text())["num_vq_embeddings"] == 8
-    info = json.loads((tmp_path / INFO_FILE).read_text())
+    assert json.loads((tmp_path / VQ_CONFIG_FILE).read_text())["num_vq_embeddings"] == 8
+    info = json.loads((tmp_path / VQ_INFO_FILE).read_text())
     assert info["compaction"]["from_codes"] == 32 and info["compaction"]["codes"] == 8
     assert info["train"]["num_vq_embeddings"] == 32  # the source run's record is kept
     model = load_vq(tmp_path)
@@ -96,12 +98,12 @@ def test_refit_trains_only_the_decoder_and_keeps_every_token(trained, tmp_path):
     np.testing.assert_array_equal(
         ids_plain, np.asarray(load_vq(tmp_path / "refit").tokenize(pixels))
     )
-    info = json.loads((tmp_path / "refit" / INFO_FILE).read_text())["compaction"]
+    info = json.loads((tmp_path / "refit" / VQ_INFO_FILE).read_text())["compaction"]
     assert info["refit"]["steps"] == 60
     assert info["eval_before_refit"]["psnr"] == pytest.approx(
-        json.loads((tmp_path / "plain" / INFO_FILE).read_text())["eval"]["psnr"]
+        json.loads((tmp_path / "plain" / VQ_INFO_FILE).read_text())["eval"]["psnr"]
     )
-    refit_psnr = json.loads((tmp_path / "refit" / INFO_FILE).read_text())["eval"]["psnr"]
+    refit_psnr = json.loads((tmp_path / "refit" / VQ_INFO_FILE).read_text())["eval"]["psnr"]
     print(f"eval PSNR {info['eval_before_refit']['psnr']:.2f} -> {refit_psnr:.2f} dB")
     assert refit_psnr > info["eval_before_refit"]["psnr"]
 

@@ -11,13 +11,17 @@ import torch
 from safetensors.torch import load_file
 from transformers import CLIPTextModelWithProjection
 
+from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR
 from muse.text_encoder import TextEncoder
 from muse.tokenizer import build_open_clip_tokenizer, load_tokenizer, tokenize
 from styledrop.zoo.draws import captions_for
+from styledrop.zoo.embedded import JUDGE_DIR
 from styledrop.zoo.vocabulary import get_subject
+from zoo_build import contrastive, judge_folder, run_files
 from zoo_build import train_judge as tj
 from zoo_build import train_text_encoder as tt
 from zoo_build.dataset import build_dataset, load_dataset
+from zoo_build.world_tokenizer import build_world_tokenizer, world_texts
 
 SUBJECTS = ["penguin", "banana", "racing_car", "teapot", "letter_a"]
 
@@ -56,8 +60,8 @@ TINY_JUDGE = tj.JudgeTrainConfig(
 )
 TRAIN = {"text": tt.train_text_encoder, "judge": tj.train_judge}
 CONFIGS = {"text": TINY_TEXT, "judge": TINY_JUDGE}
-CHECKPOINTS = {"text": tt.CHECKPOINT_FILE, "judge": tj.CHECKPOINT_FILE}
-LOGS = {"text": tt.LOG_FILE, "judge": tj.LOG_FILE}
+CHECKPOINTS = {"text": run_files.TEXT_CHECKPOINT_FILE, "judge": run_files.JUDGE_CHECKPOINT_FILE}
+LOGS = {"text": run_files.TEXT_LOG_FILE, "judge": run_files.JUDGE_LOG_FILE}
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +96,9 @@ def _losses(run, name):
 
 
 def test_world_tokenizer_splits_world_text_like_clip():
-    world = tt.build_world_tokenizer()
+    world = build_world_tokenizer()
     full = build_open_clip_tokenizer()
-    texts = [*tt.world_texts()[::50], "a penguin in watercolor style", "the letter 'Z'"]
+    texts = [*world_texts()[::50], "a penguin in watercolor style", "the letter 'Z'"]
     assert len(world) < 4000 and world.pad_token_id == world.eos_token_id == len(world) - 1
     ours, clips = tokenize(world, texts), tokenize(full, texts)
     for a, b in zip(ours, clips, strict=True):
@@ -135,22 +139,22 @@ def test_resume_is_bit_identical(world, tmp_path, name):
 
 def test_resume_refuses_other_settings(world, trained):
     other = dataclasses.replace(TINY_TEXT, learning_rate=1e-2)
-    with pytest.raises(tt.CheckpointMismatchError, match="other settings"):
+    with pytest.raises(contrastive.CheckpointMismatchError, match="other settings"):
         tt.train_text_encoder(world, trained["text"], other)
 
 
 def test_saved_text_encoder_loads_and_encodes(world, trained):
     out = trained["text"]
-    model = CLIPTextModelWithProjection.from_pretrained(out / tt.TEXT_ENCODER_DIR)
-    assert model.config.vocab_size == len(load_tokenizer(out / tt.TOKENIZER_DIR))
+    model = CLIPTextModelWithProjection.from_pretrained(out / TEXT_ENCODER_DIR)
+    assert model.config.vocab_size == len(load_tokenizer(out / TOKENIZER_DIR))
     assert model.config.max_position_embeddings == 77
-    encoder = TextEncoder.load(out / tt.TEXT_ENCODER_DIR, tokenizer=out / tt.TOKENIZER_DIR)
+    encoder = TextEncoder.load(out / TEXT_ENCODER_DIR, tokenizer=out / TOKENIZER_DIR)
     emb = encoder.encode(["a penguin in greyscale", ""])
     assert emb.hidden_states.shape == (2, 77, TINY_TEXT.hidden_size)
     assert emb.pooled.shape == (2, TINY_TEXT.projection_dim)
     assert np.isfinite(emb.hidden_states).all() and np.isfinite(emb.pooled).all()
     # The text tower is the trained one, and the short training context changes nothing.
-    state = torch.load(out / tt.CHECKPOINT_FILE, weights_only=True)["model"]
+    state = torch.load(out / run_files.TEXT_CHECKPOINT_FILE, weights_only=True)["model"]
     ids = torch.from_numpy(tokenize(encoder.tokenizer, ["a penguin in greyscale"]))
     clip = tt.TextCLIP(TINY_TEXT, encoder.tokenizer)
     clip.load_state_dict(state)
@@ -159,31 +163,32 @@ def test_saved_text_encoder_loads_and_encodes(world, trained):
         short = clip.text(input_ids=ids[:, :12]).text_embeds
     np.testing.assert_allclose(emb.pooled[:1], full.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(short.numpy(), full.numpy(), rtol=1e-5, atol=1e-6)
-    info = json.loads((out / tt.EVAL_FILE).read_text())
+    info = json.loads((out / run_files.TEXT_EVAL_FILE).read_text())
     assert 0.0 <= info["text_top1_eval"] <= 1.0 and info["classes"] == len(SUBJECTS)
     assert tt.evaluate_text_encoder(world, out)["text_top1_eval"] == info["text_top1_eval"]
 
 
 def _assert_judge_reloads_with_the_same_embeddings(run, config):
-    judge_dir = run / tj.JUDGE_DIR
+    judge_dir = run / JUDGE_DIR
     model, tokenizer = tj.load_judge(judge_dir)
     # The weights are stored in float16: compare with the trained model rounded the same way.
-    state = torch.load(run / tj.CHECKPOINT_FILE, weights_only=True)["model"]
-    reference = tj.build_judge(json.loads((judge_dir / tj.CONFIG_FILE).read_text())["model_cfg"])
+    state = torch.load(run / run_files.JUDGE_CHECKPOINT_FILE, weights_only=True)["model"]
+    config_file = judge_dir / run_files.JUDGE_CONFIG_FILE
+    reference = judge_folder.build_judge(json.loads(config_file.read_text())["model_cfg"])
     reference.load_state_dict(
         {k: v.half().float() if v.is_floating_point() else v for k, v in state.items()}
     )
     reference.eval()
-    saved = load_file(judge_dir / tj.WEIGHTS_FILE)
+    saved = load_file(judge_dir / run_files.JUDGE_WEIGHTS_FILE)
     for name, value in saved.items():
         expected = torch.float16 if state[name].is_floating_point() else state[name].dtype
         assert value.dtype == expected, name
     prompts = ["a penguin", "a banana on a blue background", "an image of the letter 'A'"]
     ids = tokenizer(prompts)
-    world_ids = tokenize(tt.build_world_tokenizer(), prompts, config.context_length)
+    world_ids = tokenize(build_world_tokenizer(), prompts, config.context_length)
     assert torch.equal(ids, torch.from_numpy(world_ids))
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
-    pixels = tt.to_pixels(images)
+    pixels = contrastive.to_pixels(images)
     with torch.no_grad():
         for a, b in [
             (model.encode_text(ids), reference.encode_text(ids)),
@@ -195,7 +200,7 @@ def _assert_judge_reloads_with_the_same_embeddings(run, config):
 
 def test_saved_judge_reloads_offline_with_the_same_embeddings(world, trained):
     _assert_judge_reloads_with_the_same_embeddings(trained["judge"], TINY_JUDGE)
-    scores = tj.evaluate_judge(world, trained["judge"] / tj.JUDGE_DIR)
+    scores = tj.evaluate_judge(world, trained["judge"] / JUDGE_DIR)
     assert set(scores) >= {"judge_top1_real", "judge_top1_heldout_style"}
     assert 0.0 <= scores["judge_top1_real"] <= 1.0
 
@@ -206,14 +211,14 @@ def test_resnet_judge_learns_and_reloads_with_its_batchnorm_statistics(world, tm
         resnet_head_width=16, steps=12,
     )  # fmt: skip
     tj.train_judge(world, tmp_path, config)
-    cfg = json.loads((tmp_path / tj.JUDGE_DIR / tj.CONFIG_FILE).read_text())["model_cfg"]
+    cfg = json.loads((tmp_path / JUDGE_DIR / run_files.JUDGE_CONFIG_FILE).read_text())["model_cfg"]
     assert cfg["vision_cfg"]["layers"] == [1, 1, 1, 1]  # a list: open_clip builds a ResNet
-    model, _ = tj.load_judge(tmp_path / tj.JUDGE_DIR)
+    model, _ = tj.load_judge(tmp_path / JUDGE_DIR)
     assert type(model.visual).__name__ == "ModifiedResNet"
     losses = _losses(tmp_path, "judge")
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.1
     # BatchNorm's running statistics moved in training and survive the float16 round trip.
-    state = torch.load(tmp_path / tj.CHECKPOINT_FILE, weights_only=True)["model"]
+    state = torch.load(tmp_path / run_files.JUDGE_CHECKPOINT_FILE, weights_only=True)["model"]
     assert not torch.equal(state["visual.bn1.running_var"], torch.ones_like(
         state["visual.bn1.running_var"]))  # fmt: skip
     assert int(state["visual.bn1.num_batches_tracked"]) == config.steps
@@ -232,16 +237,16 @@ def test_key_loss_is_the_positives_loss_with_key_matches():
     keys, scale = torch.tensor([0, 0, 1, 2, 2, 2]), torch.tensor(2.0)
     positives = keys[:, None] == keys[None, :]
     torch.testing.assert_close(
-        tt.contrastive_loss(image, text, scale, keys),
-        tt.contrastive_loss_with_positives(image, text, scale, positives),
+        contrastive.contrastive_loss(image, text, scale, keys),
+        contrastive.contrastive_loss_with_positives(image, text, scale, positives),
         rtol=0, atol=0,
     )  # fmt: skip
 
 
 def test_subject_only_captions_match_every_image_of_their_subject(world):
-    tokenizer = tt.build_world_tokenizer()
+    tokenizer = build_world_tokenizer()
     _, records = load_dataset(world, split="judge")
-    styled = tt.CaptionBank(tokenizer, records, context=32)
+    styled = contrastive.CaptionBank(tokenizer, records, context=32)
     content = tj.ContentCaptions(tokenizer, records, context=32)
     rows = torch.arange(len(records))
     text, positives = content.mix(rows, styled, 0.5, torch.Generator().manual_seed(0))

@@ -12,21 +12,13 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from cli.zoo.train_vq import main as main_train_vq
+from muse.folder_layout import VQ_FILE
 from zoo_build.dataset import build_dataset, load_dataset
-from zoo_build.train_vq import (
-    CONFIG_FILE,
-    INFO_FILE,
-    VQ_FILE,
-    VQTrainConfig,
-    _update_codebook,
-    evaluate_vq,
-    export_vq,
-    load_vq,
-    main_train_vq,
-    map_batches,
-    psnr,
-    train_vq,
-)
+from zoo_build.run_files import TRAIN_LOG_FILE, VQ_CONFIG_FILE, VQ_INFO_FILE
+from zoo_build.train_vq import VQTrainConfig, export_vq, load_vq, train_vq
+from zoo_build.vq_metrics import evaluate_vq, map_batches, psnr
+from zoo_build.vq_step import update_codebook
 
 SUBJECTS = ["penguin", "banana", "racing_car", "teapot", "owl", "rocket", "house", "letter_a"]
 
@@ -62,7 +54,7 @@ def test_dead_code_restart_moves_only_dead_codes():
     ema = {"count": jnp.full((num_codes,), 2.0), "sum": jnp.ones((num_codes, dim))}
     ema = {**ema, "count": ema["count"].at[2:].set(0.1)}  # codes 2..5 are dead
     key = jax.random.key(0)
-    update = jax.jit(_update_codebook, static_argnums=6)
+    update = jax.jit(update_codebook, static_argnums=6)
     kept, before = update(ema, z, ids, errors, jnp.bool_(False), key, config)
     assert np.all(np.asarray(kept["count"][2:]) < 0.5)  # no restart step: left dead
     new, table = update(ema, z, ids, errors, jnp.bool_(True), key, config)
@@ -92,8 +84,8 @@ def test_training_learns_and_keeps_codes_alive(world, tmp_path):
     assert {"psnr", "usage", "steps_per_s", "eta_s"} <= set(events[-1])
     # The outputs: weights, the diffusers-style config, the run record.
     assert path == tmp_path / VQ_FILE and path.is_file()
-    assert json.loads((tmp_path / CONFIG_FILE).read_text())["block_out_channels"] == [8, 16]
-    info = json.loads((tmp_path / INFO_FILE).read_text())
+    assert json.loads((tmp_path / VQ_CONFIG_FILE).read_text())["block_out_channels"] == [8, 16]
+    info = json.loads((tmp_path / VQ_INFO_FILE).read_text())
     assert info["train_images"] == 32 and info["eval_images"] == 8
     assert info["data_recipe_version"]
     model = load_vq(tmp_path)
@@ -101,7 +93,7 @@ def test_training_learns_and_keeps_codes_alive(world, tmp_path):
     again = evaluate_vq(model, eval_images, batch_size=3)  # uneven batches pad correctly
     assert again["psnr"] == pytest.approx(info["eval"]["psnr"], abs=1e-3)
     assert again["codebook_usage"] >= 0.25
-    assert 1.0 <= again["perplexity"] <= TINY.num_vq_embeddings
+    assert 1.0 <= again["perplexity"] <= TINY.vq.num_vq_embeddings
     assert math.isfinite(again["psnr_global"]) and again["psnr_global"] <= again["psnr"] + 1e-6
     # uint8 and [0, 1] floats are the same input.
     as_float = evaluate_vq(model, eval_images.astype(np.float32) / 255.0, batch_size=3)
@@ -114,21 +106,21 @@ def test_resume_is_bit_identical(world, tmp_path):
     run = tmp_path / "resumed"
     assert train_vq(world, run, config, stop_after=6) is None  # interrupted on purpose
     assert not (run / VQ_FILE).exists()
-    with (run / "train_log.jsonl").open("a") as log:
+    with (run / TRAIN_LOG_FILE).open("a") as log:
         log.write('{"step": 9, "lo')  # a line cut short by a kill
     export_vq(world, run, config)  # the weights so far, from the checkpoint
-    info = json.loads((run / INFO_FILE).read_text())
+    info = json.loads((run / VQ_INFO_FILE).read_text())
     assert (info["steps_done"], info["complete"]) == (6, False)
     train_vq(world, run, config, time_limit_s=0.0)  # one more step, then a partial export
-    info = json.loads((run / INFO_FILE).read_text())
+    info = json.loads((run / VQ_INFO_FILE).read_text())
     assert (info["steps_done"], info["complete"]) == (7, False)
     resumed = train_vq(world, run, config)
-    assert json.loads((run / INFO_FILE).read_text())["complete"]
+    assert json.loads((run / VQ_INFO_FILE).read_text())["complete"]
     a, b = load_file(str(straight)), load_file(str(resumed))
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-    lines = (run / "train_log.jsonl").read_text().splitlines()
+    lines = (run / TRAIN_LOG_FILE).read_text().splitlines()
     steps = [record["step"] for record in map(json.loads, lines) if "loss" in record]
     assert steps == list(range(1, 13))  # no step logged twice
 
@@ -139,6 +131,9 @@ def test_cli_trains_and_refuses_to_overwrite_a_checkpoint(world, tmp_path, capsy
             "--eval-every", "0"]  # fmt: skip
     assert main_train_vq(args) == 0
     assert (tmp_path / VQ_FILE).is_file()
+    train = json.loads((tmp_path / VQ_INFO_FILE).read_text())["train"]
+    assert train["block_out_channels"] == [8, 16] and train["num_vq_embeddings"] == 16
+    assert (train["latent_channels"], train["norm_num_groups"], train["steps"]) == (4, 4, 3)
     assert "eval PSNR" in capsys.readouterr().out
     assert main_train_vq(args) == 2  # a checkpoint is there and --resume is missing
     assert "--resume" in capsys.readouterr().err
@@ -162,3 +157,21 @@ def test_map_batches_runs_one_shape_and_cuts_the_padding():
     assert shapes == [(2, 2, 2, 3)] * 3  # the last batch of one image is padded to two
     np.testing.assert_array_equal(corners, images[:, 0, 0, 0])
     np.testing.assert_array_equal(sums, images.sum(axis=(1, 2, 3)))
+
+
+def test_settings_keep_the_fingerprint_and_record_of_earlier_runs():
+    """Checkpoints written before the settings nested `VQConfig` still resume, and their
+    `train_info.json` records still load."""
+    assert VQTrainConfig().fingerprint() == (
+        '{"batch_size": 16, "block_out_channels": [16, 32, 64, 128], "commitment": 0.25,'
+        ' "dead_threshold": 0.02, "ema_decay": 0.99, "hflip": true, "latent_channels": 32,'
+        ' "layers_per_block": 1, "learning_rate": 0.002, "norm_num_groups": 8,'
+        ' "num_vq_embeddings": 1024, "recon_loss": "l1", "restart_count": 0.05,'
+        ' "restart_every": 10, "restart_until": 0.9, "seed": 0, "splits": ["vq", "base",'
+        ' "canonical"], "steps": 7000, "vq_embed_dim": 16, "warmup_steps": 100}'
+    )
+    record = json.loads(json.dumps(TINY.record()))
+    assert record["block_out_channels"] == [8, 16] and "vq" not in record
+    assert VQTrainConfig.from_dict(record) == TINY
+    other = dataclasses.replace(TINY, vq=dataclasses.replace(TINY.vq, sample_size=32))
+    assert other.record()["sample_size"] == 32 and other.fingerprint() != TINY.fingerprint()

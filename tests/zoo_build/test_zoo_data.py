@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 
+from cli.zoo.data import main as zoo_data
 from styledrop.zoo import draws, parti_mapping, render, styles, vocabulary
 from styledrop.zoo.draws import SPLITS, captions_for, heldout_references
 from styledrop.zoo.vocabulary import SUBJECTS, get_subject
@@ -302,7 +303,7 @@ def test_heldout_references_function():
 
 def test_main_data_prints_counts(tmp_path, capsys):
     out = tmp_path / "zoo"
-    code = dataset.main_data(
+    code = zoo_data(
         ["--out", str(out), "--size", "32", "--subjects", "penguin,letter_a", "--draws",
          "base=2,eval=1", "--no-heldout"]
     )  # fmt: skip
@@ -313,7 +314,7 @@ def test_main_data_prints_counts(tmp_path, capsys):
     assert manifest["counts"] == {"vq": 0, "base": 4, "judge": 0, "eval": 2, "canonical": 0,
                                   "total": 6}  # fmt: skip
     assert not (out / "heldout.npz").exists()
-    assert dataset.main_data(["--out", str(out), "--subjects", "capybara"]) == 2
+    assert zoo_data(["--out", str(out), "--subjects", "capybara"]) == 2
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from styledrop.inputs import MAX_IMAGES
 from styledrop.terms import ADAPTER_KINDS, DEFAULT_STEPS
 from ui import services
 from worker import client
+from worker.finetune_spec import FinetuneOptions
 
 ADAPTER_HELP = {
     "r1": "Round 1 of the paper: a small per-layer adapter (rank-1 style).",
@@ -38,6 +39,7 @@ def _preview(data: bytes, name: str) -> None:
 
 
 def _submit(files, captions: list[str], settings: dict) -> None:
+    """Queues the job; `settings` are `FinetuneOptions` fields (bad ones are shown)."""
     with tempfile.TemporaryDirectory(prefix="styledrop-upload-") as folder:
         paths, by_path = [], {}
         for index, (upload, caption) in enumerate(zip(files, captions, strict=True)):
@@ -49,8 +51,8 @@ def _submit(files, captions: list[str], settings: dict) -> None:
                 by_path[str(path)] = caption.strip()
         try:
             job = client.submit(
-                paths, captions=by_path, store=services.store(), app=services.celery_app(),
-                **settings,
+                paths, FinetuneOptions(**settings), captions=by_path, store=services.store(),
+                app=services.celery_app(),
             )  # fmt: skip
         except (ValueError, ConnectionError, OSError) as error:
             st.error(f"Not submitted: {error}", icon=":material/error:")

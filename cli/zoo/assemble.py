@@ -1,0 +1,59 @@
+"""`styledrop zoo assemble`: copy the trained parts into one zoo folder (`zoo_build.assemble`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from cli.errors import UserError
+from styledrop.zoo.embedded import EMBEDDED_ZOO, MANIFEST
+from zoo_build.assemble import ZOO_GUIDANCE_SCALE, assemble_zoo
+from zoo_build.dataset import MANIFEST_FILE, recipe_version
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of `styledrop zoo assemble`."""
+    parser = argparse.ArgumentParser(
+        prog="styledrop zoo assemble",
+        description=(
+            "Copies the trained parts into one native model folder with a manifest (default:"
+            " the package's embedded zoo, which then becomes the default --base)."
+        ),
+    )
+    parser.add_argument("--base", type=Path, required=True, help="`zoo train base` run folder")
+    parser.add_argument("--vq", type=Path, required=True, help="`zoo train vq` run folder")
+    parser.add_argument("--text", type=Path, required=True, help="`zoo train text` run folder")
+    parser.add_argument("--judge", type=Path, required=True, help="`zoo train judge` run folder")
+    parser.add_argument("--data", type=Path, help="dataset folder (for its recipe version)")
+    parser.add_argument("--out", type=Path, default=EMBEDDED_ZOO, help="destination folder")
+    parser.add_argument(
+        "--guidance", type=float, default=ZOO_GUIDANCE_SCALE,
+        help="the base's default classifier-free guidance scale",
+    )  # fmt: skip
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`styledrop zoo assemble --base DIR --vq DIR --text DIR --judge DIR [--out DIR]`.
+
+    Returns:
+        The exit code.
+
+    Raises:
+        UserError: `--data` names a folder without a dataset manifest.
+    """
+    args = build_parser().parse_args(argv)
+    recipe = ""
+    if args.data is not None:
+        if not (args.data / MANIFEST_FILE).is_file():
+            raise UserError(f"{args.data} holds no {MANIFEST_FILE}: is it a `zoo data` folder?")
+        recipe = recipe_version(args.data) or ""
+    out = assemble_zoo(
+        args.base, args.vq, args.text, args.out, judge_dir=args.judge,
+        data_recipe_version=recipe, guidance_scale=args.guidance,
+    )  # fmt: skip
+    manifest = json.loads((out / MANIFEST).read_text())
+    print(f"Wrote {out} ({manifest['bytes'] / 1e6:.1f} MB in {len(manifest['files'])} files)")
+    return 0

@@ -1,0 +1,196 @@
+"""What the zoo's steps share on the command line: settings options, errors and progress.
+
+Each trainer's settings are a frozen dataclass (`VQTrainConfig`, `TextTrainConfig`, ...). A
+step lists the fields it exposes as `Option`s; `add_config_options` adds them to its
+parser with the dataclass's defaults, and `config_from_args` builds the settings back from
+the parsed arguments. `progress_bar` shows the trainers' progress events as a tqdm bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option that sets one field of a settings dataclass.
+
+    Attributes:
+        flag: The option, e.g. "--lr"; argparse's dest (`batch_size` for "--batch-size")
+            holds the value.
+        field: The field it sets; a dotted path reaches into a nested dataclass
+            ("vq.num_vq_embeddings").
+        help: Help text (None: none).
+        type: Parses the text (default: the type of the field's default; a bool field is
+            a flag that sets True).
+        choices: The values allowed.
+    """
+
+    flag: str
+    field: str
+    help: str | None = None
+    type: Callable[[str], Any] | None = None
+    choices: tuple[Any, ...] | None = None
+
+    @property
+    def dest(self) -> str:
+        """The attribute of the parsed arguments that holds the value."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+# The options the two CLIP trainers (`zoo train text`, `zoo train judge`) share.
+CLIP_OPTIONS = (
+    Option("--steps", "steps", "optimizer steps in all"),
+    Option("--batch-size", "batch_size", "images per step"),
+    Option("--lr", "learning_rate", "peak AdamW learning rate"),
+    Option("--seed", "seed", "seed of init, batches, augmentation"),
+    Option("--checkpoint-every", "checkpoint_every", "steps between checkpoints"),
+)
+
+
+def field_value(settings: Any, path: str) -> Any:
+    """The value of a field, or of a nested one for a dotted path ("vq.latent_channels")."""
+    for name in path.split("."):
+        settings = getattr(settings, name)
+    return settings
+
+
+def add_config_options(
+    parser: argparse.ArgumentParser, defaults: Any, options: Sequence[Option]
+) -> None:
+    """Adds one option per `Option`, its default taken from `defaults`.
+
+    Raises:
+        TypeError: an option has neither a `type` nor a default of a plain type to take it
+            from.
+    """
+    for option in options:
+        default = field_value(defaults, option.field)
+        kwargs: dict[str, Any] = {} if option.help is None else {"help": option.help}
+        if isinstance(default, bool) and option.type is None:
+            if default:
+                raise TypeError(f"{option.flag}: a flag can only switch on a False default.")
+            parser.add_argument(option.flag, action="store_true", **kwargs)
+            continue
+        kind = option.type or (type(default) if isinstance(default, (int, float, str)) else None)
+        if kind is None:
+            raise TypeError(f"{option.flag}: give a type for a default of {default!r}.")
+        if option.choices is not None:
+            kwargs["choices"] = option.choices
+        parser.add_argument(option.flag, type=kind, default=default, **kwargs)
+
+
+def config_from_args(defaults: Any, args: argparse.Namespace, options: Sequence[Option]) -> Any:
+    """`defaults` with every field of `options` set from the parsed arguments.
+
+    Raises:
+        ValueError: for settings the dataclass refuses (its `__post_init__`).
+    """
+    return replace_fields(
+        defaults, {option.field: getattr(args, option.dest) for option in options}
+    )
+
+
+def replace_fields(settings: Any, changes: Mapping[str, Any]) -> Any:
+    """`dataclasses.replace` that also takes dotted paths into nested dataclasses."""
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for path, value in changes.items():
+        head, _, rest = path.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            top[head] = value
+    for head, inner in nested.items():
+        top[head] = replace_fields(getattr(settings, head), inner)
+    return dataclasses.replace(settings, **top)
+
+
+def comma_ints(text: str) -> tuple[int, ...]:
+    """Comma-separated numbers: "16,32,64" -> (16, 32, 64)."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers such as 16,32; got {text!r}") from None
+
+
+def comma_names(text: str) -> tuple[str, ...]:
+    """Comma-separated names: "vq,base" -> ("vq", "base")."""
+    return tuple(text.split(","))
+
+
+def add_data_option(parser: argparse.ArgumentParser) -> None:
+    """`--data DIR`, the emoji-world dataset folder (required)."""
+    parser.add_argument("--data", type=Path, required=True, help="emoji-world dataset folder")
+
+
+def add_out_option(parser: argparse.ArgumentParser, help: str = "run folder") -> None:
+    """`--out DIR`, the folder the step writes (required)."""
+    parser.add_argument("--out", type=Path, required=True, help=help)
+
+
+def add_time_limit_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--time-limit MINUTES` (default: none)."""
+    parser.add_argument("--time-limit", type=float, default=None, help=help)
+
+
+def deadline(minutes: float | None) -> Callable[[], bool] | None:
+    """A `should_stop` that turns True once `minutes` have passed (None: no limit)."""
+    if minutes is None:
+        return None
+    end = time.monotonic() + 60.0 * minutes
+    return lambda: time.monotonic() > end
+
+
+def refuse(message: object) -> int:
+    """Prints `error: message` to stderr; returns the exit code of bad input (2)."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+@contextlib.contextmanager
+def progress_bar(
+    total: int,
+    desc: str,
+    postfix: Callable[[dict], dict[str, str]],
+    note: Callable[[dict], str | None] | None = None,
+) -> Iterator[Callable[[dict], None]]:
+    """A tqdm bar over a trainer's steps, fed by the `progress` events it yields to.
+
+    A resumed run's first event starts the bar at its step, so the rate and the time left
+    count from there. The bar closes on leaving the block.
+
+    Args:
+        total: The run's steps.
+        desc: The bar's label.
+        postfix: A step event -> the figures shown after the bar.
+        note: An event -> a line printed above the bar instead of a bar update (None: a
+            step event).
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="step", desc=desc)
+
+    def show(event: dict) -> None:
+        line = None if note is None else note(event)
+        if line is not None:
+            bar.write(line)
+            return
+        if bar.n == 0 and event["step"] > 1:  # resumed: rate and ETA count from here
+            bar.reset()
+            bar.initial = bar.n = event["step"] - 1
+        bar.update(event["step"] - bar.n)
+        bar.set_postfix(postfix(event))
+
+    try:
+        yield show
+    finally:
+        bar.close()

@@ -1,0 +1,38 @@
+"""The files each zoo training run leaves in its run folder, named once.
+
+The trainers write them, `compact_vq` and `assemble` read them, and the command line
+reports from them. The weights and model folders themselves keep the native layout's
+names (`muse.folder_layout`: `vqvae.safetensors`, `transformer.safetensors`,
+`text_encoder/`, `tokenizer/`) and the judge folder is `styledrop.zoo.embedded.JUDGE_DIR`.
+No JAX or PyTorch here, so reading a name costs nothing.
+"""
+
+# `zoo train vq` and `zoo compact-vq`: the tokenizer's sizes (`muse.config.VQConfig`, with
+# diffusers' field names) and the run record (settings, steps done, data recipe version,
+# eval figures, and for a compacted tokenizer the compaction).
+VQ_CONFIG_FILE = "vq_config.json"
+VQ_INFO_FILE = "train_info.json"
+
+# `zoo train base`: the U-ViT's `TransformerConfig` with the run record, and the token
+# pool of (image tokens, caption) pairs.
+BASE_CONFIG_FILE = "transformer_config.json"
+POOL_FILE = "pool.npz"
+
+# `zoo train vq` and `zoo train base`: one JSON line per step (and per evaluation).
+TRAIN_LOG_FILE = "train_log.jsonl"
+
+# `zoo train text`: the CLIP checkpoint (both towers; the vision tower lives only here),
+# one JSON line per step, and the final evaluation with the run's settings.
+TEXT_CHECKPOINT_FILE = "text_clip_checkpoint.pt"
+TEXT_LOG_FILE = "text_train_log.jsonl"
+TEXT_EVAL_FILE = "text_eval.json"
+
+# `zoo train judge`: the same three for the judge CLIP.
+JUDGE_CHECKPOINT_FILE = "judge_checkpoint.pt"
+JUDGE_LOG_FILE = "judge_train_log.jsonl"
+JUDGE_EVAL_FILE = "judge_eval.json"
+
+# Inside the judge folder (open_clip's `local-dir` format): the model and preprocessing
+# config, and the weights (float16).
+JUDGE_CONFIG_FILE = "open_clip_config.json"
+JUDGE_WEIGHTS_FILE = "open_clip_model.safetensors"
