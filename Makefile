@@ -8,7 +8,7 @@ SYSTEM_PACKAGES := fonts-noto-color-emoji fonts-symbola fonts-dejavu-core fontco
 	chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages demo test test-parity bench lint clean
+.PHONY: install system-packages demo test test-e2e test-parity bench lint clean
 
 # Debian packages: the fonts the emoji world is rendered from, Redis (the job broker,
 # started by the service tests and by `styledrop serve`), and Chromium (the browser test
@@ -34,10 +34,14 @@ install: $(STAMP)
 demo: system-packages $(STAMP)
 	$(BIN)/styledrop demo --out out/demo
 
-# The whole test suite (parity tests against diffusers included).
+# The default test run: lint and every test but the long end-to-end ones (`make test-e2e`).
 test: system-packages $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
+
+# The long end-to-end runs the default run leaves out (marker `e2e`); CI runs them second.
+test-e2e: system-packages $(STAMP)
+	$(BIN)/pytest -q -m e2e
 
 # Only the comparisons against the PyTorch reference.
 test-parity: $(STAMP)

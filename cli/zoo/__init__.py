@@ -1,7 +1,9 @@
 """`styledrop zoo`: build the emoji-world dataset and train the embedded model zoo.
 
-Each step keeps its own options (`styledrop zoo data --help`,
-`styledrop zoo train base --help`); this module only dispatches to them.
+Each step is a module of this package with its own options (`styledrop zoo data --help`,
+`styledrop zoo train base --help`) and a `main(argv) -> exit code`; the trainers' options
+come from their settings dataclasses through `cli.zoo.options`. This module only
+dispatches to them.
 """
 
 from __future__ import annotations
@@ -13,16 +15,17 @@ from cli.errors import UserError
 
 # step -> (module, entry point taking argv and returning an exit code)
 STEPS = {
-    "data": ("zoo_build.dataset", "main_data"),
-    "train vq": ("zoo_build.train_vq", "main_train_vq"),
-    "compact-vq": ("zoo_build.compact_vq", "main_compact_vq"),
-    "train text": ("zoo_build.train_text_encoder", "main_train_text"),
-    "train judge": ("zoo_build.train_judge", "main_train_judge"),
-    "train base": ("zoo_build.train_base", "main_train_base"),
-    "assemble": ("zoo_build.assemble", "main_assemble"),
-    "report": ("zoo_build.report", "main_report"),
+    "data": ("cli.zoo.data", "main"),
+    "train vq": ("cli.zoo.train_vq", "main"),
+    "compact-vq": ("cli.zoo.compact_vq", "main"),
+    "train text": ("cli.zoo.train_text", "main"),
+    "train judge": ("cli.zoo.train_judge", "main"),
+    "train base": ("cli.zoo.train_base", "main"),
+    "assemble": ("cli.zoo.assemble", "main"),
+    "report": ("cli.zoo.report", "main"),
     "pack": ("cli.zoo.pack", "main"),
     "build": ("cli.zoo.build", "main"),
+    "unshard": ("cli.zoo.unshard", "main"),
 }
 
 
@@ -36,12 +39,15 @@ def add_parser(subparsers) -> None:
             " model (resumable: rerun the same command to continue); `zoo compact-vq` shrinks"
             " a trained tokenizer's codebook by k-means; `zoo assemble` writes"
             " the embedded zoo folder; `zoo report` scores it (HTML + one JSON line)."
+            " `zoo pack` writes the data pack a machine without the fonts builds from;"
+            " `zoo build` trains the tokenizer and the base from it within a time budget (a"
+            " GPU's minutes) and writes the zoo as shards; `zoo unshard` puts it back together."
             " Each step has --help."
         ),
     )
     parser.add_argument(
         "step",
-        choices=["data", "pack", "build", "train", "compact-vq", "assemble", "report"],
+        choices=["data", "pack", "build", "unshard", "train", "compact-vq", "assemble", "report"],
         help="what to do",
     )
     parser.add_argument("rest", nargs=argparse.REMAINDER, help="the step's own arguments")

@@ -5,13 +5,21 @@ Fonts are found with fontconfig (`fc-match`), never by hard-coded paths; a missi
 to its alpha bounding box, pads it to a square, resizes it (LANCZOS, premultiplied alpha) to
 `round(scale * size)` pixels and places it on a transparent `size` x `size` canvas, centred
 plus an optional integer offset, so all subjects share one framing.
+
+On a machine without the fonts (a lent GPU), the subjects' base-look glyphs come from a
+`GlyphAtlas` (written by `styledrop zoo pack`): inside `using_glyph_atlas(atlas)`,
+`render_subject`, `can_render_emoji` and `font_info` read the atlas instead of the fonts,
+and every draw is the same image as from the fonts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import subprocess
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from string import ascii_uppercase
@@ -35,6 +43,35 @@ FONTS = {
 
 class FontNotFoundError(RuntimeError):
     """A font the emoji world needs is not installed (the message names the package)."""
+
+
+@dataclass(frozen=True)
+class GlyphAtlas:
+    """The base-look glyph of every subject, drawn from the fonts once (see `base_glyph`).
+
+    Attributes:
+        glyphs: Subject characters -> cropped RGBA glyph, uint8 [h, w, 4].
+        fonts: `font_info()` of the fonts the glyphs were drawn with.
+        software: Versions that drew them (Pillow, its layout engine).
+    """
+
+    glyphs: Mapping[str, np.ndarray]
+    fonts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    software: Mapping[str, str] = field(default_factory=dict)
+
+
+_atlas: GlyphAtlas | None = None  # set by `using_glyph_atlas`
+
+
+@contextlib.contextmanager
+def using_glyph_atlas(atlas: GlyphAtlas) -> Iterator[GlyphAtlas]:
+    """Draws subjects from `atlas` instead of the fonts while the context is open."""
+    global _atlas
+    previous, _atlas = _atlas, atlas
+    try:
+        yield atlas
+    finally:
+        _atlas = previous
 
 
 @cache
@@ -78,7 +115,12 @@ def _font(role: str, pixel_size: int) -> ImageFont.FreeTypeFont:
 
 
 def font_info() -> dict[str, dict[str, str]]:
-    """The fonts the emoji world uses: file name, family, Debian package and sha256."""
+    """The fonts the emoji world uses: file name, family, Debian package and sha256.
+
+    Inside `using_glyph_atlas`, the fonts the atlas was drawn with.
+    """
+    if _atlas is not None:
+        return {role: dict(info) for role, info in _atlas.fonts.items()}
     info = {}
     for role, (_, family, package) in FONTS.items():
         path = find_font(role)
@@ -145,7 +187,9 @@ def _emoji_glyph(chars: str) -> Image.Image | None:
 
 
 def can_render_emoji(chars: str) -> bool:
-    """Whether Noto Color Emoji draws these characters as a visible glyph."""
+    """Whether Noto Color Emoji draws these characters as a visible glyph (or the atlas has it)."""
+    if _atlas is not None:
+        return chars in _atlas.glyphs
     return _emoji_glyph(chars) is not None
 
 
@@ -289,13 +333,33 @@ def render_symbola(
     return None if glyph is None else fit(glyph, size, scale, offset)
 
 
+def base_glyph(subject: Subject) -> Image.Image | None:
+    """The cropped RGBA glyph of a subject's base look (None when the font has none).
+
+    Noto Color Emoji for emoji, black DejaVu Sans Bold for capitals (on the shared letter
+    box); inside `using_glyph_atlas`, the atlas's copy of that glyph.
+    """
+    if _atlas is not None:
+        glyph = _atlas.glyphs.get(subject.chars)
+        return None if glyph is None else Image.fromarray(np.asarray(glyph, np.uint8), "RGBA")
+    if subject.kind == "letter":
+        return _letter_glyph(subject.chars, (0, 0, 0))
+    return _emoji_glyph(subject.chars)
+
+
 def render_subject(
     subject: Subject, size: int = 64, scale: float = DEFAULT_SCALE, offset=(0, 0)
 ) -> Image.Image:
-    """Renders a subject in the base look: Noto Color Emoji, or black DejaVu Sans capitals."""
-    if subject.kind == "letter":
-        return render_letter(subject, size, scale, offset)
-    return render_emoji(subject, size, scale, offset)
+    """Renders a subject in the base look: Noto Color Emoji, or black DejaVu Sans capitals.
+
+    Raises:
+        ValueError: The font (or the atlas in use) has no glyph for the subject.
+    """
+    glyph = base_glyph(subject)
+    if glyph is None:
+        source = "The glyph atlas in use" if _atlas is not None else "The font"
+        raise ValueError(f"{source} has no glyph for {subject.id!r} ({subject.chars!r}).")
+    return fit(glyph, size, scale, offset)
 
 
 def composite(

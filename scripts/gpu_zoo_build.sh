@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The zoo build as run on a lent GPU (one call of the device tool), and its CPU rehearsal.
+#
+#   scripts/gpu_zoo_build.sh [--rehearse] [--budget SECONDS] [--pack FILE] [--work DIR]
+#                            [-- extra `styledrop zoo build` options]
+#
+# On the GPU machine (Python 3.12, JAX with CUDA, no fonts, no network, the checkout not
+# installed): installs the wheels carried in .whl/ when there are any, refuses to run
+# unless JAX sees a GPU, runs the fast tests of the build path (about 30 s), a tiny build
+# through the same code (compiles, shards, sample grid), then the real build within
+# --budget seconds (default 420; give the device call a timeout about 60 s longer).
+# Results go to $OUT (the device tool brings that folder back, even from a cut run):
+# build_log.jsonl, build_summary.json, samples.png, vq-*.safetensors, zoo-*.safetensors.
+# Rebuild the zoo folder from them with `styledrop zoo unshard --shards DIR --out ZOO`.
+#
+# --rehearse runs the tiny build only, on any backend (the test suite runs it on CPU).
+# The data pack (`styledrop zoo pack --out .zoo_pack/world.npz`) travels in an ignored
+# folder: name `.zoo_pack` (and `.whl`, if any) in the device call's `carry`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rehearse=0
+budget=420
+pack=.zoo_pack/world.npz
+work=${TMPDIR:-/tmp}/styledrop-zoo-build
+extra=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rehearse) rehearse=1 ;;
+        --budget) budget=$2; shift ;;
+        --pack) pack=$2; shift ;;
+        --work) work=$2; shift ;;
+        --) shift; extra=("$@"); break ;;
+        *) echo "unknown option $1 (see the comment at the top of $0)" >&2; exit 2 ;;
+    esac
+    shift
+done
+out=${OUT:-out/gpu-zoo-build}
+mkdir -p "$out"
+python=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+
+if compgen -G ".whl/*.whl" >/dev/null; then
+    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+# The checkout itself (not installed on the GPU machine; harmless where it is).
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+
+backend=$("$python" -c 'import jax; print(jax.default_backend())')
+echo "JAX backend: $backend"
+if [ "$backend" != gpu ] && [ "$rehearse" = 0 ]; then
+    echo "error: JAX sees no GPU ($backend); this script is for a lent GPU (--rehearse to try it here)" >&2
+    exit 3
+fi
+if [ ! -f "$pack" ]; then
+    echo "error: no data pack at $pack; write it where the fonts are: styledrop zoo pack --out $pack" >&2
+    exit 2
+fi
+
+build() {  # build NAME BUDGET RESULTS [options...]
+    local name=$1 seconds=$2 results=$3
+    shift 3
+    "$python" -m cli zoo build --data "$pack" --out "$work/$name" --results "$results" \
+        --time-budget "$seconds" "$@"
+}
+
+tiny=(--size 32 --subjects penguin,dog,cat,banana,car,letter_a
+      --draws vq=1,base=2,judge=0,eval=1,canonical=2
+      --vq-channels 8,16 --vq-codes 32 --vq-batch 8 --vq-warmup 5 --vq-max-steps 40
+      --base-width 32 --base-batch 8 --base-warmup 5 --base-max-steps 30
+      --probe-steps 3 --reserve-s 5 --samples-per-prompt 1)
+
+if [ "$rehearse" = 1 ]; then
+    build rehearsal 150 "$out" "${tiny[@]}" "${extra[@]}"
+    exit 0
+fi
+
+"$python" -m pytest -q -x -p no:cacheprovider tests/zoo_build/test_shards.py tests/test_import_graph.py
+build rehearsal 150 "$work/rehearsal-results" "${tiny[@]}"
+build real "$budget" "$out" "${extra[@]}"

@@ -1,0 +1,116 @@
+"""The GPU zoo build script, rehearsed on CPU with tiny sizes (what the lent GPU runs).
+
+`scripts/gpu_zoo_build.sh --rehearse` goes through the same code as the GPU call: the
+pack, rendering, probing both trainers, sizing their schedules, training, assembling,
+sharding and the sample grid. What the device tool brings back must fit its limits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import muse
+from muse.checkpoint import sha256_file
+from zoo_build.build import BuildConfig, BuildConfigError, _sized_steps
+from zoo_build.pack import write_pack
+from zoo_build.shards import read_shards
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "gpu_zoo_build.sh"
+TINY_SUBJECTS = ["penguin", "dog", "cat", "banana", "car", "letter_a"]
+
+
+def _run(args, tmp_path, **env):
+    environ = {**os.environ, "PYTHON": sys.executable, "TMPDIR": str(tmp_path), **env}
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
+                          env=environ, timeout=900, check=False)  # fmt: skip
+
+
+def _rehearse(tmp_path, *options):
+    pack = tmp_path / "pack.npz"
+    write_pack(pack, TINY_SUBJECTS)
+    out = tmp_path / "OUT"
+    result = _run(["--rehearse", "--pack", str(pack), "--", *options], tmp_path, OUT=str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, json.loads((out / "build_summary.json").read_text())["stages"]
+
+
+def _check_returned_files(out, expected):
+    files = sorted(p.name for p in out.iterdir())
+    assert files == sorted(expected)
+    assert len(files) <= 8 and all((out / f).stat().st_size <= 16 * 2**20 for f in files)
+    events = [json.loads(line)["stage"] for line in (out / "build_log.jsonl").open()]
+    summary = json.loads((out / "build_summary.json").read_text())
+    assert events == list(summary["stages"])
+
+
+def test_the_rehearsal_trains_assembles_and_shards_a_zoo(tmp_path):
+    """The default run's rehearsal: fixed step counts (one compilation per trainer)."""
+    out, stages = _rehearse(tmp_path, "--probe-steps", "0", "--samples-per-prompt", "0")
+    _check_returned_files(out, [
+        "build_log.jsonl", "build_summary.json",
+        "vq-00001-of-00001.safetensors", "zoo-00001-of-00001.safetensors",
+    ])  # fmt: skip
+    assert list(stages) == [
+        "environment", "render", "text_encoder", "vq", "base", "assemble"
+    ]  # fmt: skip
+    assert stages["environment"]["jax_backend"] == "cpu"
+    assert stages["render"]["subjects"] == len(TINY_SUBJECTS)
+    assert stages["vq"]["steps"] == 40 and stages["base"]["steps_done"] == 30  # the caps
+    zoo = read_shards(out, tmp_path / "zoo")
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    for name, digest in manifest["files"].items():
+        assert sha256_file(zoo / name) == digest
+    vq = read_shards(out, tmp_path / "vq", prefix="vq")
+    assert json.loads((vq / "vq_config.json").read_text())["num_vq_embeddings"] == 32
+
+
+@pytest.mark.e2e
+def test_the_whole_rehearsal_probes_sizes_and_draws_samples_from_the_shards(tmp_path):
+    """What the GPU call runs first: probes, sized schedules, the sample grid, a usable zoo."""
+    out, stages = _rehearse(tmp_path, "--sample-prompts", "a penguin,the letter A")
+    _check_returned_files(out, [
+        "build_log.jsonl", "build_summary.json", "samples.png",
+        "vq-00001-of-00001.safetensors", "zoo-00001-of-00001.safetensors",
+    ])  # fmt: skip
+    assert list(stages) == [
+        "environment", "render", "text_encoder", "vq_probe", "vq", "base_probe", "base",
+        "assemble", "samples",
+    ]  # fmt: skip
+    assert stages["vq"]["steps"] <= 40 and stages["base"]["steps_done"] <= 30  # the caps
+    assert stages["vq_probe"]["step_s"] > 0 and stages["base_probe"]["first_step_s"] > 0
+    assert stages["samples"]["prompts"] == 2
+    zoo = read_shards(out, tmp_path / "zoo")
+    images = muse.load(zoo).generate("a penguin", num_images_per_prompt=1, num_steps=2)
+    assert images.shape == (1, 32, 32, 3)
+
+
+def test_without_a_gpu_the_script_refuses_unless_rehearsing(tmp_path):
+    result = _run([], tmp_path, OUT=str(tmp_path / "OUT"))
+    assert result.returncode == 3
+    assert "no GPU" in result.stderr and "--rehearse" in result.stderr
+
+
+def test_a_missing_pack_is_named_with_the_command_that_writes_it(tmp_path):
+    result = _run(["--rehearse", "--pack", str(tmp_path / "none.npz")], tmp_path)
+    assert result.returncode == 2 and "styledrop zoo pack --out" in result.stderr
+
+
+def test_step_counts_fill_the_time_left_within_their_bounds():
+    assert _sized_steps(100.0, 0.5, floor=10, ceiling=1000) == 190  # 5 % slack
+    assert _sized_steps(1.0, 0.5, floor=10, ceiling=1000) == 10
+    assert _sized_steps(1e6, 0.5, floor=10, ceiling=1000) == 1000
+    assert _sized_steps(1.0, 0.5, floor=10, ceiling=4) == 4  # the cap wins
+
+
+def test_build_settings_that_cannot_work_are_refused():
+    with pytest.raises(BuildConfigError, match="budget"):
+        BuildConfig(time_budget_s=0)
+    with pytest.raises(BuildConfigError, match="divisible"):
+        BuildConfig(size=62, vq_channels=(8, 16, 32))

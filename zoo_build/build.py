@@ -1,0 +1,388 @@
+"""`styledrop zoo build`: the zoo's models in one run, sized to a wall-clock budget.
+
+The stages, on whatever JAX backend is present (a lent GPU, or this CPU):
+
+1. Render the emoji world from a data pack (`zoo_build.pack`): no fonts needed.
+2. The text encoder: the committed zoo's (default), or another run folder.
+3. The VQ tokenizer: a few probe steps time one step, the step count is set so the run
+   fills its share of the time left, then it trains with a full warm-up + cosine schedule.
+4. The base U-ViT on the new tokens, sized the same way to the rest of the budget.
+5. Assemble the zoo folder (float16, manifest; the judge is the committed zoo's) and
+   write it as safetensors shards of bounded size (`zoo_build.shards`).
+
+The results folder (on a lent GPU: `$OUT`, which comes back even when the command is cut)
+gets `build_log.jsonl` (one line per event, appended as it happens), `build_summary.json`
+(rewritten after each event), the VQ's shards once it is trained (`vq-*.safetensors`) and
+the zoo's shards at the end (`zoo-*.safetensors`), so a run cut short still returns what
+it finished. Each trainer checkpoints in the work folder, so rerunning the same command
+on the same folders resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import platform
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR
+from styledrop.images import make_grid, save_image
+from styledrop.zoo.draws import DEFAULT_DRAWS
+from styledrop.zoo.embedded import JUDGE_DIR, zoo_dir
+from zoo_build.pack import pack_subjects, using_pack
+from zoo_build.shards import DEFAULT_MAX_SHARDS, DEFAULT_SHARD_BYTES, write_shards
+
+# The issue's recognisability check: a person should name each subject at a glance.
+SAMPLE_PROMPTS = (
+    "a penguin", "a cat", "a dog", "a banana", "an apple", "a strawberry", "a car", "a bus",
+    "a bicycle", "a rocket", "a house", "a tree", "a cactus", "a fish", "a bird", "a horse",
+    "a teapot", "a guitar", "an umbrella", "a clock", "a sun", "a boat", "the letter A",
+    "the letter R",
+)  # fmt: skip
+SAMPLES_FILE = "samples.png"
+LOG_FILE = "build_log.jsonl"
+SUMMARY_FILE = "build_summary.json"
+WORLD_DIR = "world"
+VQ_RUN, BASE_RUN, ZOO_DIR, PARTS_DIR = "vq", "base", "zoo", "parts"
+VQ_OUTPUTS = ("vqvae.safetensors", "vq_config.json", "train_info.json")
+PROBE_VQ, PROBE_BASE = "probe-vq", "probe-base"
+
+
+class BuildConfigError(ValueError):
+    """Build settings that cannot work together; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """What `build_zoo` trains and how it spends its budget.
+
+    Attributes:
+        time_budget_s: Wall-clock seconds for the whole build, from the call on.
+        size: Image side of the rendered world in pixels.
+        draws: Draws per subject per split (None: the dataset's defaults).
+        subjects: Subject ids to build (None: every subject in the pack).
+        vq_channels: VQ encoder widths per level (n levels: tokens are size / 2^(n-1)).
+        vq_codes: VQ codebook size.
+        vq_batch: VQ images per step.
+        vq_lr: VQ peak learning rate.
+        vq_warmup: VQ warm-up steps.
+        vq_max_steps: Upper bound on VQ steps (the budget may allow fewer).
+        vq_share: Fraction of the time left after rendering that the VQ gets.
+        base_width: Base U-ViT width.
+        base_batch: Base (image, caption) pairs per step.
+        base_lr: Base peak learning rate.
+        base_warmup: Base warm-up steps.
+        base_max_steps: Upper bound on base steps.
+        probe_steps: Steps timed before each trainer is sized (0: train the max steps).
+        reserve_s: Seconds kept back for assembling, sharding and the sample grid.
+        sample_prompts: Prompts of the sample grid drawn by the new zoo at the end.
+        samples_per_prompt: Images per prompt in that grid (0: no grid).
+        text_dir: Folder with text_encoder/ and tokenizer/ (None: the committed zoo's).
+        judge_dir: Folder with judge/ (None: the committed zoo's).
+        seed: Seed of every trainer.
+        shard_bytes: Largest shard file.
+        max_shards: Most shard files.
+    """
+
+    time_budget_s: float = 420.0
+    size: int = 64
+    draws: dict[str, int] | None = None
+    subjects: tuple[str, ...] | None = None
+    vq_channels: tuple[int, ...] = (32, 64, 128)
+    vq_codes: int = 1024
+    vq_batch: int = 64
+    vq_lr: float = 2e-3
+    vq_warmup: int = 100
+    vq_max_steps: int = 20_000
+    vq_share: float = 0.35
+    base_width: int = 256
+    base_batch: int = 128
+    base_lr: float = 1e-3
+    base_warmup: int = 200
+    base_max_steps: int = 50_000
+    probe_steps: int = 20
+    reserve_s: float = 30.0
+    sample_prompts: tuple[str, ...] = SAMPLE_PROMPTS
+    samples_per_prompt: int = 4
+    text_dir: str | None = None
+    judge_dir: str | None = None
+    seed: int = 0
+    shard_bytes: int = DEFAULT_SHARD_BYTES
+    max_shards: int = DEFAULT_MAX_SHARDS
+
+    def __post_init__(self):
+        if self.time_budget_s <= 0:
+            raise BuildConfigError("The time budget must be positive.")
+        if not 0.0 < self.vq_share < 1.0:
+            raise BuildConfigError("vq_share must lie strictly between 0 and 1.")
+        if self.size % 2 ** (len(self.vq_channels) - 1):
+            raise BuildConfigError(
+                f"size {self.size} is not divisible by the VQ's downsampling"
+                f" {2 ** (len(self.vq_channels) - 1)} (from {len(self.vq_channels)} levels)."
+            )
+
+
+def environment() -> dict[str, Any]:
+    """Versions and devices: what ran the build (printed first, kept in the summary)."""
+    import flax
+    import jax
+    import optax
+    import torch
+
+    devices = jax.devices()
+    return {
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "torch": torch.__version__,
+        "jax_backend": jax.default_backend(),
+        "jax_devices": [f"{d.platform}:{d.device_kind}" for d in devices],
+        "torch_cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "machine": platform.machine(),
+    }
+
+
+class _Recorder:
+    """Appends events to the log, keeps the summary file current, prints one line each."""
+
+    def __init__(self, out_dir: Path, echo: Callable[[str], None]):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir, self.echo = out_dir, echo
+        self.started = time.monotonic()
+        self.summary: dict[str, Any] = {"stages": {}}
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def event(self, stage: str, **values: Any) -> None:
+        record = {"stage": stage, "t_s": round(self.elapsed(), 2), **values}
+        with (self.out_dir / LOG_FILE).open("a") as log:
+            log.write(json.dumps(record) + "\n")
+        self.summary["stages"].setdefault(stage, {}).update(values)
+        self.write_summary()
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in values.items())
+        self.echo(f"[{record['t_s']:7.1f} s] {stage}: {shown}")
+
+    def write_summary(self) -> None:
+        text = json.dumps(self.summary, indent=2, default=str) + "\n"
+        (self.out_dir / SUMMARY_FILE).write_text(text)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _timed_steps(run: Callable[[Callable[[dict], None]], Any]) -> tuple[float, float]:
+    """Runs a trainer with a progress hook; returns (first step's seconds, median step s)."""
+    stamps: list[float] = []
+    began = time.monotonic()
+    run(lambda event: stamps.append(time.monotonic()) if "loss" in event else None)
+    if len(stamps) < 3:
+        raise RuntimeError("The probe ran fewer than 3 steps: raise probe_steps.")
+    gaps = [b - a for a, b in itertools.pairwise(stamps[1:])]  # [steps - 2]
+    return stamps[0] - began, statistics.median(gaps)
+
+
+def _sized_steps(seconds: float, step_s: float, floor: int, ceiling: int) -> int:
+    """Steps that fit in `seconds` at `step_s` each (5 % slack), within [floor, ceiling].
+
+    `ceiling` wins over `floor` when they cross.
+    """
+    return min(ceiling, max(floor, int(0.95 * seconds / max(step_s, 1e-6))))
+
+
+def _copy_part(source: Path, names: tuple[str, ...], dest: Path) -> Path:
+    for name in names:
+        if not (source / name).is_dir():
+            raise FileNotFoundError(f"{source} has no {name}/: point the build at a zoo folder.")
+        shutil.rmtree(dest / name, ignore_errors=True)
+        shutil.copytree(source / name, dest / name)
+    return dest
+
+
+def build_zoo(
+    pack: str | Path,
+    out_dir: str | Path,
+    config: BuildConfig,
+    results_dir: str | Path | None = None,
+    echo: Callable[[str], None] = print,
+) -> Path:
+    """Builds the zoo within `config.time_budget_s` seconds; see the module docstring.
+
+    Args:
+        pack: A data pack (`styledrop zoo pack`).
+        out_dir: Work folder: world/, the trainers' run folders (checkpoints), zoo/.
+        config: Sizes, steps and the budget.
+        results_dir: Where the log, the summary and the shards go (default
+            `out_dir/results`).
+        echo: Receives one progress line per event.
+
+    Returns:
+        The assembled zoo folder (`out_dir/zoo`).
+    """
+    import jax
+    from flax import nnx
+
+    from muse import weights
+    from muse.config import VQConfig
+    from muse.text_encoder import TextEncoder
+    from muse.vq import VQModel
+    from zoo_build.assemble import assemble_zoo
+    from zoo_build.dataset import build_dataset
+    from zoo_build.train_base import BaseTrainConfig, train_base
+    from zoo_build.train_vq import VQTrainConfig, train_vq
+    from zoo_build.vq_train_config import ZOO_VQ
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = Path(results_dir) if results_dir is not None else out_dir / "results"
+    rec = _Recorder(results, echo)
+    deadline = config.time_budget_s
+    rec.summary["config"] = dataclasses.asdict(config)
+    rec.event("environment", **environment())
+
+    # 1. The world, rendered from the pack.
+    world = out_dir / WORLD_DIR
+    began = rec.elapsed()
+    with using_pack(pack) as manifest:
+        held = pack_subjects(manifest)
+        chosen = held if config.subjects is None else [s for s in held if s.id in config.subjects]
+        data = build_dataset(
+            world, size=config.size, split_seed=config.seed,
+            draws=config.draws or DEFAULT_DRAWS, subjects=chosen, heldout=False,
+        )  # fmt: skip
+    rec.event("render", seconds=rec.elapsed() - began, images=data["counts"]["total"],
+              subjects=data["subjects"], size=config.size)  # fmt: skip
+
+    # 2. The text encoder (and the judge) of the committed zoo, unless given.
+    parts = out_dir / PARTS_DIR
+    text_source = Path(config.text_dir) if config.text_dir else zoo_dir()
+    _copy_part(text_source, (TEXT_ENCODER_DIR, TOKENIZER_DIR), parts / "text")
+    judge_source = Path(config.judge_dir) if config.judge_dir else zoo_dir()
+    _copy_part(judge_source, (JUDGE_DIR,), parts / "judge")
+    rec.event("text_encoder", source=str(text_source), judge=str(judge_source))
+
+    # 3. The VQ tokenizer.
+    sizes = dataclasses.replace(
+        ZOO_VQ, block_out_channels=tuple(config.vq_channels),
+        num_vq_embeddings=config.vq_codes, sample_size=config.size,
+    )  # fmt: skip
+    vq_config = VQTrainConfig(
+        vq=sizes, batch_size=config.vq_batch, learning_rate=config.vq_lr, steps=config.vq_max_steps,
+        warmup_steps=config.vq_warmup,
+        seed=config.seed, eval_every=0, checkpoint_every=500,
+    )  # fmt: skip
+    vq_budget = config.vq_share * (deadline - config.reserve_s - rec.elapsed())
+    vq_began = rec.elapsed()
+    if config.probe_steps:
+        probe = dataclasses.replace(vq_config, steps=config.probe_steps, checkpoint_every=0)
+        shutil.rmtree(out_dir / PROBE_VQ, ignore_errors=True)
+        first_s, step_s = _timed_steps(
+            lambda hook: train_vq(world, out_dir / PROBE_VQ, probe, progress=hook)
+        )
+        left = vq_budget - (rec.elapsed() - vq_began)
+        steps = _sized_steps(left - first_s, step_s, 2 * vq_config.warmup_steps,
+                             config.vq_max_steps)  # fmt: skip
+        rec.event("vq_probe", first_step_s=first_s, step_s=step_s, steps=steps)
+        vq_config = dataclasses.replace(vq_config, steps=steps)
+    left = vq_budget - (rec.elapsed() - vq_began)
+    train_vq(world, out_dir / VQ_RUN, vq_config, time_limit_s=max(left, 1.0))
+    vq_info = json.loads((out_dir / VQ_RUN / "train_info.json").read_text())
+    for name in VQ_OUTPUTS:
+        (parts / "vq").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(out_dir / VQ_RUN / name, parts / "vq" / name)
+    vq_shards = write_shards(parts / "vq", results, prefix="vq",
+                             max_shard_bytes=config.shard_bytes, max_shards=2)  # fmt: skip
+    rec.event("vq", seconds=rec.elapsed() - vq_began, steps=vq_config.steps,
+              eval_psnr=vq_info.get("eval", {}).get("psnr"),
+              complete=vq_info.get("complete", True), shards=len(vq_shards))  # fmt: skip
+
+    # 4. The base U-ViT on the new tokens.
+    vq_cfg = VQConfig.from_dict(json.loads((out_dir / VQ_RUN / "vq_config.json").read_text()))
+    vq = nnx.eval_shape(lambda: VQModel(vq_cfg, rngs=nnx.Rngs(0)))
+    weights.load_params(vq, out_dir / VQ_RUN / "vqvae.safetensors")
+    device = "cuda" if jax.default_backend() == "gpu" and _torch_cuda() else "cpu"
+    text = TextEncoder.load(
+        parts / "text" / TEXT_ENCODER_DIR, tokenizer=parts / "text" / TOKENIZER_DIR, device=device
+    )
+    base_config = BaseTrainConfig(
+        width=config.base_width, batch_size=config.base_batch, learning_rate=config.base_lr,
+        warmup_steps=config.base_warmup, steps=config.base_max_steps, seed=config.seed,
+        checkpoint_every=1000,
+    )  # fmt: skip
+    base_began = rec.elapsed()
+    if config.probe_steps:
+        probe = dataclasses.replace(base_config, steps=10**9, checkpoint_every=0)
+        shutil.rmtree(out_dir / PROBE_BASE, ignore_errors=True)
+        counter = {"steps": 0}
+
+        def run_probe(hook):
+            def count(event):
+                counter["steps"] += 1
+                hook(event)
+
+            train_base(world, vq, text, out_dir / PROBE_BASE, probe, progress=count,
+                       should_stop=lambda: counter["steps"] >= config.probe_steps)  # fmt: skip
+
+        first_s, step_s = _timed_steps(run_probe)
+        left = deadline - config.reserve_s - rec.elapsed()
+        steps = _sized_steps(left - first_s, step_s, 2 * config.base_warmup,
+                             config.base_max_steps)  # fmt: skip
+        rec.event("base_probe", first_step_s=first_s, step_s=step_s, steps=steps)
+        base_config = dataclasses.replace(base_config, steps=steps)
+    stop_at = deadline - config.reserve_s
+    train_base(world, vq, text, out_dir / BASE_RUN, base_config,
+               should_stop=lambda: rec.elapsed() > stop_at)  # fmt: skip
+    base_info = json.loads((out_dir / BASE_RUN / "transformer_config.json").read_text())
+    rec.event("base", seconds=rec.elapsed() - base_began, steps=base_config.steps,
+              steps_done=base_info.get("steps_done"),
+              complete=base_info.get("complete"))  # fmt: skip
+
+    # 5. Assemble and shard.
+    zoo = assemble_zoo(
+        out_dir / BASE_RUN, out_dir / VQ_RUN, parts / "text", out_dir / ZOO_DIR,
+        judge_dir=parts / "judge", data_recipe_version=data["recipe_version"],
+    )  # fmt: skip
+    shards = write_shards(
+        zoo, results, prefix="zoo", max_shard_bytes=config.shard_bytes,
+        max_shards=config.max_shards - len(vq_shards) - 2,  # the VQ's, the log and the summary
+    )  # fmt: skip
+    rec.event("assemble", zoo=str(zoo), shards=len(shards),
+              mib=round(sum(p.stat().st_size for p in shards) / 2**20, 2))  # fmt: skip
+
+    # 6. What the new zoo draws.
+    if config.samples_per_prompt and config.sample_prompts:
+        began = rec.elapsed()
+        grid = draw_samples(zoo, config.sample_prompts, config.samples_per_prompt, config.seed)
+        save_image(grid, results / SAMPLES_FILE)
+        rec.event("samples", seconds=rec.elapsed() - began, file=SAMPLES_FILE,
+                  prompts=len(config.sample_prompts),
+                  per_prompt=config.samples_per_prompt)  # fmt: skip
+    return zoo
+
+
+def draw_samples(zoo: Path, prompts: tuple[str, ...], per_prompt: int, seed: int):
+    """A grid with one row per prompt, drawn with the zoo's own sampling settings.
+
+    Returns:
+        uint8 [rows * (size + pad), per_prompt * (size + pad), 3].
+    """
+    import muse
+
+    pipe = muse.load(zoo)
+    images = pipe.generate(list(prompts), num_images_per_prompt=per_prompt, seed=seed)
+    return make_grid(images, columns=per_prompt)  # images: [P * n, H, W, 3]
+
+
+def _torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
