@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from muse.config import SamplingConfig, TransformerConfig, VQConfig
+from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR, TRANSFORMER_FILE, VQ_FILE
 
 FIXTURE_VERSION = 1
 RANDOM_CONFIGS = ("tiny", "amused_256", "amused_512")  # random weights made in diffusers
@@ -396,9 +397,9 @@ def export_diffusers(native_dir: str | Path, root: Path) -> Path:
     transformer = diffusers.UVit2DModel(**config.transformer.to_dict())
     vq = diffusers.VQModel(**config.vq.diffusers_kwargs())
     parts = (
-        ("transformer", transformer, checkpoint.TRANSFORMER_FILE,
+        ("transformer", transformer, TRANSFORMER_FILE,
          lambda: UVit2D(config.transformer, rngs=nnx.Rngs(0))),
-        ("vqvae", vq, checkpoint.VQ_FILE, lambda: VQModel(config.vq, rngs=nnx.Rngs(0))),
+        ("vqvae", vq, VQ_FILE, lambda: VQModel(config.vq, rngs=nnx.Rngs(0))),
     )  # fmt: skip
     natives = {}
     for what, module, file_name, factory in parts:
@@ -408,7 +409,7 @@ def export_diffusers(native_dir: str | Path, root: Path) -> Path:
         state = torch_state(abstract, natives[what][1], shapes, what)
         module.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
     text_encoder = CLIPTextModelWithProjection.from_pretrained(
-        native_dir / checkpoint.TEXT_ENCODER_DIR, local_files_only=True
+        native_dir / TEXT_ENCODER_DIR, local_files_only=True
     )
     scheduler = diffusers.AmusedScheduler(
         mask_token_id=config.sampling.mask_token_id,
@@ -416,7 +417,7 @@ def export_diffusers(native_dir: str | Path, root: Path) -> Path:
     )
     pipe = diffusers.AmusedPipeline(
         vqvae=vq,
-        tokenizer=load_tokenizer(native_dir / checkpoint.TOKENIZER_DIR),
+        tokenizer=load_tokenizer(native_dir / TOKENIZER_DIR),
         text_encoder=text_encoder.float(),
         transformer=transformer,
         scheduler=scheduler,

@@ -21,6 +21,7 @@ from safetensors.numpy import load_file, save_file
 
 from muse import checkpoint, weights
 from muse.config import ModelConfig, SamplingConfig, TransformerConfig, VQConfig
+from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR, TRANSFORMER_FILE, VQ_FILE
 from muse.tokenizer import load_tokenizer
 from muse.transformer import UVit2D
 from muse.vq import VQModel
@@ -137,7 +138,7 @@ def _convert_text_encoder(root: Path, staging: Path) -> None:
     bad = {k: v for k, v in info.items() if v and k in ("missing_keys", "mismatched_keys")}
     if bad:
         raise ConversionError(f"text encoder weights do not fit its config: {bad}")
-    model.float().save_pretrained(staging / checkpoint.TEXT_ENCODER_DIR, safe_serialization=True)
+    model.float().save_pretrained(staging / TEXT_ENCODER_DIR, safe_serialization=True)
 
 
 def convert_diffusers(
@@ -168,9 +169,9 @@ def convert_diffusers(
     staging.mkdir(parents=True)
     try:
         parts = (
-            ("transformer", "diffusion_pytorch_model", checkpoint.TRANSFORMER_FILE,
+            ("transformer", "diffusion_pytorch_model", TRANSFORMER_FILE,
              lambda: UVit2D(config.transformer, rngs=nnx.Rngs(0))),
-            ("vqvae", "diffusion_pytorch_model", checkpoint.VQ_FILE,
+            ("vqvae", "diffusion_pytorch_model", VQ_FILE,
              lambda: VQModel(config.vq, rngs=nnx.Rngs(0))),
         )  # fmt: skip
         for component, stem, out_name, factory in parts:
@@ -182,7 +183,7 @@ def convert_diffusers(
             del native
         _convert_text_encoder(root, staging)
         tokenizer = load_tokenizer(root / "tokenizer")
-        tokenizer.save_pretrained(staging / checkpoint.TOKENIZER_DIR)
+        tokenizer.save_pretrained(staging / TOKENIZER_DIR)
         checkpoint.write_model_json(staging, config)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

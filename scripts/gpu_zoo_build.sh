@@ -6,8 +6,8 @@
 #
 # On the GPU machine (Python 3.12, JAX with CUDA, no fonts, no network, the checkout not
 # installed): installs the wheels carried in .whl/ when there are any, refuses to run
-# unless JAX sees a GPU, runs the fast tests of the build path (about 30 s), a tiny build
-# through the same code (compiles, shards, sample grid), then the real build within
+# unless JAX sees a GPU, checks the model code on this machine's JAX and Flax, runs the fast
+# tests of the build path, a tiny build through the same code, then the real build within
 # --budget seconds (default 420; give the device call a timeout about 60 s longer).
 # Results go to $OUT (the device tool brings that folder back, even from a cut run):
 # build_log.jsonl, build_summary.json, samples.png, vq-*.safetensors, zoo-*.safetensors.
@@ -48,6 +48,31 @@ fi
 # The checkout itself (not installed on the GPU machine; harmless where it is).
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
+# A few seconds: the model code's JAX / Flax NNX calls on this machine's versions. A carried
+# flax that does not work with this JAX gives way to the one installed here.
+nnx_check='
+import jax, jax.numpy as jnp, optax, flax
+from flax import nnx
+from muse.config import TransformerConfig
+from muse.transformer import UVit2D
+print("python", __import__("sys").version.split()[0], "jax", jax.__version__, "flax",
+      flax.__version__, "optax", optax.__version__, "devices", jax.devices())
+model = nnx.Linear(4, 2, rngs=nnx.Rngs(0))
+optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+grads = nnx.grad(lambda m: (m(jnp.ones((3, 4))) ** 2).mean())(model)
+optimizer.update(model, grads)
+UVit2D(TransformerConfig.tiny(), rngs=nnx.Rngs(0))
+'
+if ! "$python" -c "$nnx_check"; then
+    if [ -d /tmp/site/flax ]; then
+        echo "the carried flax fails here; trying the installed one" >&2
+        rm -rf /tmp/site/flax /tmp/site/flax-*.dist-info
+        "$python" -c "$nnx_check"
+    else
+        exit 4
+    fi
+fi
+
 backend=$("$python" -c 'import jax; print(jax.default_backend())')
 echo "JAX backend: $backend"
 if [ "$backend" != gpu ] && [ "$rehearse" = 0 ]; then
@@ -69,7 +94,8 @@ build() {  # build NAME BUDGET RESULTS [options...]
 tiny=(--size 32 --subjects penguin,dog,cat,banana,car,letter_a
       --draws vq=1,base=2,judge=0,eval=1,canonical=2
       --vq-channels 8,16 --vq-codes 32 --vq-batch 8 --vq-warmup 5 --vq-max-steps 40
-      --base-width 32 --base-batch 8 --base-warmup 5 --base-max-steps 30
+      --base-width 32 --base-layers 2 --base-descriptor-pairs 1 --base-batch 8 --base-warmup 5
+      --base-max-steps 30
       --probe-steps 3 --reserve-s 5 --samples-per-prompt 1)
 
 if [ "$rehearse" = 1 ]; then
@@ -78,5 +104,7 @@ if [ "$rehearse" = 1 ]; then
 fi
 
 "$python" -m pytest -q -x -p no:cacheprovider tests/zoo_build/test_shards.py tests/test_import_graph.py
-build rehearsal 150 "$work/rehearsal-results" "${tiny[@]}"
+# The tiny build with fixed step counts (one compilation per trainer; the probes ran in the
+# CPU rehearsal) and one sample prompt: the whole path, on this machine's versions.
+build rehearsal 150 "$work/rehearsal-results" "${tiny[@]}" --probe-steps 0 --sample-prompts "a penguin"
 build real "$budget" "$out" "${extra[@]}"

@@ -20,7 +20,7 @@ from safetensors.numpy import load_file, save_file
 
 from muse import checkpoint
 from muse.config import ModelConfig, SamplingConfig, TransformerConfig, VQConfig
-from muse.folder_layout import TRANSFORMER_FILE, VQ_FILE
+from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR, TRANSFORMER_FILE, VQ_FILE
 from styledrop.zoo.embedded import JUDGE_DIR, MANIFEST, ZOO_SOURCE
 from zoo_build.run_files import (
     BASE_CONFIG_FILE,
@@ -77,7 +77,7 @@ def _warm_start_lineage(base_info: dict, out_dir: Path) -> dict:
     """
     init_from = base_info.get("train", {}).get("init_from", "")
     previous = _optional_json(out_dir / MANIFEST)
-    if not init_from or previous.get("files", {}).get(checkpoint.TRANSFORMER_FILE) != init_from:
+    if not init_from or previous.get("files", {}).get(TRANSFORMER_FILE) != init_from:
         return {}
     return {"init": previous["training"]["base"]}
 
@@ -126,9 +126,9 @@ def assemble_zoo(
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    copy_as_float16(base_dir / TRANSFORMER_FILE, staging / checkpoint.TRANSFORMER_FILE)
-    copy_as_float16(vq_dir / VQ_FILE, staging / checkpoint.VQ_FILE)
-    for name in (checkpoint.TEXT_ENCODER_DIR, checkpoint.TOKENIZER_DIR):
+    copy_as_float16(base_dir / TRANSFORMER_FILE, staging / TRANSFORMER_FILE)
+    copy_as_float16(vq_dir / VQ_FILE, staging / VQ_FILE)
+    for name in (TEXT_ENCODER_DIR, TOKENIZER_DIR):
         shutil.copytree(text_dir / name, staging / name)
     if judge_dir is not None:
         shutil.copytree(judge_dir / JUDGE_DIR, staging / JUDGE_DIR)

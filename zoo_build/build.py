@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -32,11 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR
+from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR, VQ_FILE
 from styledrop.images import make_grid, save_image
 from styledrop.zoo.draws import DEFAULT_DRAWS
 from styledrop.zoo.embedded import JUDGE_DIR, zoo_dir
 from zoo_build.pack import pack_subjects, using_pack
+from zoo_build.run_files import BASE_CONFIG_FILE, VQ_CONFIG_FILE, VQ_INFO_FILE
 from zoo_build.shards import DEFAULT_MAX_SHARDS, DEFAULT_SHARD_BYTES, write_shards
 
 # The issue's recognisability check: a person should name each subject at a glance.
@@ -51,7 +53,7 @@ LOG_FILE = "build_log.jsonl"
 SUMMARY_FILE = "build_summary.json"
 WORLD_DIR = "world"
 VQ_RUN, BASE_RUN, ZOO_DIR, PARTS_DIR = "vq", "base", "zoo", "parts"
-VQ_OUTPUTS = ("vqvae.safetensors", "vq_config.json", "train_info.json")
+VQ_OUTPUTS = (VQ_FILE, VQ_CONFIG_FILE, VQ_INFO_FILE)
 PROBE_VQ, PROBE_BASE = "probe-vq", "probe-base"
 
 
@@ -76,6 +78,11 @@ class BuildConfig:
         vq_max_steps: Upper bound on VQ steps (the budget may allow fewer).
         vq_share: Fraction of the time left after rendering that the VQ gets.
         base_width: Base U-ViT width.
+        base_layers: Base U-ViT transformer layers.
+        base_descriptor_pairs: Extra pairs per image captioned with a made-up style
+            descriptor appended (`zoo_build.descriptors`), so unknown descriptors keep content.
+        base_dtype: Base compute dtype: "float32", "bfloat16", or "auto" (bfloat16 on a
+            GPU, float32 elsewhere).
         base_batch: Base (image, caption) pairs per step.
         base_lr: Base peak learning rate.
         base_warmup: Base warm-up steps.
@@ -88,7 +95,7 @@ class BuildConfig:
         judge_dir: Folder with judge/ (None: the committed zoo's).
         seed: Seed of every trainer.
         shard_bytes: Largest shard file.
-        max_shards: Most shard files.
+        max_shards: Most files in the results folder (the device returns at most 8).
     """
 
     time_budget_s: float = 420.0
@@ -103,6 +110,9 @@ class BuildConfig:
     vq_max_steps: int = 20_000
     vq_share: float = 0.35
     base_width: int = 256
+    base_layers: int = 8
+    base_descriptor_pairs: int = 2
+    base_dtype: str = "auto"
     base_batch: int = 128
     base_lr: float = 1e-3
     base_warmup: int = 200
@@ -120,6 +130,10 @@ class BuildConfig:
     def __post_init__(self):
         if self.time_budget_s <= 0:
             raise BuildConfigError("The time budget must be positive.")
+        if self.base_dtype not in ("auto", "float32", "bfloat16"):
+            raise BuildConfigError(
+                f"base_dtype must be auto, float32 or bfloat16: {self.base_dtype}"
+            )
         if not 0.0 < self.vq_share < 1.0:
             raise BuildConfigError("vq_share must lie strictly between 0 and 1.")
         if self.size % 2 ** (len(self.vq_channels) - 1):
@@ -258,6 +272,7 @@ def build_zoo(
         data = build_dataset(
             world, size=config.size, split_seed=config.seed,
             draws=config.draws or DEFAULT_DRAWS, subjects=chosen, heldout=False,
+            processes=min(len(chosen), os.cpu_count() or 1),
         )  # fmt: skip
     rec.event("render", seconds=rec.elapsed() - began, images=data["counts"]["total"],
               subjects=data["subjects"], size=config.size)  # fmt: skip
@@ -295,7 +310,7 @@ def build_zoo(
         vq_config = dataclasses.replace(vq_config, steps=steps)
     left = vq_budget - (rec.elapsed() - vq_began)
     train_vq(world, out_dir / VQ_RUN, vq_config, time_limit_s=max(left, 1.0))
-    vq_info = json.loads((out_dir / VQ_RUN / "train_info.json").read_text())
+    vq_info = json.loads((out_dir / VQ_RUN / VQ_INFO_FILE).read_text())
     for name in VQ_OUTPUTS:
         (parts / "vq").mkdir(parents=True, exist_ok=True)
         shutil.copy2(out_dir / VQ_RUN / name, parts / "vq" / name)
@@ -306,15 +321,20 @@ def build_zoo(
               complete=vq_info.get("complete", True), shards=len(vq_shards))  # fmt: skip
 
     # 4. The base U-ViT on the new tokens.
-    vq_cfg = VQConfig.from_dict(json.loads((out_dir / VQ_RUN / "vq_config.json").read_text()))
+    vq_cfg = VQConfig.from_dict(json.loads((out_dir / VQ_RUN / VQ_CONFIG_FILE).read_text()))
     vq = nnx.eval_shape(lambda: VQModel(vq_cfg, rngs=nnx.Rngs(0)))
-    weights.load_params(vq, out_dir / VQ_RUN / "vqvae.safetensors")
+    weights.load_params(vq, out_dir / VQ_RUN / VQ_FILE)
     device = "cuda" if jax.default_backend() == "gpu" and _torch_cuda() else "cpu"
     text = TextEncoder.load(
         parts / "text" / TEXT_ENCODER_DIR, tokenizer=parts / "text" / TOKENIZER_DIR, device=device
     )
+    dtype = config.base_dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if jax.default_backend() == "gpu" else "float32"
     base_config = BaseTrainConfig(
-        width=config.base_width, batch_size=config.base_batch, learning_rate=config.base_lr,
+        width=config.base_width, layers=config.base_layers, dtype=dtype,
+        descriptor_pairs=config.base_descriptor_pairs, batch_size=config.base_batch,
+        learning_rate=config.base_lr,
         warmup_steps=config.base_warmup, steps=config.base_max_steps, seed=config.seed,
         checkpoint_every=1000,
     )  # fmt: skip
@@ -341,7 +361,7 @@ def build_zoo(
     stop_at = deadline - config.reserve_s
     train_base(world, vq, text, out_dir / BASE_RUN, base_config,
                should_stop=lambda: rec.elapsed() > stop_at)  # fmt: skip
-    base_info = json.loads((out_dir / BASE_RUN / "transformer_config.json").read_text())
+    base_info = json.loads((out_dir / BASE_RUN / BASE_CONFIG_FILE).read_text())
     rec.event("base", seconds=rec.elapsed() - base_began, steps=base_config.steps,
               steps_done=base_info.get("steps_done"),
               complete=base_info.get("complete"))  # fmt: skip
@@ -353,7 +373,8 @@ def build_zoo(
     )  # fmt: skip
     shards = write_shards(
         zoo, results, prefix="zoo", max_shard_bytes=config.shard_bytes,
-        max_shards=config.max_shards - len(vq_shards) - 2,  # the VQ's, the log and the summary
+        # What else the results folder holds: the VQ's shards, the log, the summary, samples.
+        max_shards=config.max_shards - len(vq_shards) - 3,
     )  # fmt: skip
     rec.event("assemble", zoo=str(zoo), shards=len(shards),
               mib=round(sum(p.stat().st_size for p in shards) / 2**20, 2))  # fmt: skip

@@ -24,11 +24,13 @@ files on the same fonts and software versions.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import multiprocessing
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +56,14 @@ MANIFEST_FILE = "manifest.json"
 # Files.
 
 
-def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """np.savez_compressed without timestamps, so equal arrays give equal bytes."""
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray], compresslevel: int = 6) -> None:
+    """np.savez_compressed without timestamps, so equal arrays give equal bytes.
+
+    Args:
+        path: Destination file.
+        arrays: Name -> array (stored as NAME.npy, deflated).
+        compresslevel: zlib level (6 for the dataset files, whose sha256 manifests record).
+    """
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         for key, array in arrays.items():
             buffer = io.BytesIO()
@@ -63,7 +71,7 @@ def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
             info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
-            archive.writestr(info, buffer.getvalue(), compresslevel=6)
+            archive.writestr(info, buffer.getvalue(), compresslevel=compresslevel)
 
 
 def _write_jsonl(path: Path, records: Iterable[dict]) -> None:
@@ -84,6 +92,7 @@ def build_dataset(
     subjects: Sequence[Subject | str] | None = None,
     heldout: bool = True,
     progress: bool = False,
+    processes: int = 1,
 ) -> dict:
     """Renders the emoji world dataset into a folder (see the module docstring).
 
@@ -95,13 +104,14 @@ def build_dataset(
         subjects: Subjects or ids to build (default: the whole vocabulary).
         heldout: Also write the held-out style references.
         progress: Show a progress bar.
+        processes: Render the subjects in this many processes (the files are the same).
 
     Returns:
         The manifest (also written to `manifest.json`).
 
     Raises:
         render.FontNotFoundError: A font is not installed.
-        ValueError: Unknown split in `draws`.
+        ValueError: Unknown split in `draws`, or none of the subjects can be drawn.
     """
     from tqdm import tqdm
 
@@ -113,24 +123,22 @@ def build_dataset(
     # An older Noto Color Emoji lacks the newest emoji: leave those out and say so.
     chosen = [s for s in requested if s.kind != "emoji" or render.can_render_emoji(s.chars)]
     skipped = [s.id for s in requested if s not in chosen]
+    if not chosen:
+        raise ValueError(
+            f"None of the {len(requested)} subjects can be drawn here ({', '.join(skipped[:5])}"
+            f"{', ...' if len(skipped) > 5 else ''}): the installed fonts, or the data pack in"
+            " use, lack their glyphs."
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     per_split: dict[str, list[tuple[dict, np.ndarray]]] = {split: [] for split in SPLITS}
-    bar = tqdm(total=len(chosen) * sum(draws.values()), desc="rendering", disable=not progress)
-    for subject in chosen:
-        for split, draw, styles, seed, image in subject_draws(subject, size, split_seed, draws):
-            record = {
-                "split": split,
-                "subject": subject.id,
-                "category": subject.category,
-                "style": "+".join(style.name for style in styles) or "plain",
-                "styles": [style.name for style in styles],
-                "draw": draw,
-                "seed": seed,
-                "captions": captions_for(subject, styles),
-            }
-            per_split[split].append((record, image))
+    bar = tqdm(total=len(chosen), unit="subject", desc="rendering", disable=not progress)
+    jobs = [(subject.id, size, split_seed, draws) for subject in chosen]
+    with _subject_pool(processes) as pool:
+        for rendered in pool(_render_subject, jobs):
+            for record, image in rendered:
+                per_split[record["split"]].append((record, image))
             bar.update()
     bar.close()
 
@@ -139,7 +147,7 @@ def build_dataset(
         for record, image in per_split[split]:
             records.append({"index": len(records), **record})
             images.append(image)
-    _write_npz(out / "images.npz", {"images": np.stack(images)})  # [N, S, S, 3] uint8
+    write_npz(out / "images.npz", {"images": np.stack(images)})  # [N, S, S, 3] uint8
     _write_jsonl(out / "captions.jsonl", records)
 
     heldout_counts = {}
@@ -151,7 +159,7 @@ def build_dataset(
             held_records += style_records
             heldout_counts[style.name] = len(style_records)
         held_records = [{"index": i, **record} for i, record in enumerate(held_records)]
-        _write_npz(out / "heldout.npz", {"images": np.concatenate(held_images)})
+        write_npz(out / "heldout.npz", {"images": np.concatenate(held_images)})
         _write_jsonl(out / "heldout.jsonl", held_records)
     else:
         for name in ("heldout.npz", "heldout.jsonl"):
@@ -179,6 +187,42 @@ def build_dataset(
     }
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
+
+
+def _render_subject(job: tuple) -> list[tuple[dict, np.ndarray]]:
+    """Every draw of one subject as (record without index, uint8 [S, S, 3] image)."""
+    subject_id, size, split_seed, draws = job
+    subject = as_subject(subject_id)
+    rendered = []
+    for split, draw, styles, seed, image in subject_draws(subject, size, split_seed, draws):
+        record = {
+            "split": split,
+            "subject": subject.id,
+            "category": subject.category,
+            "style": "+".join(style.name for style in styles) or "plain",
+            "styles": [style.name for style in styles],
+            "draw": draw,
+            "seed": seed,
+            "captions": captions_for(subject, styles),
+        }
+        rendered.append((record, image))
+    return rendered
+
+
+@contextlib.contextmanager
+def _subject_pool(processes: int) -> Iterator[Callable]:
+    """An ordered map over subjects: in this process, or in `processes` spawned ones.
+
+    Spawned, not forked: the caller may have started JAX's threads. Each worker draws from
+    the glyph atlas in use here (`render.current_glyph_atlas`), or from the fonts.
+    """
+    if processes <= 1:
+        yield map
+        return
+    context = multiprocessing.get_context("spawn")
+    atlas = render.current_glyph_atlas()
+    with context.Pool(processes, initializer=render.set_glyph_atlas, initargs=(atlas,)) as pool:
+        yield lambda fn, jobs: pool.imap(fn, jobs, chunksize=4)
 
 
 def load_dataset(

@@ -17,7 +17,6 @@ subject ids and characters, fonts, software).
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,29 +28,13 @@ import PIL
 from styledrop.zoo import render
 from styledrop.zoo.draws import as_subject
 from styledrop.zoo.vocabulary import RECIPE_VERSION, SUBJECTS, Subject
+from zoo_build.dataset import write_npz
 
 PACK_FORMAT = "emoji-world-glyphs-1"
 
 
 class PackError(ValueError):
     """A file is not a data pack, or one of another format; the message says what to do."""
-
-
-def write_deterministic_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Writes arrays like `np.savez_compressed`, without timestamps: equal arrays, equal bytes.
-
-    Args:
-        path: Destination file.
-        arrays: Name -> array (stored as NAME.npy, deflated).
-    """
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        for key, array in arrays.items():
-            buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, buffer.getvalue(), compresslevel=9)
 
 
 def write_pack(out: str | Path, subjects: Sequence[Subject | str] | None = None) -> dict:
@@ -92,9 +75,7 @@ def write_pack(out: str | Path, subjects: Sequence[Subject | str] | None = None)
     text = json.dumps(manifest, ensure_ascii=False, sort_keys=True).encode("utf-8")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_deterministic_npz(
-        out, {"glyphs": flat, "shapes": shapes, "manifest": np.frombuffer(text, np.uint8)}
-    )
+    write_npz(out, {"glyphs": flat, "shapes": shapes, "manifest": np.frombuffer(text, np.uint8)})
     return manifest
 
 

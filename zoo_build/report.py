@@ -11,6 +11,10 @@ Four questions, each answered on data the model in question never trained on:
   renders) is what the base could reach at best through this tokenizer, and
   `judge_top1_vq_canonical` (the same on the plain canonical renders the base trains on)
   what it reaches by drawing each subject's plain look exactly.
+- `t2i_top1_descriptor`: the same prompts with a style descriptor appended that no
+  training caption contains (`zoo_build.descriptors.HELDOUT_DESCRIPTORS`, one per subject
+  in turn): does an unknown modifier leave the content in place? `t2i_descriptor_ratio`
+  is it over `t2i_top1` (target: at least 0.9).
 The figures go to stdout as one JSON line and, with image grids, into an HTML report.
 """
 
@@ -30,6 +34,7 @@ from styledrop.zoo.embedded import JUDGE_DIR, MANIFEST
 from styledrop.zoo.styles import LINE_ART
 from styledrop.zoo.vocabulary import Subject
 from zoo_build.dataset import load_dataset
+from zoo_build.descriptors import HELDOUT_DESCRIPTORS
 from zoo_build.vq_metrics import reconstruct_images, reconstruction_scores
 from zoo_build.world_tokenizer import subject_prompts
 from zoo_build.zero_shot import load_vocabulary
@@ -67,6 +72,7 @@ def zoo_report(
     seed: int = 0,
     batch_size: int = 32,
     log: Callable[[str], None] = print,
+    descriptors: bool = True,
 ) -> dict:
     """Scores a zoo folder and writes the HTML report.
 
@@ -78,6 +84,7 @@ def zoo_report(
         seed: Generation seed.
         batch_size: Images per compiled generation batch.
         log: Receives one line per stage.
+        descriptors: Also draw the prompts with a held-out style descriptor appended.
 
     Returns:
         The figures (also written into the report).
@@ -137,6 +144,22 @@ def zoo_report(
     figures["t2i_top1"], t2i_pred = judge_top1(scorer, images_u8, ids, subjects)
     figures["t2i_subjects"] = len(chosen)
     figures["t2i_seconds_per_image"] = seconds / len(chosen)
+    if descriptors:
+        log(f"base text-to-image with {len(HELDOUT_DESCRIPTORS)} held-out descriptors")
+        described = [
+            f"{s.phrase()} {HELDOUT_DESCRIPTORS[i % len(HELDOUT_DESCRIPTORS)]}"
+            for i, s in enumerate(chosen)
+        ]
+        described_u8 = np.round(
+            pipe.generate(described, seed=seed, batch_size=batch_size) * 255
+        ).astype(np.uint8)  # [n, H, W, 3]
+        figures["t2i_top1_descriptor"], described_pred = judge_top1(
+            scorer, described_u8, ids, subjects
+        )
+        figures["t2i_descriptor_ratio"] = (
+            figures["t2i_top1_descriptor"] / figures["t2i_top1"]
+            if figures["t2i_top1"] > 0 else float("nan")
+        )  # fmt: skip
     manifest_path = zoo / MANIFEST
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
@@ -151,6 +174,12 @@ def zoo_report(
     )
     report.heading("Text to image: 'a <subject>' (caption: subject, and the judge's guess)")
     report.figures(images_u8, _captions(ids, t2i_pred))
+    if descriptors:
+        report.heading("The same prompts with a held-out style descriptor appended")
+        report.figures(described_u8, [
+            d if p == t else f"{d} (judge: {p})"
+            for d, p, t in zip(described, described_pred, ids, strict=True)
+        ])  # fmt: skip
     report.heading("VQ: eval renders (top) and their reconstructions (bottom)")
     report.figures(eval_images[shown], [truth[i] for i in shown])
     report.figures(reconstructed[shown])

@@ -37,6 +37,7 @@ from styledrop.fingerprint import settings_fingerprint
 from styledrop.train_step import make_train_step
 from styledrop.zoo.draws import CANONICAL_SPLIT, is_plain_canonical
 from zoo_build.dataset import load_dataset
+from zoo_build.descriptors import made_up_descriptor
 from zoo_build.run_files import BASE_CONFIG_FILE, TRAIN_LOG_FILE
 from zoo_build.run_files import POOL_FILE as POOL_FILE  # re-exported: the token pool
 from zoo_build.schedule import warmup_cosine_schedule
@@ -44,7 +45,12 @@ from zoo_build.step_rate import StepRate
 
 
 def zoo_transformer_config(
-    codebook_size: int, text_hidden: int, text_projection: int, grid: int = 8, width: int = 192
+    codebook_size: int,
+    text_hidden: int,
+    text_projection: int,
+    grid: int = 8,
+    width: int = 192,
+    layers: int = 6,
 ) -> TransformerConfig:
     """The small U-ViT of the emoji world: same architecture as aMUSEd, fewer channels/layers.
 
@@ -54,6 +60,7 @@ def zoo_transformer_config(
         text_projection: Text encoder projection width (the pooled embedding).
         grid: Token grid side.
         width: Transformer hidden width.
+        layers: Transformer layers.
     """
     return TransformerConfig(
         hidden_size=width,
@@ -67,7 +74,7 @@ def zoo_transformer_config(
         block_out_channels=width // 2,
         num_res_blocks=1,
         block_num_heads=4,
-        num_hidden_layers=6,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         intermediate_size=2 * width,
         sample_size=grid,
@@ -98,6 +105,12 @@ class BaseTrainConfig:
             warm start continues an earlier base (the committed zoo's, say) with a fresh
             schedule, so training can be added in runs that each fit a time budget.
         checkpoint_every: Steps between checkpoints.
+        layers: Transformer layers.
+        descriptor_pairs: Extra pairs per image whose caption ends in a made-up style
+            descriptor (`zoo_build.descriptors`) while the target stays the same image, so
+            that an unknown modifier leaves the content in place (0: none).
+        dtype: Compute dtype of the U-ViT, "float32" or "bfloat16" (parameters and the
+            optimizer stay float32).
     """
 
     width: int = 192
@@ -113,10 +126,28 @@ class BaseTrainConfig:
     seed: int = 0
     init_from: str = ""
     checkpoint_every: int = 200
+    layers: int = 6
+    descriptor_pairs: int = 0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}.")
 
     def fingerprint(self) -> str:
-        """What a checkpoint must match to be resumed."""
-        return settings_fingerprint(self, skip=("checkpoint_every",))
+        """What a checkpoint must match to be resumed.
+
+        Settings added after the first runs count only when they differ from their
+        defaults, so those runs' checkpoints still resume.
+        """
+        later = [
+            f.name for f in dataclasses.fields(self)
+            if f.name in _LATER_SETTINGS and getattr(self, f.name) == f.default
+        ]  # fmt: skip
+        return settings_fingerprint(self, skip=("checkpoint_every", *later))
+
+
+_LATER_SETTINGS = ("layers", "descriptor_pairs", "dtype")
 
 
 def build_pool(
@@ -126,6 +157,8 @@ def build_pool(
     captions_per_image: int,
     canonical_repeats: int = 0,
     jittered_draws: bool = False,
+    descriptor_pairs: int = 0,
+    seed: int = 0,
 ) -> tuple[TokenPool, dict]:
     """Tokenizes the base U-ViT's training images and encodes their captions.
 
@@ -141,6 +174,9 @@ def build_pool(
         canonical_repeats: Extra copies of the (image, caption) pairs of each subject's
             canonical draw (base draw 0).
         jittered_draws: Also take the base split's jittered draws.
+        descriptor_pairs: Extra pairs per image: its first caption plus a made-up style
+            descriptor, drawn with `seed`.
+        seed: Seed of the made-up descriptors.
 
     Returns:
         The pool (one row per (image, caption) pair, canonical pairs repeated) and a summary
@@ -159,14 +195,21 @@ def build_pool(
     prompts = [""]
     index: dict[str, int] = {"": 0}
     image_rows, prompt_rows = [], []
+    rng = np.random.default_rng(seed)
+
+    def add(row: int, caption: str, copies: int) -> None:
+        if caption not in index:
+            index[caption] = len(prompts)
+            prompts.append(caption)
+        image_rows.extend([row] * copies)
+        prompt_rows.extend([index[caption]] * copies)
+
     for row, record in enumerate(records):
         copies = 1 + (canonical_repeats if is_plain_canonical(record) else 0)
         for caption in record["captions"][:captions_per_image]:
-            if caption not in index:
-                index[caption] = len(prompts)
-                prompts.append(caption)
-            image_rows += [row] * copies
-            prompt_rows += [index[caption]] * copies
+            add(row, caption, copies)
+        for _ in range(descriptor_pairs):
+            add(row, f"{record['captions'][0]} {made_up_descriptor(rng)}", 1)
     hidden, pooled = [], []
     for start in range(0, len(prompts), 256):
         emb = text_encoder.encode(prompts[start : start + 256])
@@ -220,7 +263,7 @@ def train_base(
     out_dir.mkdir(parents=True, exist_ok=True)
     pool, summary = build_pool(
         Path(data_dir), vq, text_encoder, config.captions_per_image,
-        config.canonical_repeats, config.jittered_draws,
+        config.canonical_repeats, config.jittered_draws, config.descriptor_pairs, config.seed,
     )  # fmt: skip
     codebook = int(vq.config.num_vq_embeddings)
     model_cfg = zoo_transformer_config(
@@ -229,8 +272,9 @@ def train_base(
         int(pool.pooled.shape[-1]),
         grid=int(pool.ids.shape[1]),
         width=config.width,
+        layers=config.layers,
     )
-    model = UVit2D(model_cfg, rngs=nnx.Rngs(config.seed))
+    model = UVit2D(model_cfg, rngs=nnx.Rngs(config.seed), dtype=jnp.dtype(config.dtype))
     digest = "" if init_weights is None else model_checkpoint.sha256_file(init_weights)
     if digest != config.init_from:
         raise ValueError(

@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="styledrop zoo report",
         description=(
             "Scores the zoo (VQ PSNR, judge zero-shot top-1 on real renders and on the"
-            " held-out line-art style, text-to-image top-1), prints one JSON line and writes"
+            " held-out line-art style, text-to-image top-1, and again with a style descriptor"
+            " appended that no training caption contains), prints one JSON line and writes"
             " an HTML report with image grids."
         ),
     )
@@ -34,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="subjects the base draws, spread over the vocabulary (0: all)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="generation seed")
+    parser.add_argument(
+        "--no-descriptors", action="store_true",
+        help="skip drawing the prompts again with a held-out style descriptor appended",
+    )  # fmt: skip
     return parser
 
 
@@ -58,7 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _log("rendering the emoji-world dataset")
             data = Path(scratch) / "data"
             build_dataset(data)
-        figures = zoo_report(zoo, data, args.html, t2i_subjects=count, seed=args.seed, log=_log)
+        figures = zoo_report(
+            zoo, data, args.html, t2i_subjects=count, seed=args.seed, log=_log,
+            descriptors=not args.no_descriptors,
+        )  # fmt: skip
     print(json.dumps(figures, sort_keys=True))
     _log(f"Wrote {args.html}")
     return 0

@@ -63,15 +63,26 @@ class GlyphAtlas:
 _atlas: GlyphAtlas | None = None  # set by `using_glyph_atlas`
 
 
+def set_glyph_atlas(atlas: GlyphAtlas | None) -> GlyphAtlas | None:
+    """Draws subjects from `atlas` from now on (None: from the fonts); returns the previous."""
+    global _atlas
+    previous, _atlas = _atlas, atlas
+    return previous
+
+
+def current_glyph_atlas() -> GlyphAtlas | None:
+    """The atlas subjects are drawn from (None: the fonts)."""
+    return _atlas
+
+
 @contextlib.contextmanager
 def using_glyph_atlas(atlas: GlyphAtlas) -> Iterator[GlyphAtlas]:
     """Draws subjects from `atlas` instead of the fonts while the context is open."""
-    global _atlas
-    previous, _atlas = _atlas, atlas
+    previous = set_glyph_atlas(atlas)
     try:
         yield atlas
     finally:
-        _atlas = previous
+        set_glyph_atlas(previous)
 
 
 @cache

@@ -11,6 +11,7 @@ from safetensors.numpy import load_file, save_file
 from safetensors.torch import save_file as save_torch_file
 
 from muse import checkpoint, weights
+from muse.folder_layout import TRANSFORMER_FILE
 from muse.safetensors_file import SafetensorsFile, SafetensorsFormatError
 
 
@@ -70,7 +71,7 @@ def test_damaged_files_are_named(tmp_path, rng, damage, message):
 def test_streamed_load_reads_each_tensor_once_without_mapping_the_file(tiny_model_dir, monkeypatch):
     """Loading reads tensors one at a time through the reader; the file is never mapped
     into memory (a mapped file's pages would count towards the load's peak memory)."""
-    path = tiny_model_dir / checkpoint.TRANSFORMER_FILE
+    path = tiny_model_dir / TRANSFORMER_FILE
     original, reads = SafetensorsFile.read, []
 
     def checked_read(self, name):
@@ -92,7 +93,7 @@ def test_streamed_load_reads_each_tensor_once_without_mapping_the_file(tiny_mode
 def test_damaged_checkpoint_is_a_checkpoint_error(tmp_path, tiny_model_dir):
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)
-    path = folder / checkpoint.TRANSFORMER_FILE
+    path = folder / TRANSFORMER_FILE
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(checkpoint.CheckpointError, match="truncated or corrupt"):
         checkpoint.load_transformer(folder)
@@ -102,7 +103,7 @@ def test_float16_file_loads_as_float32(tmp_path, tiny_model_dir):
     """The zoo ships float16 files; parameters keep the model's float32."""
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)
-    path = folder / checkpoint.TRANSFORMER_FILE
+    path = folder / TRANSFORMER_FILE
     half = {k: v.astype(np.float16) for k, v in load_file(str(path)).items()}
     save_file(half, str(path))
     _, model = checkpoint.load_transformer(folder)

@@ -34,8 +34,10 @@ def test_draws_from_the_pack_equal_draws_from_the_fonts(tmp_path):
             tmp_path / "pack", draws=DRAWS, subjects=SUBJECTS, heldout=False, size=48
         )
         assert render.can_render_emoji("🐧") and not render.can_render_emoji("🦒")
-    with using_pack(tmp_path / "pack.npz"):
-        again = build_dataset(tmp_path / "pack", draws=DRAWS, subjects=SUBJECTS, heldout=False)
+    with using_pack(tmp_path / "pack.npz"):  # in two spawned processes, as the build does
+        again = build_dataset(
+            tmp_path / "pack", draws=DRAWS, subjects=SUBJECTS, heldout=False, processes=2
+        )
     fonts_images, fonts_records = load_dataset(tmp_path / "fonts")
     pack_images, pack_records = load_dataset(tmp_path / "pack")
     assert np.array_equal(fonts_images, pack_images) and fonts_records == pack_records

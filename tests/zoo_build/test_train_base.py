@@ -15,6 +15,7 @@ from muse.text_encoder import TextEncoder
 from muse.tokenizer import build_open_clip_tokenizer
 from muse.vq import VQModel
 from zoo_build.dataset import build_dataset, load_dataset
+from zoo_build.descriptors import HELDOUT_DESCRIPTORS, made_up_words
 from zoo_build.train_base import BaseTrainConfig, build_pool, train_base
 
 
@@ -102,6 +103,40 @@ def test_pool_holds_the_canonical_framing_and_repeats_only_the_plain_draw(world)
     for pair in set(rows_once):
         expected = 3 if pair[1] in plain_prompts else 1
         assert rows_thrice.count(pair) == expected * rows_once.count(pair)
+
+
+def test_descriptor_pairs_append_made_up_descriptors_to_the_same_images(world):
+    data, vq, text = world
+    plain, summary = build_pool(data, vq, text, captions_per_image=1)
+    described, with_pairs = build_pool(data, vq, text, captions_per_image=1, descriptor_pairs=2)
+    assert with_pairs["images"] == summary["images"]
+    assert with_pairs["pairs"] == summary["pairs"] + 2 * summary["images"]
+    extra = described.prompts[len(plain.prompts) :]
+    assert described.prompts[: len(plain.prompts)] == plain.prompts and len(extra) > 0
+    made_up = made_up_words()
+    for prompt in extra:  # "<first caption> <made-up descriptor>"
+        assert any(prompt.startswith(c + " ") for c in plain.prompts[1:])
+        assert any(word in made_up for word in prompt.split())
+        assert not any(d in prompt for d in HELDOUT_DESCRIPTORS)
+    # Each described pair's target is the grid of an image whose own caption starts it.
+    for row in range(len(described.prompt_index)):
+        prompt = described.prompts[int(described.prompt_index[row])]
+        if prompt in extra:
+            grids = [
+                np.asarray(plain.ids[i]).tobytes()
+                for i in range(len(plain.prompt_index))
+                if prompt.startswith(plain.prompts[int(plain.prompt_index[i])] + " ")
+            ]
+            assert np.asarray(described.ids[row]).tobytes() in grids
+
+
+def test_settings_added_later_keep_earlier_fingerprints():
+    earlier = BaseTrainConfig()
+    assert "descriptor_pairs" not in earlier.fingerprint() and "dtype" not in earlier.fingerprint()
+    assert BaseTrainConfig(descriptor_pairs=2).fingerprint() != earlier.fingerprint()
+    assert BaseTrainConfig(dtype="bfloat16").fingerprint() != earlier.fingerprint()
+    with pytest.raises(ValueError, match="dtype"):
+        BaseTrainConfig(dtype="float16")
 
 
 def test_base_training_resumes_bit_identically(world, tmp_path):

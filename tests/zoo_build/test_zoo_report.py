@@ -10,13 +10,16 @@ from safetensors.numpy import load_file
 
 from cli.main import main
 from muse import checkpoint
+from muse.folder_layout import TRANSFORMER_FILE
 from styledrop.zoo import embedded
+from tests.html_report import assert_report_complete
+from zoo_build.descriptors import HELDOUT_DESCRIPTORS
 from zoo_build.report import spread, zoo_report
 
 
 def test_assembled_zoo_stores_float16_with_a_complete_manifest(tiny_zoo):
     base_run = tiny_zoo.parent / "base" / "transformer.safetensors"
-    stored = load_file(str(tiny_zoo / checkpoint.TRANSFORMER_FILE))
+    stored = load_file(str(tiny_zoo / TRANSFORMER_FILE))
     trained = load_file(str(base_run))
     assert stored.keys() == trained.keys()
     for name, array in stored.items():
@@ -62,16 +65,22 @@ def test_report_figures_and_html(tiny_zoo, tmp_path):
     for key in (*top1, "t2i_top1"):
         assert 0.0 <= figures[key] <= 1.0
     assert 0.0 < figures["vq_psnr"] < 100.0
+    assert 0.0 <= figures["t2i_top1_descriptor"] <= 1.0
+    assert "t2i_descriptor_ratio" in figures
     page = (tmp_path / "report.html").read_text()
     pictures = list((tmp_path / "report_files").glob("*.png"))
-    assert page.count("<img") == len(pictures) > 3 + 16
+    assert page.count("<img") == len(pictures) > 3 + 3 + 16
+    assert assert_report_complete(tmp_path / "report.html") == len(pictures)
+    assert "held-out style descriptor" in page and HELDOUT_DESCRIPTORS[0] in page
 
 
 def test_report_command_prints_one_json_line(tiny_zoo, tmp_path, capsys):
     data = tiny_zoo.parent / "data"
     code = main(["zoo", "report", "--zoo", str(tiny_zoo), "--data", str(data),
-                 "--html", str(tmp_path / "r.html"), "--t2i-subjects", "2"])  # fmt: skip
+                 "--html", str(tmp_path / "r.html"), "--t2i-subjects", "2",
+                 "--no-descriptors"])  # fmt: skip
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     figures = json.loads(lines[-1])
     assert figures["t2i_subjects"] == 2 and figures["vocabulary_size"] == 6
+    assert "t2i_top1_descriptor" not in figures
