@@ -6,23 +6,10 @@ import argparse
 import time
 from collections.abc import Sequence
 
-from cli.zoo.options import add_out_option, refuse
+from cli.zoo.options import add_out_option, refuse, split_counts
 from styledrop.zoo import render
-from styledrop.zoo.draws import SPLITS
 from styledrop.zoo.vocabulary import get_subject
 from zoo_build.dataset import build_dataset
-
-
-def _parse_draws(text: str) -> dict[str, int]:
-    """`--draws`: "vq=2,base=8" -> {"vq": 2, "base": 8}."""
-    try:
-        pairs = [item.split("=") for item in text.split(",") if item]
-        draws = {name.strip(): int(count) for name, count in pairs}
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected split=count,...; got {text!r}") from None
-    if unknown := set(draws) - set(SPLITS):
-        raise argparse.ArgumentTypeError(f"unknown splits {sorted(unknown)}; use {SPLITS}")
-    return draws
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of every draw and split")
     parser.add_argument(
         "--draws",
-        type=_parse_draws,
+        type=split_counts,
         default=None,
         help="draws per subject per split (default vq=2,base=8,judge=16,eval=2,canonical=8)",
     )

@@ -127,6 +127,61 @@ def comma_names(text: str) -> tuple[str, ...]:
     return tuple(text.split(","))
 
 
+def split_counts(text: str) -> dict[str, int]:
+    """Draws per split: "vq=2,base=8" -> {"vq": 2, "base": 8} (splits of the world)."""
+    from styledrop.zoo.draws import SPLITS
+
+    try:
+        pairs = [item.split("=") for item in text.split(",") if item]
+        counts = {name.strip(): int(count) for name, count in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected split=count,...; got {text!r}") from None
+    if unknown := set(counts) - set(SPLITS):
+        raise argparse.ArgumentTypeError(f"unknown splits {sorted(unknown)}; use {SPLITS}")
+    return counts
+
+
+def documented_options(
+    settings_class: type,
+    flags: Mapping[str, str] | None = None,
+    types: Mapping[str, Callable[[str], Any]] | None = None,
+) -> tuple[Option, ...]:
+    """One `Option` per field of a settings dataclass, its help from the class docstring.
+
+    The help is the field's line in the docstring's `Attributes:` section. The flag is the
+    field's name with dashes, or `flags[field]`; the type comes from the field's annotation
+    (int, float, str, tuples of ints or of names), or `types[field]`.
+
+    Raises:
+        TypeError: a field whose annotation gives no parser and that `types` does not name.
+    """
+    import re
+    import typing
+
+    flags, types = dict(flags or {}), dict(types or {})
+    doc = (settings_class.__doc__ or "").split("Attributes:", 1)[-1]
+    helps = {
+        name: " ".join(text.split())
+        for name, text in re.findall(r"^\s{8}(\w+): (.*(?:\n\s{12}.*)*)", doc, flags=re.M)
+    }
+    hints = typing.get_type_hints(settings_class)
+    options = []
+    for item in dataclasses.fields(settings_class):
+        hint, text = hints[item.name], str(hints[item.name])
+        kind = types.get(item.name) or {int: int, float: float, str: str}.get(hint)
+        if kind is None and text.startswith("tuple[int"):
+            kind = comma_ints
+        elif kind is None and text.startswith("tuple[str"):
+            kind = comma_names
+        elif kind is None and text == "str | None":
+            kind = str
+        if kind is None:
+            raise TypeError(f"{settings_class.__name__}.{item.name}: give a parser in `types`.")
+        flag = flags.get(item.name, "--" + item.name.replace("_", "-"))
+        options.append(Option(flag, item.name, helps.get(item.name), type=kind))
+    return tuple(options)
+
+
 def add_data_option(parser: argparse.ArgumentParser) -> None:
     """`--data DIR`, the emoji-world dataset folder (required)."""
     parser.add_argument("--data", type=Path, required=True, help="emoji-world dataset folder")
