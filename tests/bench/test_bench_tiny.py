@@ -1,5 +1,8 @@
 """`styledrop bench` end to end on the tiny configuration and on the zoo, and its helpers.
 
+The two end-to-end runs (about 3.5 and 1.2 minutes on 2 cores) are `e2e`: CI runs them
+after the default run (`make test-e2e`); the helpers' tests run in the default run.
+
 The tiny end-to-end test runs the whole benchmark (fixture build, every workload on both
 sides, matmuls) with one repetition and no warm-up, measurements forked from per-side
 servers and spread over the CPUs (`--jobs`), and checks the JSON: every figure present,
@@ -86,7 +89,7 @@ def _check_figure(name: str, value: dict) -> None:
     assert value["ratio"] == pytest.approx(value["ours"] / value["diffusers"])
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.skipif(not HAS_REFERENCE, reason="needs the reference extra (diffusers, peft)")
 def test_bench_tiny_writes_every_figure(tmp_path):
     out = tmp_path / "bench.json"
@@ -123,7 +126,7 @@ def test_bench_tiny_writes_every_figure(tmp_path):
     assert "train_step_lora_bf16" in done.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.skipif(not HAS_REFERENCE, reason="needs the reference extra (diffusers, peft)")
 def test_bench_zoo_writes_its_figures(tmp_path):
     out = tmp_path / "bench.json"

@@ -70,7 +70,6 @@ def test_demo_command_needs_a_caption_for_another_image(tmp_path, capsys):
     assert "--caption" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_demo_command_runs_as_a_job_on_a_worker_and_stops_what_it_started(
     tiny_zoo, tmp_path, monkeypatch
 ):

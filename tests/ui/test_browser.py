@@ -63,7 +63,6 @@ def _take_ctrl_c() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-@pytest.mark.slow
 def test_served_app_trains_a_style_submitted_in_the_browser(tmp_path):
     if not Path(CHROMIUM).exists() or shutil.which("redis-server") is None:
         pytest.skip("needs Debian's chromium and redis-server (make system-packages)")

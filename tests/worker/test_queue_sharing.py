@@ -2,10 +2,13 @@
 
 Real redis-server and worker processes. Both tests start their own workers (each test
 has its own Redis database and store); the restart test also has its own redis-server,
-with the append-only file on, so the queued job survives the restart.
+with the append-only file on, so the queued job survives the restart. Both are `e2e` (about
+25 s each): the default run keeps one worker's queue path (test_queue.py).
 """
 
 from __future__ import annotations
+
+import pytest
 
 from worker import client, jobs
 from worker.finetune_spec import FinetuneOptions
@@ -20,6 +23,7 @@ def _submit(service, image, base):
     )  # fmt: skip
 
 
+@pytest.mark.e2e
 def test_two_workers_share_one_queue(service, style_image, tiny_zoo):
     # The visibility timeout (3 s) is shorter than these jobs: an idle worker puts back
     # the other's unacknowledged message, receives it, sees the job's fresh heartbeat and
@@ -39,6 +43,7 @@ def test_two_workers_share_one_queue(service, style_image, tiny_zoo):
     assert service.queue_length("training") == 0
 
 
+@pytest.mark.e2e
 def test_a_queued_job_survives_a_broker_restart(
     persistent_service, style_image, tiny_zoo, wait_for
 ):
