@@ -48,6 +48,17 @@ fi
 # The checkout itself (not installed on the GPU machine; harmless where it is).
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
+backend=$("$python" -c 'import jax; print(jax.default_backend())')
+echo "JAX backend: $backend"
+if [ "$backend" != gpu ] && [ "$rehearse" = 0 ]; then
+    echo "error: JAX sees no GPU ($backend); this script is for a lent GPU (--rehearse to try it here)" >&2
+    exit 3
+fi
+if [ ! -f "$pack" ]; then
+    echo "error: no data pack at $pack; write it where the fonts are: styledrop zoo pack --out $pack" >&2
+    exit 2
+fi
+
 # A few seconds: the model code's JAX / Flax NNX calls on this machine's versions. A carried
 # flax that does not work with this JAX gives way to the one installed here.
 nnx_check='
@@ -71,17 +82,6 @@ if ! "$python" -c "$nnx_check"; then
     else
         exit 4
     fi
-fi
-
-backend=$("$python" -c 'import jax; print(jax.default_backend())')
-echo "JAX backend: $backend"
-if [ "$backend" != gpu ] && [ "$rehearse" = 0 ]; then
-    echo "error: JAX sees no GPU ($backend); this script is for a lent GPU (--rehearse to try it here)" >&2
-    exit 3
-fi
-if [ ! -f "$pack" ]; then
-    echo "error: no data pack at $pack; write it where the fonts are: styledrop zoo pack --out $pack" >&2
-    exit 2
 fi
 
 build() {  # build NAME BUDGET RESULTS [options...]
