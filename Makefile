@@ -1,4 +1,4 @@
-# Set-up and checks. `make test` is what CI runs (.ci/run).
+# Set-up and checks. CI (.ci/run) runs `make test`, then `make test-e2e`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
