@@ -196,27 +196,57 @@ def build_open_clip_tokenizer(
         ValueError: If `pad_token` is not in the vocabulary.
     """
     merges = _read_open_clip_merges()
-    symbols = _byte_symbols()
-    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
-    vocab += [BOS_TOKEN, EOS_TOKEN]
-    ids = {token: i for i, token in enumerate(vocab)}
-    if len(ids) != _VOCAB_SIZE:
-        raise ValueError(f"expected {_VOCAB_SIZE} distinct vocabulary entries, got {len(ids)}")
+    if len(_bpe_vocabulary(merges)) != _VOCAB_SIZE:
+        raise ValueError(
+            f"expected {_VOCAB_SIZE} distinct vocabulary entries,"
+            f" got {len(_bpe_vocabulary(merges))}"
+        )
+    # The pad defaults to <|endoftext|>, which is special anyway; see load_tokenizer for why
+    # an ordinary pad symbol is assigned afterwards rather than passed to the constructor.
+    return tokenizer_from_merges(merges, max_length, pad_token)
+
+
+def tokenizer_from_merges(
+    merges: Sequence[tuple[str, str]],
+    max_length: int = CONTEXT_LENGTH,
+    pad_token: str = EOS_TOKEN,
+) -> CLIPTokenizer:
+    """A byte-level BPE `CLIPTokenizer` with CLIP's vocabulary layout over `merges`.
+
+    The vocabulary is the 256 byte-level symbols, the same with `</w>`, one entry per
+    merge (the pair joined), then `<|startoftext|>` and `<|endoftext|>`. CLIP's own
+    tokenizer is this over CLIP's merges; the emoji world's is this over the subset its
+    texts use (`zoo_build.world_tokenizer`).
+
+    Args:
+        merges: BPE merge rules in rank order.
+        max_length: The tokenizer's `model_max_length`.
+        pad_token: A vocabulary entry to pad with.
+
+    Raises:
+        ValueError: If `pad_token` is not in the vocabulary.
+    """
+    ids = _bpe_vocabulary(merges)
     if pad_token not in ids:
         raise ValueError(f"pad_token {pad_token!r} is not in the CLIP vocabulary")
-
     with tempfile.TemporaryDirectory(prefix="clip-tokenizer-") as tmp:
         folder = Path(tmp)
         (folder / "vocab.json").write_text(json.dumps(ids, ensure_ascii=False), "utf-8")
         merges_text = "\n".join(f"{a} {b}" for a, b in merges)
         (folder / "merges.txt").write_text(f"#version: 0.2\n{merges_text}\n", "utf-8")
-        # The pad defaults to <|endoftext|>, which is special anyway; see load_tokenizer
-        # for why an ordinary pad symbol is assigned afterwards rather than passed here.
         tokenizer = CLIPTokenizer.from_pretrained(
             folder, local_files_only=True, model_max_length=max_length
         )
     tokenizer.pad_token = pad_token
     return tokenizer
+
+
+def _bpe_vocabulary(merges: Sequence[tuple[str, str]]) -> dict[str, int]:
+    """Token -> id in CLIP's layout (see `tokenizer_from_merges`)."""
+    symbols = _byte_symbols()
+    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
+    vocab += [BOS_TOKEN, EOS_TOKEN]
+    return {token: i for i, token in enumerate(vocab)}
 
 
 def _pad_splits_text(tokenizer: CLIPTokenizer) -> bool:

@@ -251,7 +251,7 @@ def build_zoo(
     from muse.vq import VQModel
     from zoo_build.assemble import assemble_zoo
     from zoo_build.dataset import build_dataset
-    from zoo_build.train_base import BaseTrainConfig, train_base
+    from zoo_build.train_base import BaseTrainConfig, build_pool, train_base
     from zoo_build.train_vq import VQTrainConfig, train_vq
     from zoo_build.vq_train_config import ZOO_VQ
 
@@ -339,6 +339,11 @@ def build_zoo(
         checkpoint_every=1000,
     )  # fmt: skip
     base_began = rec.elapsed()
+    # Tokenized and encoded once, for the probe and the run.
+    pool = build_pool(
+        world, vq, text, base_config.captions_per_image, base_config.canonical_repeats,
+        base_config.jittered_draws, base_config.descriptor_pairs, base_config.seed,
+    )  # fmt: skip
     if config.probe_steps:
         probe = dataclasses.replace(base_config, steps=10**9, checkpoint_every=0)
         shutil.rmtree(out_dir / PROBE_BASE, ignore_errors=True)
@@ -350,7 +355,8 @@ def build_zoo(
                 hook(event)
 
             train_base(world, vq, text, out_dir / PROBE_BASE, probe, progress=count,
-                       should_stop=lambda: counter["steps"] >= config.probe_steps)  # fmt: skip
+                       should_stop=lambda: counter["steps"] >= config.probe_steps,
+                       pool=pool)  # fmt: skip
 
         first_s, step_s = _timed_steps(run_probe)
         left = deadline - config.reserve_s - rec.elapsed()
@@ -360,7 +366,7 @@ def build_zoo(
         base_config = dataclasses.replace(base_config, steps=steps)
     stop_at = deadline - config.reserve_s
     train_base(world, vq, text, out_dir / BASE_RUN, base_config,
-               should_stop=lambda: rec.elapsed() > stop_at)  # fmt: skip
+               should_stop=lambda: rec.elapsed() > stop_at, pool=pool)  # fmt: skip
     base_info = json.loads((out_dir / BASE_RUN / BASE_CONFIG_FILE).read_text())
     rec.event("base", seconds=rec.elapsed() - base_began, steps=base_config.steps,
               steps_done=base_info.get("steps_done"),

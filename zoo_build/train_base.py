@@ -237,6 +237,7 @@ def train_base(
     progress: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     init_weights: str | Path | None = None,
+    pool: tuple[TokenPool, dict] | None = None,
 ) -> Path | None:
     """Trains (or resumes) the base U-ViT; writes `transformer.safetensors` and its config.
 
@@ -252,6 +253,8 @@ def train_base(
         init_weights: A `transformer.safetensors` of the same architecture to start from
             instead of the random init (float16 files load into float32 parameters); its
             sha256 must be `config.init_from`.
+        pool: `build_pool`'s result for this data, VQ, text encoder and config, when the
+            caller already has it (default: built here).
 
     Returns:
         Path of the final weights (None when stopped early).
@@ -261,7 +264,7 @@ def train_base(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pool, summary = build_pool(
+    pool, summary = pool or build_pool(
         Path(data_dir), vq, text_encoder, config.captions_per_image,
         config.canonical_repeats, config.jittered_draws, config.descriptor_pairs, config.seed,
     )  # fmt: skip

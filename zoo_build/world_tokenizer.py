@@ -17,10 +17,7 @@ CLIPs (the conditioning text encoder and the judge) use it.
 from __future__ import annotations
 
 import functools
-import json
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 
@@ -138,22 +135,6 @@ def build_world_tokenizer(texts: Iterable[str] | None = None, max_length: int = 
     Returns:
         The tokenizer; pads with `<|endoftext|>` (the last id), like aMUSEd's.
     """
-    from transformers import CLIPTokenizer
+    from muse.tokenizer import EOS_TOKEN, tokenizer_from_merges
 
-    from muse.tokenizer import BOS_TOKEN, EOS_TOKEN, _byte_symbols
-
-    merges = world_merges(texts)
-    symbols = _byte_symbols()
-    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
-    vocab += [BOS_TOKEN, EOS_TOKEN]
-    ids = {token: i for i, token in enumerate(vocab)}
-    with tempfile.TemporaryDirectory(prefix="world-tokenizer-") as tmp:
-        folder = Path(tmp)
-        (folder / "vocab.json").write_text(json.dumps(ids, ensure_ascii=False), "utf-8")
-        merges_text = "\n".join(f"{a} {b}" for a, b in merges)
-        (folder / "merges.txt").write_text(f"#version: 0.2\n{merges_text}\n", "utf-8")
-        tokenizer = CLIPTokenizer.from_pretrained(
-            folder, local_files_only=True, model_max_length=max_length
-        )
-    tokenizer.pad_token = EOS_TOKEN
-    return tokenizer
+    return tokenizer_from_merges(world_merges(texts), max_length, EOS_TOKEN)
