@@ -59,6 +59,13 @@ def parse_captions(pairs: list[str], images: list[Path]) -> dict[Path, str]:
 
 def run(args) -> None:
     """Runs the subcommand with parsed arguments."""
+    from styledrop.inputs import load_images
+
+    if args.steps < 1:
+        raise UserError("--steps must be at least 1.")
+    captions = parse_captions(args.caption, args.images)
+    loaded = load_images(args.images)  # every image checked before JAX loads (seconds)
+
     from tqdm import tqdm
 
     import muse
@@ -67,13 +74,8 @@ def run(args) -> None:
     from styledrop.dataset import StyleExample
     from styledrop.finetune import FinetuneConfig, finetune
     from styledrop.images import make_grid, save_image
-    from styledrop.inputs import load_images
     from styledrop.zoo.embedded import embedded_base
 
-    if args.steps < 1:
-        raise UserError("--steps must be at least 1.")
-    captions = parse_captions(args.caption, args.images)
-    loaded = load_images(args.images)  # every image checked before any model work
     args.base = args.base or embedded_base()
     read_model_json(args.base)
     config = FinetuneConfig(

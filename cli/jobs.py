@@ -124,6 +124,28 @@ def add_parser(subparsers) -> None:
     _common(listing)
     listing.set_defaults(run=run_list)
 
+    recover = actions.add_parser(
+        "recover", help="Queue again the jobs whose messages were lost (a broker restart).",
+        description=(
+            "Compares the store with the broker and queues again every job that no message"
+            " will run: queued with no message (a Redis restart without persistence drops"
+            " them), running with a silent worker and no message, failed by a broker fault"
+            " with a checkpoint (with --failed: every failed fine-tune job with one). Workers"
+            " run this at start-up too. A fine-tune job resumes from its checkpoint."
+        ),
+    )  # fmt: skip
+    recover.add_argument(
+        "--failed", action="store_true",
+        help="also every failed fine-tune job with a checkpoint (fix what failed it first)",
+    )  # fmt: skip
+    recover.add_argument(
+        "--min-age", type=float, default=60.0,
+        help="seconds a queued job may be without a message (default 60)",
+    )  # fmt: skip
+    recover.add_argument("--dry-run", action="store_true", help="only list the lost jobs")
+    _common(recover)
+    recover.set_defaults(run=run_recover)
+
     for name, help_text, handler in (
         ("show", "Show one job's record.", run_show),
         ("cancel", "Cancel a job (a running one checkpoints and stops).", run_cancel),
@@ -153,10 +175,12 @@ def _context(args):
 
 def _user_errors():
     from worker.client import BrokerUnreachableError, WaitTimeoutError
-    from worker.jobs import JobNotFoundError
+    from worker.jobs import JobNotFoundError, JobRecordError
     from worker.store import StoreKeyError
 
-    return (BrokerUnreachableError, WaitTimeoutError, JobNotFoundError, StoreKeyError)
+    return (
+        BrokerUnreachableError, WaitTimeoutError, JobNotFoundError, JobRecordError, StoreKeyError
+    )  # fmt: skip
 
 
 def _call(function, *args, **kwargs):
@@ -282,6 +306,28 @@ def run_list(args) -> None:
         print(f"No jobs in {store.url}.")
     for job in found:
         print(_summary(job))
+
+
+def run_recover(args) -> None:
+    """Queues the lost jobs again and prints them."""
+    from worker.app import app as default_app
+    from worker.client import check_broker
+    from worker.recovery import recover
+
+    store, app = _context(args)
+    app = app or default_app
+    _call(check_broker, app)
+    lost = _call(
+        recover, store, app, min_age=args.min_age, include_failed=args.failed,
+        dry_run=args.dry_run,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps([{"id": i.job.id, "reason": i.reason} for i in lost], indent=2))
+        return
+    if not lost:
+        print(f"No lost jobs in {store.url}.")
+    for item in lost:
+        print(f"{item.job.id}  {'lost' if args.dry_run else 'queued again'}: {item.reason}")
 
 
 def run_show(args) -> None:

@@ -3,17 +3,39 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from styledrop.terms import DEFAULT_CAPTION, DEFAULT_STEPS
+
+
+def style_descriptor(text: str) -> str:
+    """An argparse type: a descriptor with words in it (stripped)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            'is empty; give the style in words, e.g. "in watercolor painting style"'
+        )
+    return text.strip()
+
+
+def learning_rate(text: str) -> float:
+    """An argparse type: a finite learning rate > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"takes a finite number > 0 such as 3e-5, got {text!r}")
+    return value
 
 
 def add_style_image_options(parser: argparse.ArgumentParser) -> None:
     """The style images, the descriptor and the images' content captions."""
     parser.add_argument("images", nargs="+", type=Path, help="style images (PNG, JPEG, WebP)")
     parser.add_argument(
-        "--descriptor", required=True, help='style descriptor, e.g. "in watercolor painting style"'
-    )
+        "--descriptor", required=True, type=style_descriptor,
+        help='style descriptor, e.g. "in watercolor painting style"',
+    )  # fmt: skip
     parser.add_argument(
         "--caption", action="append", default=[], metavar="IMAGE=TEXT",
         help=f'content caption of one image, e.g. house.png="A house"'
@@ -28,7 +50,7 @@ def add_optimizer_options(
     parser.add_argument(
         "--steps", type=int, default=DEFAULT_STEPS, help=f"optimizer steps (paper: {DEFAULT_STEPS})"
     )
-    parser.add_argument("--lr", type=float, help=lr_help)
+    parser.add_argument("--lr", type=learning_rate, help=lr_help)
     parser.add_argument("--batch-size", type=int, default=8, help="examples per step")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
 

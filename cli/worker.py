@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
         "worker",
         help="Run a worker that takes jobs from the queues (one per accelerator).",
         description=(
-            "Starts a Celery worker with the solo pool (one process: JAX is not fork-safe,"
+            "Starts a Celery worker with a solo pool (one process: JAX is not fork-safe,"
             " and the base model stays loaded between jobs) on the broker"
             " $STYLEDROP_BROKER_URL, reading and writing jobs in the store $STYLEDROP_STORE."
             " A job whose worker dies is delivered again after the visibility timeout"
@@ -88,7 +88,6 @@ def run(args) -> None:
         raise UserError(str(error)) from None
     argv = [
         "worker",
-        "--pool=solo",
         f"--queues={','.join(queues)}",
         f"--loglevel={args.loglevel}",
         "--without-gossip",
@@ -96,6 +95,21 @@ def run(args) -> None:
     ]
     if args.hostname:
         argv.append(f"--hostname={args.hostname}")
+    _recover_lost_jobs(app)
     if args.warm_up:
         threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
     app.worker_main(argv)
+
+
+def _recover_lost_jobs(app) -> None:
+    """Queues again the jobs whose messages were lost (`worker.recovery`), at start-up."""
+    from worker.recovery import recover
+    from worker.store import default_store
+
+    try:
+        lost = recover(default_store(), app)
+    except Exception:  # the worker still serves the jobs that have messages
+        logging.getLogger(__name__).exception("Could not look for lost jobs at start-up.")
+        return
+    if lost:
+        print(f"Queued again {len(lost)} lost job(s): {', '.join(i.job.id for i in lost)}")

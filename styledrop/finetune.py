@@ -4,18 +4,21 @@
 base transformer, trains it with the pure jitted step of `styledrop.train_step`, reports
 progress (step, loss, tokens/s, ETA, preview images), checkpoints so an interrupted run
 resumes bit-identically, honours a cooperative stop flag, and writes
-`out_dir/adapter.safetensors` with its provenance.
+`out_dir/adapter.safetensors` with its provenance. A run whose loss or adapter stops
+being finite raises `TrainingDivergedError` and keeps its last good checkpoint.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -68,6 +71,13 @@ class FinetuneConfig:
     preview_seed: int = 0
     round: int = 1
 
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}.")
+        lr = self.learning_rate
+        if lr is not None and not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"The learning rate must be a finite number > 0, got {lr}.")
+
     @property
     def lr(self) -> float:
         """The learning rate in effect."""
@@ -100,6 +110,41 @@ class Progress:
     tokens_per_second: float
     eta_seconds: float
     previews: np.ndarray | None = None
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the adapter's weights stopped being finite; the run cannot go on."""
+
+
+def _all_finite(tree: object) -> bool:
+    """Whether every floating-point leaf of `tree` is finite (NaN or infinity: False)."""
+    leaves = [leaf for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.floating)]
+    finite = [jnp.isfinite(leaf).all() for leaf in leaves]
+    return bool(jnp.stack(finite).all()) if finite else True  # one transfer from the device
+
+
+def _diverged(
+    step: int, what: str, config: FinetuneConfig, good_step: int
+) -> TrainingDivergedError:
+    kept = f"its checkpoint of step {good_step} is kept" if good_step else "it has no checkpoint"
+    return TrainingDivergedError(
+        f"Training diverged at step {step}: {what} is not finite (learning rate {config.lr:g})."
+        f" Lower the learning rate and run again; {kept}."
+    )
+
+
+def _trim_log(path: Path, last_step: int) -> None:
+    """Drops the log lines after `last_step` (steps a resumed run replays)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= last_step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut by a kill
+    path.write_text("".join(f"{line}\n" for line in kept))
 
 
 @dataclass(frozen=True)
@@ -137,6 +182,10 @@ def finetune(
 
     Returns:
         The outcome.
+
+    Raises:
+        TrainingDivergedError: the loss or the adapter became NaN or infinite; the last
+            checkpoint written before (all finite) is left as it was.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -162,8 +211,9 @@ def finetune(
     seed_key = jax.random.key(config.seed)
     tokens_per_step = config.batch_size * int(np.prod(pool.ids.shape[1:]))
     arrays = pool.as_tuple()
+    _trim_log(out_dir / LOG_FILE, start)  # a resumed run logs its replayed steps once
     log = (out_dir / LOG_FILE).open("a", buffering=1)  # line by line: survives a kill
-    status, step, loss = "succeeded", start, None
+    status, step, loss, good_step = "succeeded", start, None, start
     timer = _StepTimer()
     try:
         for step in range(start + 1, config.steps + 1):
@@ -171,6 +221,8 @@ def finetune(
                 adapter_state, opt_state, base_state, arrays, step - 1, seed_key
             )
             loss, accuracy = float(metrics["loss"]), float(metrics["accuracy"])
+            if not math.isfinite(loss):
+                raise _diverged(step, "the loss", config, good_step)
             rate = timer.tick(tokens_per_step)
             log.write(json.dumps({"step": step, "loss": loss, "accuracy": accuracy}) + "\n")
             previews = None
@@ -178,9 +230,12 @@ def finetune(
                 nnx.update(pipe.transformer, adapter_state)
                 previews = preview_images(pipe, config, descriptor, index)
             if config.checkpoint_every and step % config.checkpoint_every == 0:
+                if not _all_finite(adapter_state):
+                    raise _diverged(step, "the adapter", config, good_step)
                 train_checkpoint.save(
                     out_dir, (adapter_state, opt_state), step, config.fingerprint()
                 )
+                good_step = step
             if progress is not None:
                 remaining = (config.steps - step) * tokens_per_step / max(rate, 1e-9)
                 progress(Progress(step, config.steps, loss, accuracy, rate, remaining, previews))
@@ -189,6 +244,8 @@ def finetune(
                 break
     finally:
         log.close()
+    if not _all_finite(adapter_state):
+        raise _diverged(step, "the adapter", config, good_step)
     train_checkpoint.save(out_dir, (adapter_state, opt_state), step, config.fingerprint())
     nnx.update(pipe.transformer, adapter_state)
     if status == "cancelled":

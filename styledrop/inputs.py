@@ -66,7 +66,7 @@ def load_image_bytes(data: bytes, name: str) -> LoadedImage:
     """
     if len(data) > MAX_BYTES:
         raise ImageInputError(
-            f"{name}: {len(data) / 1e6:.1f} MB is over the {MAX_BYTES / 1e6:.0f} MB limit;"
+            f"{name}: {len(data) / 2**20:.1f} MiB is over the {MAX_BYTES // 2**20} MiB limit;"
             " save a smaller PNG, JPEG or WebP."
         )
     if not data:
@@ -118,6 +118,8 @@ def load_images(paths: list[str | Path], max_images: int = MAX_IMAGES) -> list[L
     loaded = []
     for path in paths:
         path = Path(path)
+        if path.is_dir():
+            raise ImageInputError(f"{path}: is a folder; give the image files in it.")
         if not path.is_file():
             raise ImageInputError(f"{path}: no such file.")
         loaded.append(load_image_bytes(path.read_bytes(), path.name))

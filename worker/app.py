@@ -13,8 +13,12 @@ Reliability settings, for jobs that run for hours on one accelerator:
   tests use a few seconds to see a killed worker's job come back quickly).
 - JSON only: a pickled message (which could run code when loaded) is refused.
 
-Workers must run the solo pool (`styledrop worker` does): JAX is multithreaded and not
-fork-safe, and one process per accelerator keeps the loaded model in memory.
+Workers run the solo pool (`worker.solo_pool`): JAX is multithreaded and not fork-safe,
+and one process per accelerator keeps the loaded model in memory. Its cold shutdown
+hands the running job back to the queue instead of failing it.
+
+Messages are read through `worker.redis_transport` (for redis:// and rediss:// brokers):
+a malformed queue item is set aside and logged instead of stopping the worker.
 
 This module imports no task code: workers load `worker.tasks` through `include`, clients
 send tasks by name (`worker.client`), so submitting a job never imports JAX.
@@ -27,6 +31,9 @@ import os
 from celery import Celery
 from kombu import Queue
 
+from worker.redis_transport import TRANSPORT
+from worker.solo_pool import POOL
+
 BROKER_ENV = "STYLEDROP_BROKER_URL"
 DEFAULT_BROKER = "redis://localhost:6379/0"
 VISIBILITY_ENV = "STYLEDROP_VISIBILITY_TIMEOUT"
@@ -35,6 +42,7 @@ QUEUES = ("training", "generation")
 FINETUNE_TASK = "styledrop.finetune"
 GENERATE_TASK = "styledrop.generate"
 DEMO_TASK = "styledrop.demo"
+KIND_TASKS = {"finetune": FINETUNE_TASK, "generate": GENERATE_TASK, "demo": DEMO_TASK}
 TASK_ROUTES = {
     FINETUNE_TASK: {"queue": "training"},
     GENERATE_TASK: {"queue": "generation"},
@@ -100,8 +108,11 @@ def make_app(broker: str | None = None, visibility: int | None = None) -> Celery
         task_default_queue="generation",
         task_routes=TASK_ROUTES,
         worker_send_task_events=False,
+        worker_pool=POOL,
         timezone="UTC",
     )
+    if broker.split("://", 1)[0] in ("redis", "rediss"):
+        app.conf.broker_transport = TRANSPORT
     return app
 
 

@@ -21,6 +21,7 @@ It runs in the frame of `worker.job_runner`:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from functools import partial
@@ -36,6 +37,8 @@ from worker.finetune_spec import FinetuneSpec
 from worker.job_runner import CancelFlag, Outcome, run_job
 from worker.models import base_pipeline, release
 from worker.store import CHECKPOINT_DIR, CHECKPOINT_POINTER, Store, job_key
+
+log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 1.0  # seconds between progress writes of a long run
 EVERY_STEP_BELOW = 100  # runs with fewer steps write progress after every step
@@ -99,11 +102,18 @@ class ProgressRecorder:
             self.last_write = now
 
     def write(self, **extra: Any) -> None:
-        """Writes the latest progress (plus `extra` keys) into the record now."""
+        """Writes the latest progress (plus `extra` keys) into the record now.
+
+        Best effort: a write that fails (a store or broker hiccup) is logged and the next
+        one tries again; training goes on.
+        """
         data = {**self.data, **extra, "updated": jobs.utc_now()}
-        jobs.update(self.store, self.job_id, progress=data)
-        if self.on_write is not None:
-            self.on_write(data)
+        try:
+            jobs.update(self.store, self.job_id, progress=data)
+            if self.on_write is not None:
+                self.on_write(data)
+        except Exception as error:
+            log.warning("Job %s: progress write failed (%s); training goes on.", self.job_id, error)
 
     def _save_previews(self, step: int, previews: Any) -> None:
         name = f"preview-{step:06d}.png"

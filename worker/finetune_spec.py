@@ -10,6 +10,7 @@ images are store keys, never pixels. This module imports neither JAX nor Celery.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -107,8 +108,9 @@ class FinetuneOptions:
             problems.append("checkpoint_every must be at least 1 (jobs must be resumable)")
         if self.preview_every < 0:
             problems.append("preview_every must be >= 0")
-        if self.learning_rate is not None and not self.learning_rate > 0:
-            problems.append("the learning rate must be positive")
+        lr = self.learning_rate
+        if lr is not None and not (math.isfinite(lr) and lr > 0):
+            problems.append("the learning rate must be a finite number > 0")
         if self.round < 1:
             problems.append("round must be at least 1")
         return problems

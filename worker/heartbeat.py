@@ -76,7 +76,7 @@ def start(store: Store, job_id: str, worker: str) -> threading.Thread:
     ended = {"stop": False}
 
     def refresh(job: jobs.Job) -> None:
-        if job.is_terminal or job.worker != worker:
+        if job.status != "running" or job.worker != worker:  # ended, handed back or over
             ended["stop"] = True
         else:
             job.heartbeat = jobs.utc_now()

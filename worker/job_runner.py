@@ -7,7 +7,10 @@
    out of attempts is not run; the task returns {"job_id", "status", "skipped": True}.
 2. Run `body(store, job)`, which does the work and says how it ended as an `Outcome`
    (succeeded, or cancelled on request). An exception marks the job "failed" with the
-   error's class and message, and is raised again (the task fails too).
+   error's class and message, and is raised again (the task fails too). A worker shutdown
+   that interrupts the body (`SystemExit`, `KeyboardInterrupt`: see `worker.solo_pool`)
+   is not the job's failure: the job goes back to "queued", to resume from its last
+   checkpoint when its message is delivered again, and the interruption goes on.
 3. Finish: one write of the record under its lock: status, error, finish time, the
    outcome's artifacts added to the record's, and its final progress.
 
@@ -88,6 +91,28 @@ def finish(store: Store, job_id: str, outcome: Outcome) -> jobs.Job:
     return jobs.update(store, job_id, change)
 
 
+def hand_back(store: Store, job_id: str, worker: str) -> None:
+    """Puts a job this worker was running back to "queued" (its worker is shutting down).
+
+    Its heartbeat is cleared, so the next worker that receives it runs it at once.
+    """
+
+    def change(record: jobs.Job) -> None:
+        if record.status == "running" and record.worker == worker:
+            record.status, record.heartbeat = "queued", None
+            step = record.progress.get("checkpoint_step")
+            record.progress = {**record.progress, "interrupted": jobs.utc_now()}
+            log.warning(
+                "Job %s: worker %s is shutting down; the job goes back on the queue%s.",
+                job_id, worker, f" (checkpoint at step {step})" if step else "",
+            )  # fmt: skip
+
+    try:
+        jobs.update(store, job_id, change)
+    except Exception:  # shutting down: the stale heartbeat hands it over anyway
+        log.exception("Job %s: could not put the record back to queued.", job_id)
+
+
 def run_job(
     store: Store,
     job_id: str,
@@ -120,6 +145,9 @@ def run_job(
     except Exception as error:
         log.exception("Job %s failed.", job_id)
         jobs.mark_failed(store, job_id, error)
+        raise
+    except BaseException:
+        hand_back(store, job_id, worker)
         raise
     finish(store, job_id, outcome)
     log.info("Job %s %s %s.", job_id, outcome.status, outcome.result or "")

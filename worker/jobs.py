@@ -11,6 +11,7 @@ straight to cancelled). Timestamps are UTC ISO 8601 strings.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import string
 from collections.abc import Callable
@@ -26,9 +27,15 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 ID_PREFIXES = {"finetune": "ft", "generate": "gen", "demo": "demo"}
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
+log = logging.getLogger(__name__)
+
 
 class JobNotFoundError(LookupError):
     """No job with that id in the store."""
+
+
+class JobRecordError(ValueError):
+    """A job record that cannot be read (truncated, not JSON, or missing its id or kind)."""
 
 
 def utc_now() -> str:
@@ -95,7 +102,21 @@ class Job:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
-        """A record from its JSON data (unknown keys from newer versions are ignored)."""
+        """A record from its JSON data (unknown keys from newer versions are ignored).
+
+        Raises:
+            JobRecordError: not an object, or its id, kind or status is missing or wrong.
+        """
+        if not isinstance(data, dict):
+            raise JobRecordError(f"a job record is a JSON object, not {type(data).__name__}")
+        problems = [
+            name for name, allowed in (("kind", KINDS), ("status", STATUSES))
+            if data.get(name, "queued" if name == "status" else None) not in allowed
+        ]  # fmt: skip
+        if not isinstance(data.get("id"), str):
+            problems.insert(0, "id")
+        if problems:
+            raise JobRecordError(f"its {', '.join(problems)} missing or invalid")
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
 
@@ -144,13 +165,26 @@ def get(store: Store, job_id: str) -> Job:
         InvalidJobIdError: for a malformed id.
         JobNotFoundError: when there is no such job.
     """
+    key = job_key(job_id, JOB_FILE)
     try:
-        data = store.read_json(job_key(job_id, JOB_FILE))
+        data = store.read_json(key)
     except FileNotFoundError:
         raise JobNotFoundError(
             f"No job {job_id!r} in the store {store.url}; `styledrop jobs list` shows the jobs."
         ) from None
-    return Job.from_dict(data)
+    except ValueError as error:  # truncated or not JSON (UnicodeDecodeError included)
+        raise JobRecordError(_unreadable(store, key, f"it is not JSON ({error})")) from None
+    try:
+        return Job.from_dict(data)
+    except JobRecordError as error:
+        raise JobRecordError(_unreadable(store, key, str(error))) from None
+
+
+def _unreadable(store: Store, key: str, why: str) -> str:
+    return (
+        f"The job record {store.url}/{key} cannot be read: {why}. Restore it from a backup"
+        " or delete the job's folder; other jobs are not affected."
+    )
 
 
 def list_jobs(
@@ -166,8 +200,11 @@ def list_jobs(
     for name in store.list_names(JOBS):
         try:
             job = get(store, name)
-        except (JobNotFoundError, ValueError):
-            continue  # a folder without a record yet (being created), or a malformed one
+        except JobNotFoundError:
+            continue  # a folder without a record yet (being created)
+        except (JobRecordError, ValueError) as error:  # a malformed record or folder name
+            log.warning("Skipping %s: %s", name, error)
+            continue
         if (status is None or job.status == status) and (kind is None or job.kind == kind):
             found.append(job)
     found.sort(key=lambda job: (job.created, job.id), reverse=True)

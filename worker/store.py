@@ -57,7 +57,8 @@ CHECKPOINT_SNAPSHOTS = "checkpoints"
 STORE_ONLY = (JOB_FILE, CANCEL_FILE, CHECKPOINT_POINTER, CHECKPOINT_SNAPSHOTS)
 SYNC_STATE = ".synced.json"
 LOCK_FILE = ".lock"
-FILE_MODE = 0o644
+FILE_MODE = 0o600  # store files and folders are this user's only (the service's user)
+DIR_MODE = 0o700
 
 
 class StoreKeyError(ValueError):
@@ -116,11 +117,18 @@ def _read_step(checkpoint: Path) -> int:
         return -1
 
 
+def _private_dir(path: Path) -> None:
+    """Creates `path` and its missing parents as folders only this user can open."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=DIR_MODE, exist_ok=True)
+
+
 def _atomic_write_local(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600 files; store files are shared
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -159,7 +167,7 @@ class Store:
         if self.is_local:
             local = root.split("://", 1)[1] if scheme else root
             self.root = Path(local).expanduser().resolve()
-            self.root.mkdir(parents=True, exist_ok=True)
+            _private_dir(self.root)
             self.cache = self.root
         else:
             import fsspec
@@ -171,7 +179,7 @@ class Store:
             default_cache = Path.home() / ".cache" / "styledrop" / f"store-{digest}"
             cache = cache_dir or os.environ.get(CACHE_ENV) or default_cache
             self.cache = Path(cache).expanduser().resolve()
-            self.cache.mkdir(parents=True, exist_ok=True)
+            _private_dir(self.cache)
 
     def __repr__(self) -> str:
         kind = "local" if self.is_local else "remote"
@@ -335,24 +343,24 @@ class Store:
     def job_dir(self, job_id: str) -> Path:
         """The local working folder of a job (created): its store folder, or its cache folder."""
         folder = (self.root if self.is_local else self.cache) / job_key(job_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        _private_dir(folder)
         return folder
 
     @contextlib.contextmanager
     def lock(self, job_id: str) -> Iterator[None]:
-        """Serialises read-modify-write of a job's record between processes on this machine.
+        """Serialises read-modify-write of a job's record on this machine.
 
-        Local stores take an exclusive `flock` on the job's lock file; remote stores have no
-        cross-machine lock (record writers are the client at creation and cancellation and
-        the one worker running the job, and the cancel marker is a separate file).
+        An exclusive `flock` on the job's lock file (in the store folder, or in the cache
+        folder of a remote store) orders the processes and threads of this machine: a
+        worker's heartbeat thread and its job's thread never interleave their writes. A
+        remote store has no lock across machines; it needs none, because a record has one
+        writer at a time: the client until a worker claims the job (and for cancelling a
+        queued one), then the worker running it (a cancel request is a separate file).
         """
-        if not self.is_local:
-            yield
-            return
         import fcntl
 
         path = self.job_dir(job_id) / LOCK_FILE
-        with path.open("a") as handle:
+        with path.open("a") as handle:  # each open is its own lock holder, threads too
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
                 yield

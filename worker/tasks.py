@@ -8,11 +8,14 @@ inside the task, once per worker process (`worker.models`).
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import Any
 
 from worker.app import DEMO_TASK, FINETUNE_TASK, GENERATE_TASK, app
 from worker.store import default_store
+
+log = logging.getLogger(__name__)
 
 
 @app.task(name=FINETUNE_TASK, bind=True)
@@ -31,8 +34,14 @@ def finetune_task(self, job_id: str) -> dict[str, Any]:
     worker = self.request.hostname or socket.gethostname()
 
     def on_progress(progress: dict[str, Any]) -> None:
-        if self.request.id:
+        # Best effort: the record in the store is the job's progress; the result backend
+        # (Redis) may be restarting, and a lost progress write must not fail the job.
+        if not self.request.id:
+            return
+        try:
             self.update_state(state="PROGRESS", meta={"job_id": job_id, **progress})
+        except Exception as error:
+            log.warning("Job %s: progress not sent to the result backend (%s).", job_id, error)
 
     return run_finetune_job(default_store(), job_id, worker, on_progress=on_progress)
 

@@ -130,10 +130,15 @@ def test_resume_is_bit_identical(tiny_model_dir, tmp_path):
         should_stop=stop_after_three,
     )
     assert interrupted.status == "cancelled" and interrupted.step == 3
+    # As a killed run leaves it: logged steps past the checkpoint, which a resume replays.
+    with (tmp_path / "resumed" / "train_log.jsonl").open("a") as log:
+        log.write('{"step": 4, "loss": 1.0, "accuracy": 0.0}\n{"step": 5, "loss": 1.0, "accu')
     resumed = finetune(
         muse.load(tiny_model_dir), example, "in stripes style", config, tmp_path / "resumed"
     )
     assert resumed.status == "succeeded" and resumed.step == 6
+    log = (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log] == [1, 2, 3, 4, 5, 6]  # each step once
     a, b = load_file(str(straight.adapter_path)), load_file(str(resumed.adapter_path))
     assert a.keys() == b.keys()
     for key in a:
@@ -163,3 +168,26 @@ def test_adapter_file_provenance_and_base_check(tiny_model_dir, tmp_path, make_t
     )
     with pytest.raises(AdapterFileError, match="base"):
         attach_adapter(muse.load(other), result.adapter_path)
+
+
+def test_a_diverging_run_fails_and_keeps_its_last_finite_checkpoint(tiny_model_dir, tmp_path):
+    from styledrop.finetune import TrainingDivergedError
+
+    example = [StyleExample(_style_image(), "a grid", "grid.png", "ab" * 32)]
+    config = FinetuneConfig(
+        adapter=AdapterSpec(kind="r1"), steps=8, learning_rate=1e30, batch_size=2,
+        checkpoint_every=1, variants_per_image=2,
+    )  # fmt: skip
+    with pytest.raises(TrainingDivergedError, match="Lower the learning rate") as raised:
+        finetune(muse.load(tiny_model_dir), example, "in stripes style", config, tmp_path)
+    assert not (tmp_path / "adapter.safetensors").exists()
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert f"checkpoint of step {state['step']} is kept" in str(raised.value)
+    for name, leaf in load_file(str(tmp_path / "checkpoint" / "state.safetensors")).items():
+        assert np.isfinite(leaf).all(), name
+
+
+@pytest.mark.parametrize("learning_rate", [float("inf"), float("nan"), 0.0, -1e-3])
+def test_a_learning_rate_that_cannot_train_is_refused(learning_rate):
+    with pytest.raises(ValueError, match="finite number > 0"):
+        FinetuneConfig(learning_rate=learning_rate)

@@ -88,7 +88,10 @@ def test_writes_are_atomic_and_leave_no_temporary_files(tmp_path):
     assert seen and seen == sorted(seen)
     folder = store.root / "jobs" / "ft-1"
     assert [p.name for p in folder.iterdir() if p.name != ".lock"] == ["job.json"]
-    assert oct((folder / "job.json").stat().st_mode & 0o777) == oct(0o644)
+    # The store is this user's only: records 0600, folders 0700 (root, jobs/, the job's).
+    assert oct((folder / "job.json").stat().st_mode & 0o777) == oct(0o600)
+    for path in (store.root, store.root / "jobs", folder):
+        assert oct(path.stat().st_mode & 0o777) == oct(0o700), path
 
 
 def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
