@@ -3,6 +3,7 @@
 Pages: New style (upload and train), Jobs (live progress, cancel, download), Review (pick
 candidates, train round 2), Compare (rounds side by side, blind A/B study) and Generate.
 The sidebar says which store and broker the app uses, and whether the broker answers.
+With a password file set (`ui.access`), a session signs in first.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import services
+from ui import access, services
 
 PAGES = Path(__file__).resolve().parent / "pages"
 
 st.set_page_config(page_title="StyleDrop", page_icon=":material/palette:", layout="wide")
+access.require_login()
 navigation = st.navigation(
     [
         st.Page(PAGES / "new_style.py", title="New style", icon=":material/upload:", default=True),

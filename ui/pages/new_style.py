@@ -14,10 +14,11 @@ import streamlit as st
 
 from styledrop.inputs import MAX_IMAGES
 from styledrop.terms import ADAPTER_KINDS, DEFAULT_STEPS
-from ui import services
+from ui import access, services
 from worker import client
 from worker.finetune_spec import FinetuneOptions
 
+EMBEDDED = "(the embedded zoo)"
 ADAPTER_HELP = {
     "r1": "Round 1 of the paper: a small per-layer adapter (rank-1 style).",
     "r2": "A wider adapter, for round 2 on selected images.",
@@ -99,9 +100,10 @@ preview_every = right.number_input(
     key="preview_every",
 )  # fmt: skip
 with st.expander("More settings"):
-    base = st.text_input(
-        "Base model folder on the workers", placeholder="(the embedded zoo)", key="base"
-    )
+    base = st.selectbox(
+        "Base model", [EMBEDDED, *access.allowed_bases()], key="base",
+        help="The folders the operator allows ($STYLEDROP_BASES), as the workers see them.",
+    )  # fmt: skip
     a, b, c = st.columns(3)
     learning_rate = a.number_input(
         "Learning rate (0: the adapter's default)", min_value=0.0, value=0.0, format="%g",
@@ -124,7 +126,7 @@ if st.button("Start training", type="primary", key="submit"):
             captions,
             {
                 "descriptor": descriptor.strip(),
-                "base": base.strip() or None,
+                "base": None if base == EMBEDDED else base,
                 "adapter": adapter,
                 "steps": int(steps),
                 "learning_rate": float(learning_rate) or None,
