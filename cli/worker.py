@@ -103,11 +103,11 @@ def run(args) -> None:
 
 def _recover_lost_jobs(app) -> None:
     """Queues again the jobs whose messages were lost (`worker.recovery`), at start-up."""
-    from worker.recovery import recover
+    from worker.recovery import min_age, recover
     from worker.store import default_store
 
     try:
-        lost = recover(default_store(), app)
+        lost = recover(default_store(), app, min_age=min_age())
     except Exception:  # the worker still serves the jobs that have messages
         logging.getLogger(__name__).exception("Could not look for lost jobs at start-up.")
         return

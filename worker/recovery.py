@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -35,8 +36,25 @@ from worker.store import Store
 
 log = logging.getLogger(__name__)
 
+MIN_AGE_ENV = "STYLEDROP_RECOVER_MIN_AGE"
 DEFAULT_MIN_AGE = 60.0  # seconds a queued job may wait for its message to be sent
 BROKER_FAULTS = ("ConnectionError", "OperationalError", "TimeoutError", "Could not be queued")
+
+
+def min_age() -> float:
+    """Seconds a queued job may be without a message (`$STYLEDROP_RECOVER_MIN_AGE`, 60).
+
+    Raises:
+        ValueError: when the variable is not a number >= 0.
+    """
+    raw = os.environ.get(MIN_AGE_ENV)
+    try:
+        value = float(raw) if raw else DEFAULT_MIN_AGE
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ValueError(f"{MIN_AGE_ENV} must be a number of seconds >= 0, got {raw!r}.")
+    return value
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,30 @@ def persistent_service(tmp_path, xla_cache) -> Iterator[Service]:
     server.stop()
 
 
+@pytest.fixture
+def volatile_service(tmp_path, xla_cache) -> Iterator[Service]:
+    """Like `persistent_service`, without persistence: a restart drops queued messages."""
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = RedisServer(folder, persistent=False)
+    svc = Service(server, tmp_path, xla_cache)
+    yield svc
+    svc.close()
+    server.stop()
+
+
+@pytest.fixture(params=["aof", "no-persistence"])
+def own_broker_service(request, tmp_path, xla_cache) -> Iterator[Service]:
+    """A service on a redis-server of its own, with and without the append-only file."""
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = RedisServer(folder, persistent=request.param == "aof")
+    svc = Service(server, tmp_path, xla_cache)
+    yield svc
+    svc.close()
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def queue_service(redis_server, tmp_path_factory, xla_cache) -> Iterator[Service]:
     """Like `service`, shared by the end-to-end tests, with a first worker started at once.
