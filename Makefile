@@ -8,7 +8,7 @@ SYSTEM_PACKAGES := fonts-noto-color-emoji fonts-symbola fonts-dejavu-core fontco
 	chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages demo test test-e2e test-parity bench lint clean
+.PHONY: install install-cuda system-packages demo test test-e2e test-parity bench lint clean
 
 # Debian packages: the fonts the emoji world is rendered from, Redis (the job broker,
 # started by the service tests and by `styledrop serve`), and Chromium (the browser test
@@ -28,6 +28,12 @@ $(STAMP): pyproject.toml | system-packages
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The same environment plus JAX's CUDA build (the `cuda` extra; `CUDA_EXTRA=cuda12` for
+# NVIDIA drivers older than 580). Check with `styledrop doctor`; see docs/gpu.md.
+CUDA_EXTRA ?= cuda
+install-cuda: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[reference,dev,$(CUDA_EXTRA)]"
 
 # The main job on the embedded zoo: a round-1 style adapter from the shipped line-art
 # house, a grid of other subjects in that style, and out/demo/report.html.

@@ -167,19 +167,22 @@ def parse_cpus(text: str | None) -> list[int] | None:
     return [int(part) for part in text.split(",")] if text else None
 
 
-def child_env(threads: int, xla_flags: str = "") -> dict[str, str]:
+def child_env(threads: int, xla_flags: str = "", cpu_only: bool = True) -> dict[str, str]:
     """Environment of a measurement process: pinned thread counts, CPU-only JAX, quiet logs.
 
     Args:
         threads: Thread count for both frameworks.
         xla_flags: Extra XLA flags (appended after the thread flag).
+        cpu_only: Keep JAX on the CPU (a CPU-to-CPU comparison even where a GPU exists);
+            False leaves JAX its default backend (`bench.gpu`).
     """
     env = dict(os.environ)
     for name in THREAD_ENV_VARS:
         env[name] = str(threads)
     flags = [XLA_THREAD_FLAG, *env.get("XLA_FLAGS", "").split(), *xla_flags.split()]
     env["XLA_FLAGS"] = " ".join(dict.fromkeys(flags))
-    env["JAX_PLATFORMS"] = "cpu"  # a CPU-to-CPU comparison even where a GPU exists
+    if cpu_only:
+        env["JAX_PLATFORMS"] = "cpu"
     env["TOKENIZERS_PARALLELISM"] = "false"
     env["HF_HUB_OFFLINE"] = "1"
     env["TRANSFORMERS_VERBOSITY"] = "error"

@@ -321,6 +321,18 @@ _FUNCTIONS = {
 }
 
 
+def _device_memory() -> dict[str, Any]:
+    """The device JAX ran on and, on an accelerator, the peak memory its allocator held."""
+    import jax
+
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() or {}  # None on a CPU
+    out: dict[str, Any] = {"jax_device": f"{device.platform}:{device.device_kind}"}
+    if "peak_bytes_in_use" in stats:
+        out["device_peak_mb"] = stats["peak_bytes_in_use"] / 2**20
+    return out
+
+
 def run(argv: list[str]) -> dict[str, Any]:
     """Runs one workload in this process and returns its record."""
     args = measure.workload_parser("python -m bench.ours", WORKLOADS).parse_args(argv)
@@ -332,6 +344,7 @@ def run(argv: list[str]) -> dict[str, Any]:
     baseline = measure.current_rss_mb()
     timing, extra = _FUNCTIONS[args.workload](args)
     peak = extra.pop("peak_rss_mb", None) or measure.peak_rss_mb()
+    extra.update(_device_memory())
     return measure.report(
         "ours", args, timing, baseline_rss_mb=baseline, peak_mb=peak, cpus=cpus,
         torch_threads=torch.get_num_threads(), extra=extra,

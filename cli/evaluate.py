@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cli.clip_options import add_clip_options, load_scorer
 from cli.errors import UserError
 from cli.text_table import print_table
 from styledrop.terms import DEFAULT_LAMBDA_A, DEFAULT_LAMBDA_B, without_descriptor
@@ -37,10 +38,7 @@ def add_parser(subparsers) -> None:
     )  # fmt: skip
     parser.add_argument("-n", "--images-per-prompt", type=int, default=8, help="paper: 8")
     parser.add_argument("--base", type=Path, help="model folder (default: the embedded zoo)")
-    parser.add_argument(
-        "--clip", help="open_clip folder or architecture (default: the base folder's judge/)"
-    )
-    parser.add_argument("--clip-weights", help="with --clip ARCH: checkpoint file or cached tag")
+    add_clip_options(parser)
     parser.add_argument("--no-base-method", action="store_true", help="skip the base row")
     parser.add_argument(
         "--heldout-style", help="emoji-world held-out style: also score against ground truth"
@@ -85,12 +83,11 @@ def run(args) -> None:
     import numpy as np
 
     from adapters.files import read_adapter_file
-    from feedback.scorer import ClipScorer, ScorerLoadError
     from muse.checkpoint import read_model_json
     from styledrop.evaluation import BASE_METHOD, Method, evaluate, write_html, write_json
     from styledrop.inputs import load_images
     from styledrop.prompt_sets import load_prompt_set
-    from styledrop.zoo.embedded import JUDGE_DIR, ZOO_SOURCE, embedded_base
+    from styledrop.zoo.embedded import ZOO_SOURCE, embedded_base
 
     if args.images_per_prompt < 1:
         raise UserError("-n must be at least 1.")
@@ -108,10 +105,7 @@ def run(args) -> None:
         prompt_set = load_prompt_set(args.prompts or "parti190", world_only)
     except ValueError as error:
         raise UserError(str(error)) from error
-    try:
-        scorer = ClipScorer.load(args.clip or Path(base) / JUDGE_DIR, args.clip_weights)
-    except ScorerLoadError as error:
-        raise UserError(str(error)) from error
+    scorer = load_scorer(args, base)
     methods = [] if args.no_base_method else [Method(BASE_METHOD)]
     methods += [Method(name, path) for name, path in adapters]
     print(f"Prompt set {prompt_set.name}: {prompt_set.note}.")

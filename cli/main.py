@@ -13,6 +13,7 @@ from cli import (
     bench,
     convert,
     demo,
+    doctor,
     evaluate,
     finetune,
     generate,
@@ -24,7 +25,9 @@ from cli import (
 )
 from cli.errors import UserError
 
-COMMANDS = (convert, generate, finetune, demo, rounds, evaluate, jobs, worker, serve, zoo, bench)
+COMMANDS = (
+    convert, generate, finetune, demo, rounds, evaluate, jobs, worker, serve, zoo, bench, doctor,
+)  # fmt: skip
 # Exceptions that mean bad input, as (module, class). They are looked up only in modules
 # already imported (an exception of a class can only exist once its module is loaded), so
 # commands that never touch JAX (`jobs`, `worker`) do not import it to report an error.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cli.clip_options import add_clip_options, load_scorer
 from cli.errors import UserError
 from cli.finetune import parse_captions
 from cli.text_table import print_table
@@ -47,8 +48,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--lambda-b", type=float, default=DEFAULT_LAMBDA_B, help="classifier-free guidance"
     )
-    parser.add_argument("--clip", help="open_clip folder or architecture (default: judge/)")
-    parser.add_argument("--clip-weights", help="with --clip ARCH: checkpoint file or cached tag")
+    add_clip_options(parser)
     parser.add_argument(
         "--heldout-style", help="emoji-world held-out style: also score against ground truth"
     )
@@ -71,13 +71,12 @@ def run(args) -> None:
     """Runs the subcommand with parsed arguments."""
     from tqdm import tqdm
 
-    from feedback.scorer import ClipScorer, ScorerLoadError
     from muse.checkpoint import read_model_json
     from styledrop.dataset import StyleExample
     from styledrop.inputs import load_images
     from styledrop.prompt_sets import load_prompt_set
     from styledrop.rounds import RoundsConfig, check_stage_settings, run_rounds, stage_settings
-    from styledrop.zoo.embedded import JUDGE_DIR, ZOO_SOURCE, embedded_base
+    from styledrop.zoo.embedded import ZOO_SOURCE, embedded_base
 
     for name in ("pool_k", "images_per_prompt", "round1_steps", "round2_steps"):
         if getattr(args, name) < 1:
@@ -93,9 +92,9 @@ def run(args) -> None:
     world_only = record["config"].get("source") == ZOO_SOURCE
     try:
         prompts = load_prompt_set(args.prompts, world_only)
-        scorer = ClipScorer.load(args.clip or Path(base) / JUDGE_DIR, args.clip_weights)
-    except (ValueError, ScorerLoadError) as error:
+    except ValueError as error:
         raise UserError(str(error)) from error
+    scorer = load_scorer(args, base)
     config = RoundsConfig(
         round1_steps=args.round1_steps, round1_lr=args.round1_lr,
         round2_steps=args.round2_steps, round2_lr=args.round2_lr,

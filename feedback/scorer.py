@@ -6,9 +6,11 @@ computed here in float32, in eval mode, image by image independent of batching. 
 reference-image embeddings are cached, so scoring many samples against a few prompts and
 references embeds each of those once.
 
-Models load offline only: an open_clip `local-dir:` folder (the embedded judge), or any
-open_clip architecture with weights from a local file or a tag already in the Hugging
-Face cache. Nothing is ever downloaded.
+Models: an open_clip `local-dir:` folder (the embedded judge, loaded offline), or any
+open_clip architecture with weights from a local file or a published pretrained tag
+("ViT-B-32" + "openai"), taken from its cache or downloaded into it unless downloads are
+off (`offline=True`, the `--offline` option, or HF_HUB_OFFLINE=1; `feedback.clip_weights`).
+The model runs on the GPU when PyTorch sees one (`default_device`), else on the CPU.
 """
 
 from __future__ import annotations
@@ -23,25 +25,39 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from feedback.clip_weights import ClipWeightsError, pretrained_file, tag_settings
+
 LOCAL_DIR_CONFIG = "open_clip_config.json"
 
 
 class ScorerLoadError(ValueError):
-    """A CLIP model could not be loaded offline; the message says what to pass instead."""
+    """A CLIP model or its weights cannot be had; the message says what to pass or do instead."""
+
+
+def default_device() -> str:
+    """The torch device scoring runs on by default: "cuda" when PyTorch sees a GPU, else "cpu"."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @contextlib.contextmanager
 def _hub_offline() -> Iterator[None]:
-    """Makes huggingface_hub resolve from its cache only, for the duration."""
-    saved = os.environ.get("HF_HUB_OFFLINE")
+    """Makes huggingface_hub resolve from its cache only, for the duration.
+
+    huggingface_hub reads HF_HUB_OFFLINE once, when imported, so its constant is set too.
+    """
+    from huggingface_hub import constants
+
+    saved = os.environ.get("HF_HUB_OFFLINE"), constants.HF_HUB_OFFLINE
     os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True
     try:
         yield
     finally:
-        if saved is None:
+        if saved[0] is None:
             os.environ.pop("HF_HUB_OFFLINE", None)
         else:
-            os.environ["HF_HUB_OFFLINE"] = saved
+            os.environ["HF_HUB_OFFLINE"] = saved[0]
+        constants.HF_HUB_OFFLINE = saved[1]
 
 
 def _image_key(image: np.ndarray) -> str:
@@ -59,12 +75,22 @@ class ClipScorer:
         tokenizer: open_clip tokenizer (prompts -> int64 [B, context]).
         name: What the model is, for provenance ("local-dir:...", "ViT-B-32 + file").
         batch_size: Images or prompts per forward pass.
+        device: Torch device to run on (default: `default_device()`); embeddings come
+            back as float32 numpy arrays wherever the model runs.
     """
 
-    def __init__(self, model, tokenizer, name: str = "open_clip", batch_size: int = 64):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        name: str = "open_clip",
+        batch_size: int = 64,
+        device: str | torch.device | None = None,
+    ):
         import open_clip
 
-        self.model = model.float().eval()
+        self.device = torch.device(device or default_device())
+        self.model = model.float().eval().to(self.device)
         self.tokenizer = tokenizer
         self.name = name
         self.batch_size = batch_size
@@ -82,19 +108,32 @@ class ClipScorer:
 
     @classmethod
     def load(
-        cls, clip: str | Path, weights: str | Path | None = None, batch_size: int = 64
+        cls,
+        clip: str | Path,
+        weights: str | Path | None = None,
+        batch_size: int = 64,
+        *,
+        offline: bool = False,
+        cache_dir: str | Path | None = None,
+        device: str | torch.device | None = None,
     ) -> ClipScorer:
-        """Loads a scorer offline.
+        """Loads a scorer.
 
         Args:
             clip: An open_clip `local-dir` folder (holding open_clip_config.json), or an
                 open_clip architecture name such as "ViT-B-32".
             weights: With an architecture: a local checkpoint file, or a pretrained tag
-                ("openai", "laion2b_s34b_b79k") already in the Hugging Face cache.
+                ("openai", "laion2b_s34b_b79k"), downloaded into its cache if missing.
             batch_size: Images or prompts per forward pass.
+            offline: Never download: a tag's weights must be in the cache already
+                (HF_HUB_OFFLINE=1 does the same).
+            cache_dir: Where a tag's weights are cached (default: the Hugging Face
+                cache, see `feedback.clip_weights.pretrained_file`).
+            device: Torch device (default: `default_device()`).
 
         Raises:
-            ScorerLoadError: when the model or its weights are not available locally.
+            ScorerLoadError: when the model or its weights cannot be had; the message
+                says what to pass or do instead.
         """
         import open_clip
 
@@ -108,16 +147,18 @@ class ClipScorer:
             with _hub_offline():
                 model = open_clip.create_model(spec)
                 tokenizer = open_clip.get_tokenizer(spec)
-            return cls(model, tokenizer, name=f"local-dir:{folder.name}", batch_size=batch_size)
+            name = f"local-dir:{folder.name}"
+            return cls(model, tokenizer, name=name, batch_size=batch_size, device=device)
         if folder.exists() or str(clip) not in open_clip.list_models():
             raise ScorerLoadError(
                 f"{clip!r} is neither an open_clip folder (no {LOCAL_DIR_CONFIG}) nor an"
                 " open_clip architecture; see open_clip.list_models() for the names."
             )
         if weights is None:
+            tags = ", ".join(open_clip.list_pretrained_tags_by_model(str(clip))[:6])
             raise ScorerLoadError(
                 f"Architecture {clip!r} needs --clip-weights: a local checkpoint file or a"
-                " pretrained tag already in the Hugging Face cache (nothing is downloaded)."
+                f" pretrained tag ({tags or 'see open_clip.list_pretrained()'})."
             )
         arch, source = str(clip), str(weights)
         is_file = Path(source).is_file()
@@ -125,17 +166,26 @@ class ClipScorer:
             raise ScorerLoadError(
                 f"--clip-weights {source!r} is not a file, nor a pretrained tag of {arch}."
             )
+        checkpoint, options = source, {}
+        if not is_file:  # a tag: its file from the cache or the network, as open_clip would
+            try:
+                options = tag_settings(arch, source)
+                file = pretrained_file(arch, source, offline=offline, cache_dir=cache_dir)
+            except ClipWeightsError as error:
+                raise ScorerLoadError(str(error)) from error
+            checkpoint = str(file)
         try:
             with _hub_offline():
-                model = open_clip.create_model(arch, pretrained=source, require_pretrained=True)
+                model = open_clip.create_model(
+                    arch, pretrained=checkpoint, require_pretrained=True, **options
+                )
                 tokenizer = open_clip.get_tokenizer(arch)
         except (OSError, RuntimeError, ValueError) as error:
-            where = "file" if is_file else "tag (not in the local Hugging Face cache?)"
             raise ScorerLoadError(
-                f"Could not load {arch} weights from {source} {where}: {error}"
+                f"Could not load {arch} weights from {checkpoint}: {error}"
             ) from error
         name = f"{arch}:{Path(source).name if is_file else source}"
-        return cls(model, tokenizer, name=name, batch_size=batch_size)
+        return cls(model, tokenizer, name=name, batch_size=batch_size, device=device)
 
     # ----------------------------------------------------------------------------------------
     # Embeddings.
@@ -169,9 +219,9 @@ class ClipScorer:
         # One image per forward keeps every score independent of batch size and order
         # (batched matmuls may round differently); batch_size chunks only bound memory.
         for start in range(0, len(images), self.batch_size):
-            chunk = self.pixels(images[start : start + self.batch_size])
+            chunk = self.pixels(images[start : start + self.batch_size]).to(self.device)
             rows = [self.model.encode_image(row[None], normalize=True) for row in chunk]
-            out.append(torch.cat(rows).float().numpy())
+            out.append(torch.cat(rows).float().cpu().numpy())  # [chunk, D]
         return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
 
     @torch.no_grad()
@@ -179,8 +229,8 @@ class ClipScorer:
         """float32 [N, D] unit embeddings of prompts (cached per prompt)."""
         missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
         for prompt in missing:
-            ids = self.tokenizer([prompt])
-            embedding = self.model.encode_text(ids, normalize=True).float().numpy()[0]
+            ids = self.tokenizer([prompt]).to(self.device)  # [1, context]
+            embedding = self.model.encode_text(ids, normalize=True).float().cpu().numpy()[0]
             self._text_cache[prompt] = embedding
         if not prompts:
             return np.zeros((0, self.embed_dim), np.float32)

@@ -3,7 +3,8 @@
 A diffusers folder holds `transformer/`, `vqvae/`, `text_encoder/`, `tokenizer/` and
 `scheduler/`, each with a `config.json` (the scheduler: `scheduler_config.json`) and
 safetensors weights, full precision or an `.fp16` variant. The source is a local
-folder or a Hugging Face repo id already in the local cache; nothing is downloaded.
+folder, or a Hugging Face repo id: its snapshot in the local cache, downloaded there first
+when missing unless downloads are off (`offline`, HF_HUB_OFFLINE=1; see `muse.hub`).
 
 Every tensor is checked: a missing, unexpected or misshapen tensor is an error that
 names the keys, before anything is written.
@@ -22,6 +23,7 @@ from safetensors.numpy import load_file, save_file
 from muse import checkpoint, weights
 from muse.config import ModelConfig, SamplingConfig, TransformerConfig, VQConfig
 from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR, TRANSFORMER_FILE, VQ_FILE
+from muse.hub import SnapshotUnavailableError, fetch_snapshot
 from muse.tokenizer import load_tokenizer
 from muse.transformer import UVit2D
 from muse.vq import VQModel
@@ -33,14 +35,16 @@ class ConversionError(ValueError):
     """The source is not a usable diffusers aMUSEd checkpoint."""
 
 
-def resolve_source(source: str | Path) -> Path:
-    """Finds a diffusers checkpoint folder: a local path, or a repo id in the HF cache.
+def resolve_source(source: str | Path, *, offline: bool = False) -> Path:
+    """Finds a diffusers checkpoint folder: a local path, or a repo id's cached snapshot.
 
     Args:
         source: A folder, or a repo id such as "amused/amused-256".
+        offline: Never download a repo id's files: the cache only (as HF_HUB_OFFLINE=1).
 
     Raises:
-        ConversionError: if neither exists locally (the message says how to fetch it).
+        ConversionError: if the folder does not exist, or the repo can neither be found in
+            the cache nor downloaded (the message says what to do).
     """
     path = Path(source).expanduser()
     if path.is_dir():
@@ -48,17 +52,10 @@ def resolve_source(source: str | Path) -> Path:
     if path.exists():
         raise ConversionError(f"{path} is a file; give the checkpoint folder instead.")
     if str(source).count("/") == 1 and not str(source).startswith((".", "/")):
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
-
         try:
-            return Path(snapshot_download(str(source), local_files_only=True))
-        except LocalEntryNotFoundError as error:
-            raise ConversionError(
-                f"{source!r} is not in the local Hugging Face cache and nothing is downloaded"
-                f" at run time. Fetch it yourself first (`hf download {source}`), or give a"
-                " local folder."
-            ) from error
+            return fetch_snapshot(str(source), offline=offline)
+        except SnapshotUnavailableError as error:
+            raise ConversionError(str(error)) from error
     raise ConversionError(f"No checkpoint folder at {path}.")
 
 
@@ -142,14 +139,16 @@ def _convert_text_encoder(root: Path, staging: Path) -> None:
 
 
 def convert_diffusers(
-    source: str | Path, destination: str | Path, *, overwrite: bool = False
+    source: str | Path, destination: str | Path, *, overwrite: bool = False, offline: bool = False
 ) -> Path:
     """Converts a diffusers aMUSEd checkpoint into a native model folder.
 
     Args:
-        source: Local diffusers folder, or a repo id present in the Hugging Face cache.
+        source: Local diffusers folder, or a Hub repo id (taken from the Hugging Face
+            cache, downloaded into it first when missing).
         destination: Output folder (created; written atomically).
         overwrite: Replace an existing destination.
+        offline: Never download: a repo id must be in the cache (as HF_HUB_OFFLINE=1).
 
     Returns:
         The destination path.
@@ -157,10 +156,10 @@ def convert_diffusers(
     Raises:
         ConversionError / WeightsError: with the offending files or tensor keys.
     """
-    root = resolve_source(source)
     destination = Path(destination)
-    if destination.exists() and not overwrite:
+    if destination.exists() and not overwrite:  # before a download that would be wasted
         raise ConversionError(f"{destination} exists; pass --overwrite to replace it.")
+    root = resolve_source(source, offline=offline)
     config = read_configs(root)
     config = ModelConfig(config.transformer, config.vq, config.sampling, source=str(source))
 

@@ -22,7 +22,7 @@ from muse import checkpoint
 from muse.config import ModelConfig
 from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR
 from muse.sampling import DecodeConfig, combine_branches, decode
-from muse.text_encoder import TextEncoder
+from muse.text_encoder import TextEncoder, default_device
 from muse.transformer import UVit2D
 from muse.vq import VQModel
 
@@ -290,5 +290,7 @@ def load(path: str | Path, dtype: str = "float32") -> Pipeline:
     path = Path(path)
     config, transformer = checkpoint.load_transformer(path, dtype=jnp.dtype(dtype))
     vq = checkpoint.load_vq(path)
-    text_encoder = TextEncoder.load(path / TEXT_ENCODER_DIR, tokenizer=path / TOKENIZER_DIR)
+    text_encoder = TextEncoder.load(
+        path / TEXT_ENCODER_DIR, tokenizer=path / TOKENIZER_DIR, device=default_device()
+    )
     return Pipeline(config, transformer, vq, text_encoder, path=path)

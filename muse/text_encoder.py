@@ -43,6 +43,17 @@ _DTYPES = {
 }
 
 
+def default_device() -> str:
+    """The torch device the text tower runs on by default: "cuda" or "cpu".
+
+    "cuda" only when JAX computes on a GPU and PyTorch sees one too: the embeddings go
+    straight to the GPU's U-ViT then, while on a CPU run they stay on the CPU.
+    """
+    import jax
+
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
 @dataclass(frozen=True, eq=False)
 class TextEmbeddings:
     """Text conditioning for a batch of prompts (float32 numpy arrays).

@@ -37,23 +37,8 @@ while [ $# -gt 0 ]; do
 done
 out=${OUT:-out/gpu-zoo-build}
 mkdir -p "$out"
-python=${PYTHON:-python3}
-export PYTHONUNBUFFERED=1
-
-if compgen -G ".whl/*.whl" >/dev/null; then
-    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-# The checkout itself (not installed on the GPU machine; harmless where it is).
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-
-backend=$("$python" -c 'import jax; print(jax.default_backend())')
-echo "JAX backend: $backend"
-if [ "$backend" != gpu ] && [ "$rehearse" = 0 ]; then
-    echo "error: JAX sees no GPU ($backend); this script is for a lent GPU (--rehearse to try it here)" >&2
-    exit 3
-fi
+# shellcheck source=scripts/gpu_env.sh
+. "$(dirname "$0")/gpu_env.sh"
 if [ ! -f "$pack" ]; then
     echo "error: no data pack at $pack; write it where the fonts are: styledrop zoo pack --out $pack" >&2
     exit 2

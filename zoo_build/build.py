@@ -242,12 +242,12 @@ def build_zoo(
     Returns:
         The assembled zoo folder (`out_dir/zoo`).
     """
-    import jax
     from flax import nnx
 
     from muse import weights
     from muse.config import VQConfig
-    from muse.text_encoder import TextEncoder
+    from muse.low_precision import default_compute_dtype
+    from muse.text_encoder import TextEncoder, default_device
     from muse.vq import VQModel
     from zoo_build.assemble import assemble_zoo
     from zoo_build.dataset import build_dataset
@@ -324,13 +324,11 @@ def build_zoo(
     vq_cfg = VQConfig.from_dict(json.loads((out_dir / VQ_RUN / VQ_CONFIG_FILE).read_text()))
     vq = nnx.eval_shape(lambda: VQModel(vq_cfg, rngs=nnx.Rngs(0)))
     weights.load_params(vq, out_dir / VQ_RUN / VQ_FILE)
-    device = "cuda" if jax.default_backend() == "gpu" and _torch_cuda() else "cpu"
     text = TextEncoder.load(
-        parts / "text" / TEXT_ENCODER_DIR, tokenizer=parts / "text" / TOKENIZER_DIR, device=device
-    )
-    dtype = config.base_dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if jax.default_backend() == "gpu" else "float32"
+        parts / "text" / TEXT_ENCODER_DIR, tokenizer=parts / "text" / TOKENIZER_DIR,
+        device=default_device(),
+    )  # fmt: skip
+    dtype = default_compute_dtype() if config.base_dtype == "auto" else config.base_dtype
     base_config = BaseTrainConfig(
         width=config.base_width, layers=config.base_layers, dtype=dtype,
         descriptor_pairs=config.base_descriptor_pairs, batch_size=config.base_batch,
@@ -407,9 +405,3 @@ def draw_samples(zoo: Path, prompts: tuple[str, ...], per_prompt: int, seed: int
     pipe = muse.load(zoo)
     images = pipe.generate(list(prompts), num_images_per_prompt=per_prompt, seed=seed)
     return make_grid(images, columns=per_prompt)  # images: [P * n, H, W, 3]
-
-
-def _torch_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
