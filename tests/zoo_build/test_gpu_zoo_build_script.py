@@ -51,8 +51,11 @@ def _check_returned_files(out, expected):
 
 
 def test_the_rehearsal_trains_assembles_and_shards_a_zoo(tmp_path):
-    """The default run's rehearsal: fixed step counts (one compilation per trainer)."""
-    out, stages = _rehearse(tmp_path, "--probe-steps", "0", "--samples-per-prompt", "0")
+    """The default run's rehearsal: a few fixed steps (one compilation per trainer)."""
+    out, stages = _rehearse(
+        tmp_path, "--probe-steps", "0", "--samples-per-prompt", "0",
+        "--vq-max-steps", "6", "--base-max-steps", "4",
+    )  # fmt: skip
     _check_returned_files(out, [
         "build_log.jsonl", "build_summary.json",
         "vq-00001-of-00001.safetensors", "zoo-00001-of-00001.safetensors",
@@ -62,7 +65,7 @@ def test_the_rehearsal_trains_assembles_and_shards_a_zoo(tmp_path):
     ]  # fmt: skip
     assert stages["environment"]["jax_backend"] == "cpu"
     assert stages["render"]["subjects"] == len(TINY_SUBJECTS)
-    assert stages["vq"]["steps"] == 40 and stages["base"]["steps_done"] == 30  # the caps
+    assert stages["vq"]["steps"] == 6 and stages["base"]["steps_done"] == 4  # the caps
     zoo = read_shards(out, tmp_path / "zoo")
     manifest = json.loads((zoo / "manifest.json").read_text())
     for name, digest in manifest["files"].items():
