@@ -1,7 +1,7 @@
 """Fixtures for the app tests: a real Redis, and a store with real finished jobs.
 
 The finished jobs are made by the workers' own job functions, run in this process on the
-embedded zoo (a few steps each): two fine-tune jobs (a style and a "subject"), and two
+tiny zoo (a few steps each): two fine-tune jobs (a style and a "subject"), and two
 scored generation jobs of the style with the same prompts and different seeds. Their
 messages stay queued in Redis (no worker consumes them here); the pages only read the
 records and files in the store, and queue new jobs on the broker.
@@ -55,7 +55,22 @@ def _app(broker: str):
 
 
 @pytest.fixture(scope="session")
-def finished(redis, tmp_path_factory) -> Finished:
+def finished(redis, tiny_zoo, tmp_path_factory) -> Finished:
+    """The finished jobs, trained and scored on the tiny zoo (its base and judge)."""
+    import os
+
+    saved = os.environ.get("STYLEDROP_ZOO")
+    os.environ["STYLEDROP_ZOO"] = str(tiny_zoo)  # the workers' embedded default, for now
+    try:
+        return _finished_jobs(redis, tmp_path_factory)
+    finally:
+        if saved is None:
+            os.environ.pop("STYLEDROP_ZOO", None)
+        else:
+            os.environ["STYLEDROP_ZOO"] = saved
+
+
+def _finished_jobs(redis, tmp_path_factory) -> Finished:
     from worker import client
     from worker.finetune_job import run_finetune_job
     from worker.generate_job import run_generate_job
