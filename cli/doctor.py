@@ -141,7 +141,7 @@ def format_report(info: dict[str, Any]) -> list[str]:
         ("torch cuda", ", ".join(cuda) if cuda else "not available"),
         ("text encoder", f"torch {info['text_encoder_device']}"),
         ("clip judge", f"torch {info['judge_device']}"),
-        ("compute dtype", f"{info['compute_dtype']} ('auto'; generate, finetune: float32)"),
+        ("compute dtype", f"{info['compute_dtype']} (auto: finetune, workers; generate: float32)"),
         ("hf cache", f"{info['hf_hub']['cache']} (downloads "
                      f"{'off' if info['hf_hub']['offline'] else 'on'})"),
         ("store", info["store"]),

@@ -40,6 +40,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--broker", help="Redis URL (sets $STYLEDROP_BROKER_URL)")
     parser.add_argument("--store", help="store folder or fsspec URL (sets $STYLEDROP_STORE)")
     parser.add_argument(
+        "--dtype", choices=["auto", "float32", "bfloat16"],
+        help="compute dtype of the base models (sets $STYLEDROP_DTYPE; default auto:"
+        " bfloat16 on a GPU, float32 elsewhere)",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-warm-up", dest="warm_up", action="store_false",
         help="do not import the training libraries in the background at start-up",
     )  # fmt: skip
@@ -67,6 +72,8 @@ def run(args) -> None:
         os.environ["STYLEDROP_BROKER_URL"] = args.broker
     if args.store:
         os.environ["STYLEDROP_STORE"] = args.store
+    if args.dtype:
+        os.environ["STYLEDROP_DTYPE"] = args.dtype
     cache = os.environ.get(COMPILATION_CACHE_ENV) or str(DEFAULT_COMPILATION_CACHE)
     os.environ[COMPILATION_CACHE_ENV] = str(Path(cache).expanduser())
     try:

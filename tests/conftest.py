@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
+
+# Nothing in the tests may reach the network: every model is built in the test.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# One XLA compilation cache for the whole run: the tests, and the CLIs and workers they
+# start, compile the same tiny programs again and again; each is compiled once.
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    XLA_CACHE = tempfile.mkdtemp(prefix="styledrop-tests-xla-")
+    atexit.register(shutil.rmtree, XLA_CACHE, True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = XLA_CACHE
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import numpy as np
 import pytest
 
 from muse.config import TransformerConfig, VQConfig
-
-# Nothing in the tests may reach the network: every model is built in the test.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def perturb_norms(model, scale: float = 0.3) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from styledrop.demo import DemoConfig, run_demo
 from worker import jobs
 from worker.job_runner import CancelFlag, Outcome, run_job
+from worker.models import device_label
 from worker.store import Store, job_key
 
 DEMO_DIR = "demo"
@@ -75,6 +76,7 @@ def _demo(store: Store, job: jobs.Job) -> Outcome:
     folder = store.pull(job.id)
     style = job.inputs.get("style_image")
     progress = _DemoProgress(store, job.id, config.steps)
+    jobs.update(store, job.id, device=device_label("float32"))  # the demo runs in float32
     summary = run_demo(
         folder / DEMO_DIR, config, base=job.inputs.get("base"),
         style_image=store.fetch(style) if style else None,

@@ -35,7 +35,7 @@ from styledrop.inputs import load_image_bytes
 from worker import jobs
 from worker.finetune_spec import FinetuneSpec
 from worker.job_runner import CancelFlag, Outcome, run_job
-from worker.models import base_pipeline, release
+from worker.models import base_pipeline, device_label, release
 from worker.store import CHECKPOINT_DIR, CHECKPOINT_POINTER, Store, job_key
 
 log = logging.getLogger(__name__)
@@ -180,6 +180,7 @@ def _train(
     resumed_from = max(0, store.checkpoint_step(job.id))
     examples = _examples(store, spec)
     pipe = base_pipeline(spec.base)
+    jobs.update(store, job.id, device=device_label())
     try:
         recorder = ProgressRecorder(
             store, job.id, spec, resumed_from,

@@ -32,7 +32,7 @@ from worker import jobs
 from worker.finetune_spec import FinetuneSpec
 from worker.generate_spec import SCORES_FILE, GenerateSpec
 from worker.job_runner import Outcome, run_job
-from worker.models import base_pipeline, judge_scorer, release
+from worker.models import base_pipeline, device_label, judge_scorer, release
 from worker.store import Store, job_key
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,7 @@ def _generate(store: Store, job: jobs.Job) -> Outcome:
     references = style_references(store, spec.source_job) if spec.score else []
     folder = store.pull(job_id)
     pipe = base_pipeline(spec.base)
+    jobs.update(store, job.id, device=device_label())
     try:
         style = attach_adapter(pipe, store.fetch(spec.adapter))
         subject = None

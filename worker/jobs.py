@@ -73,6 +73,7 @@ class Job:
         task_id: The Celery task id (for revoking a queued job).
         parent: The job it derives from (round 2: the round-1 fine-tune).
         heartbeat: When the worker running it last said it is alive (`worker.heartbeat`).
+        device: What computed it: "cpu:cpu (float32)", "gpu:NVIDIA H200 (bfloat16)".
     """
 
     id: str
@@ -90,6 +91,7 @@ class Job:
     task_id: str | None = None
     parent: str | None = None
     heartbeat: str | None = None
+    device: str | None = None
 
     @property
     def is_terminal(self) -> bool:

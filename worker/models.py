@@ -8,6 +8,9 @@ accelerator holds one or two models, not every folder ever asked for).
 The CLIP judge that scores generated images (`judge_scorer`) is cached the same way: the
 folder `$STYLEDROP_JUDGE`, else the zoo's judge (`styledrop.zoo.embedded.embedded_judge`).
 
+Base models compute in `compute_dtype()` (`$STYLEDROP_DTYPE`, set by `styledrop worker
+--dtype`): bfloat16 on a GPU unless told otherwise, float32 elsewhere.
+
 Nothing is loaded (and neither JAX nor PyTorch is imported) until a task asks for a model,
 so importing the Celery app or the task module stays cheap and fork-safe.
 """
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
 
 MAX_MODELS = 2
 JUDGE_ENV = "STYLEDROP_JUDGE"
+DTYPE_ENV = "STYLEDROP_DTYPE"
+DTYPES = ("auto", "float32", "bfloat16")
 
 _cache: OrderedDict[str, Pipeline] = OrderedDict()
 _judges: dict[str, ClipScorer] = {}
@@ -47,20 +52,49 @@ def resolve_base(folder: str | Path | None) -> Path:
     return path.resolve()
 
 
+def compute_dtype() -> str:
+    """The compute dtype of the base models this worker loads (`$STYLEDROP_DTYPE`).
+
+    "auto" (the default) is bfloat16 on a GPU and float32 elsewhere
+    (`muse.low_precision.default_compute_dtype`).
+
+    Raises:
+        ValueError: when the variable is not one of `DTYPES`.
+    """
+    raw = os.environ.get(DTYPE_ENV) or "auto"
+    if raw not in DTYPES:
+        raise ValueError(f"{DTYPE_ENV} must be one of {', '.join(DTYPES)}, got {raw!r}.")
+    if raw != "auto":
+        return raw
+    from muse.low_precision import default_compute_dtype
+
+    return default_compute_dtype()
+
+
+def device_label(dtype: str | None = None) -> str:
+    """What computes this worker's jobs, for the job record: "gpu:NVIDIA H200 (bfloat16)"."""
+    import jax
+
+    device = jax.devices()[0]
+    return f"{device.platform}:{device.device_kind} ({dtype or compute_dtype()})"
+
+
 def base_pipeline(folder: str | Path | None) -> Pipeline:
     """The loaded base model of `folder` (the embedded default for None), without adapters.
 
-    The first call for a folder loads it; later calls return the same object.
+    It computes in `compute_dtype()`. The first call for a folder loads it; later calls
+    return the same object.
     """
     import muse
     from adapters import remove_adapters
 
     path = resolve_base(folder)
-    key = str(path)
+    dtype = compute_dtype()
+    key = f"{path}|{dtype}"
     with _lock:
         pipe = _cache.get(key)
         if pipe is None:
-            pipe = muse.load(path)
+            pipe = muse.load(path, dtype=dtype)
             _cache[key] = pipe
             while len(_cache) > MAX_MODELS:
                 _cache.popitem(last=False)

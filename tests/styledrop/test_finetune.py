@@ -191,3 +191,17 @@ def test_a_diverging_run_fails_and_keeps_its_last_finite_checkpoint(tiny_model_d
 def test_a_learning_rate_that_cannot_train_is_refused(learning_rate):
     with pytest.raises(ValueError, match="finite number > 0"):
         FinetuneConfig(learning_rate=learning_rate)
+
+
+def test_a_bfloat16_base_fine_tunes(tiny_model_dir, tmp_path):
+    # What "auto" means on a GPU (finetune, workers): the transformer computes in bf16.
+    example = [StyleExample(_style_image(), "a grid", "grid.png", "ab" * 32)]
+    config = FinetuneConfig(
+        adapter=AdapterSpec(kind="r1"), steps=3, learning_rate=1e-3, batch_size=2,
+        variants_per_image=2,
+    )  # fmt: skip
+    pipe = muse.load(tiny_model_dir, dtype="bfloat16")
+    result = finetune(pipe, example, "in stripes style", config, tmp_path)
+    assert result.status == "succeeded" and np.isfinite(result.final_loss)
+    weights = load_file(str(result.adapter_path))
+    assert weights and all(np.isfinite(w).all() for w in weights.values())

@@ -177,8 +177,9 @@ class Service:
 
 
 @pytest.fixture(scope="session")
-def xla_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("xla-cache")
+def xla_cache() -> Path:
+    """The test run's XLA compilation cache (tests/conftest.py), shared with the workers."""
+    return Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
 
 
 @pytest.fixture

@@ -67,6 +67,7 @@ def test_a_finetune_job_succeeds_with_an_adapter(queue_service, trained):
     job = done
     assert done.status == "succeeded", done.error
     assert (done.attempts, done.worker, done.error) == (1, ran_on, None)
+    assert done.device == "cpu:cpu (float32)"  # what computed it: auto is float32 on a CPU
     assert done.progress["step"] == done.progress["total"] == 4
     assert done.progress["eta_seconds"] == 0 and done.progress["loss"] > 0
     assert done.started and done.finished and done.finished >= done.started
