@@ -55,6 +55,7 @@ WORLD_DIR = "world"
 VQ_RUN, BASE_RUN, ZOO_DIR, PARTS_DIR = "vq", "base", "zoo", "parts"
 VQ_OUTPUTS = (VQ_FILE, VQ_CONFIG_FILE, VQ_INFO_FILE)
 PROBE_VQ, PROBE_BASE = "probe-vq", "probe-base"
+XLA_CACHE_DIR = "xla-cache"
 
 
 class BuildConfigError(ValueError):
@@ -222,6 +223,19 @@ def _copy_part(source: Path, names: tuple[str, ...], dest: Path) -> Path:
     return dest
 
 
+def _keep_compiled_programs(folder: Path) -> None:
+    """Keeps XLA's compiled programs in `folder`, unless a cache is set already.
+
+    The base probe's compiled step then serves the run it sizes (the learning rate is fed
+    per step, `zoo_build.schedule`), and a rerun of the build compiles nothing again.
+    """
+    import jax
+
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 def build_zoo(
     pack: str | Path,
     out_dir: str | Path,
@@ -257,6 +271,7 @@ def build_zoo(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _keep_compiled_programs(out_dir / XLA_CACHE_DIR)
     results = Path(results_dir) if results_dir is not None else out_dir / "results"
     rec = _Recorder(results, echo)
     deadline = config.time_budget_s

@@ -3,12 +3,18 @@
 `warmup_cosine_schedule` is the optax form the JAX trainers (VQ, decoder refit, base)
 share; `warmup_cosine_lr` is the per-step value the PyTorch trainers (text encoder, judge)
 set on their optimizer.
+
+`adamw_with_fed_rate` and `feed_learning_rate` give the base trainer an AdamW whose rate
+is part of its state, set from the host before each step, instead of a schedule compiled
+into the step: runs that differ only in length or warm-up (a timing probe and the run it
+sizes, or a resumed run) then share one compiled step.
 """
 
 from __future__ import annotations
 
 import math
 
+import jax.numpy as jnp
 import optax
 
 
@@ -42,3 +48,25 @@ def warmup_cosine_lr(step: int, peak: float, warmup: int, total: int, floor: flo
         return peak * step / max(warmup, 1)
     progress = (step - warmup) / max(total - warmup, 1)
     return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def adamw_with_fed_rate(
+    weight_decay: float, clip_norm: float = 1.0
+) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW whose learning rate `feed_learning_rate` sets.
+
+    Args:
+        weight_decay: AdamW's decoupled weight decay.
+        clip_norm: Gradients are scaled to at most this global norm.
+    """
+    return optax.chain(
+        optax.clip_by_global_norm(clip_norm),
+        optax.inject_hyperparams(optax.adamw)(learning_rate=0.0, weight_decay=weight_decay),
+    )
+
+
+def feed_learning_rate(opt_state: tuple, value: float | jnp.ndarray) -> tuple:
+    """`opt_state` of `adamw_with_fed_rate` with the rate of the next update set to `value`."""
+    clip, adamw = opt_state
+    rate = jnp.asarray(value, dtype=jnp.asarray(adamw.hyperparams["learning_rate"]).dtype)
+    return clip, adamw._replace(hyperparams={**adamw.hyperparams, "learning_rate": rate})

@@ -21,7 +21,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from muse import checkpoint as model_checkpoint
@@ -40,7 +39,7 @@ from zoo_build.dataset import load_dataset
 from zoo_build.descriptors import made_up_descriptor
 from zoo_build.run_files import BASE_CONFIG_FILE, TRAIN_LOG_FILE
 from zoo_build.run_files import POOL_FILE as POOL_FILE  # re-exported: the token pool
-from zoo_build.schedule import warmup_cosine_schedule
+from zoo_build.schedule import adamw_with_fed_rate, feed_learning_rate, warmup_cosine_schedule
 from zoo_build.step_rate import StepRate
 
 
@@ -288,9 +287,7 @@ def train_base(
         weights.load_params(model, init_weights)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     schedule = warmup_cosine_schedule(config.learning_rate, config.warmup_steps, config.steps)
-    tx = optax.chain(
-        optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=config.weight_decay)
-    )
+    tx = adamw_with_fed_rate(config.weight_decay)  # the rate is fed per step: one compiled step
     opt_state = tx.init(params)
     start = 0
     saved = train_checkpoint.restore(out_dir, (params, opt_state), config.fingerprint())
@@ -305,6 +302,7 @@ def train_base(
     rate = StepRate(start, config.steps)
     with (out_dir / TRAIN_LOG_FILE).open("a") as log:
         for step in range(start + 1, config.steps + 1):
+            opt_state = feed_learning_rate(opt_state, schedule(step - 1))
             params, opt_state, metrics = step_fn(params, opt_state, rest, arrays, step - 1, key)
             record = {"step": step, "loss": float(metrics["loss"])}
             record["accuracy"] = float(metrics["accuracy"])
