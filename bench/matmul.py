@@ -93,23 +93,29 @@ def jax_matmul(
 
 
 def torch_matmul(
-    size: int, dtype: str = "float32", variant: str = "plain", warmup: int = 1, repeats: int = 5
+    size: int,
+    dtype: str = "float32",
+    variant: str = "plain",
+    warmup: int = 1,
+    repeats: int = 5,
+    device: str = "cpu",
 ) -> measure.Timing:
-    """Times an n x n `torch.matmul` (no autograd)."""
+    """Times an n x n `torch.matmul` (no autograd) on `device` ("cpu" or "cuda")."""
     import torch
 
     if variant not in TORCH_VARIANTS:
         raise ValueError(f"Unknown torch variant {variant!r}; choose from {TORCH_VARIANTS}.")
-    generator = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=generator).to(getattr(torch, dtype))
-    b = torch.randn(size, size, generator=generator).to(getattr(torch, dtype))
+    generator = torch.Generator().manual_seed(0)  # the same numbers on every device
+    a = torch.randn(size, size, generator=generator).to(device, getattr(torch, dtype))  # [n, n]
+    b = torch.randn(size, size, generator=generator).to(device, getattr(torch, dtype))  # [n, n]
 
     @torch.no_grad()
     def fn():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "autocast"):
-            return torch.matmul(a, b)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=variant == "autocast"):
+            return torch.matmul(a, b)  # [n, n]
 
-    return measure.time_repeated(fn, warmup, repeats)
+    sync = torch.cuda.synchronize if device == "cuda" else None
+    return measure.time_repeated(fn, warmup, repeats, sync=sync)
 
 
 def _measure_cases(framework: str, cases, size: int, warmup: int, repeats: int) -> list[dict]:

@@ -75,11 +75,12 @@ def time_repeated(
     warmup: int = 1,
     repeats: int = 5,
     setup: Callable[[], Any] | None = None,
+    sync: Callable[[], Any] | None = None,
 ) -> Timing:
     """Calls `fn` `warmup` times untimed-for-the-figure, then `repeats` times timed.
 
     `fn` must return only once its work is done (block on device results, convert to
-    numpy, or call `.item()`).
+    numpy, or call `.item()`), or `sync` must wait for it.
 
     Args:
         fn: The measured call.
@@ -87,6 +88,8 @@ def time_repeated(
         repeats: Timed calls.
         setup: Called before every call of `fn`, outside the timed span (for example
             to load a fresh model when `fn` changes the one it is given).
+        sync: Called after every call of `fn`, inside the timed span: waits for work
+            `fn` queued on an accelerator (`torch.cuda.synchronize`).
 
     Returns:
         The timing; `first_s` is the very first call whether or not it was a warm-up.
@@ -99,6 +102,8 @@ def time_repeated(
             setup()
         start = time.perf_counter()
         fn()
+        if sync is not None:
+            sync()
         times.append(time.perf_counter() - start)
     return Timing(first_s=times[0], times_s=tuple(times[warmup:]))
 

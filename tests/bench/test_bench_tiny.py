@@ -252,6 +252,19 @@ def test_time_repeated_takes_the_median_after_warmup():
         measure.time_repeated(lambda: None, repeats=0)
 
 
+def test_time_repeated_waits_for_the_sync_hook_inside_each_timed_span(monkeypatch):
+    events, clock = [], [0.0]
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: clock[0])
+
+    def sync():  # an accelerator finishing the queued work: 2 s
+        events.append("sync")
+        clock[0] += 2.0
+
+    timing = measure.time_repeated(lambda: events.append("call"), 1, 2, sync=sync)
+    assert events == ["call", "sync"] * 3
+    assert timing.times_s == (2.0, 2.0) and timing.first_s == 2.0
+
+
 def test_figure_ratio_is_ours_over_diffusers():
     assert figure(2.0, 4.0, "s") == {"ours": 2.0, "diffusers": 4.0, "ratio": 0.5, "unit": "s"}
 
