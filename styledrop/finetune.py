@@ -133,20 +133,6 @@ def _diverged(
     )
 
 
-def _trim_log(path: Path, last_step: int) -> None:
-    """Drops the log lines after `last_step` (steps a resumed run replays)."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if int(json.loads(line)["step"]) <= last_step:
-                kept.append(line)
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut by a kill
-    path.write_text("".join(f"{line}\n" for line in kept))
-
-
 @dataclass(frozen=True)
 class FinetuneResult:
     """How a run ended: status "succeeded" or "cancelled", the step reached, file paths."""
@@ -211,7 +197,9 @@ def finetune(
     seed_key = jax.random.key(config.seed)
     tokens_per_step = config.batch_size * int(np.prod(pool.ids.shape[1:]))
     arrays = pool.as_tuple()
-    _trim_log(out_dir / LOG_FILE, start)  # a resumed run logs its replayed steps once
+    train_checkpoint.trim_log(
+        out_dir / LOG_FILE, start
+    )  # a resumed run logs its replayed steps once
     log = (out_dir / LOG_FILE).open("a", buffering=1)  # line by line: survives a kill
     status, step, loss, good_step = "succeeded", start, None, start
     timer = _StepTimer()

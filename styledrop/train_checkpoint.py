@@ -105,3 +105,22 @@ def restore(out_dir: Path, template: Any, fingerprint: str) -> tuple[Any, int] |
             raise CheckpointMismatchError(f"{folder}: array {i} has shape {value.shape}.")
         restored.append(jnp.asarray(value, dtype=jnp.asarray(leaf).dtype))
     return jax.tree.unflatten(treedef, restored), int(info["step"])
+
+
+def trim_log(path: Path, last_step: int) -> None:
+    """Drops the JSON-lines log records after `last_step`, the checkpoint a run resumes from.
+
+    A killed run may have logged steps past its last checkpoint; the resumed run trains
+    them again and logs them once more, so they are dropped first. A line cut short by the
+    kill is dropped too.
+    """
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= last_step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    path.write_text("".join(f"{line}\n" for line in kept))

@@ -72,27 +72,34 @@ class LostJob:
 
 def broker_task_ids(app: Celery) -> set[str]:
     """Ids of the task messages the broker holds: queued, or delivered and unacknowledged."""
-    found: set[str] = set()
+    messages: list[object] = []
     with app.connection_for_read() as connection:
         channel = connection.default_channel
         client = channel.client
-        raw = []
         for queue in QUEUES:
             for priority in channel.priority_steps:
-                raw.extend(client.lrange(channel._q_for_pri(queue, priority), 0, -1))
-        for entry in client.hvals(channel.unacked_key):
-            try:
-                raw.append(json.dumps(json.loads(entry)[0]))  # [message, exchange, key]
-            except (ValueError, IndexError, TypeError):
-                continue
-    for item in raw:
+                key = channel._q_for_pri(queue, priority)  # kombu's list of that priority
+                messages.extend(_parsed(item) for item in client.lrange(key, 0, -1))
+        for entry in client.hvals(channel.unacked_key):  # [message, exchange, routing key]
+            unacked = _parsed(entry)
+            messages.append(unacked[0] if isinstance(unacked, list) and unacked else None)
+    found = set()
+    for message in messages:
         try:
-            task_id = json.loads(item)["headers"]["id"]
-        except (ValueError, KeyError, TypeError):
-            continue  # not a task message (set aside by the workers)
+            task_id = message["headers"]["id"]
+        except (KeyError, TypeError):
+            continue  # not a task message (the workers set those aside)
         if isinstance(task_id, str):
             found.add(task_id)
     return found
+
+
+def _parsed(raw: bytes | str) -> object:
+    """A broker item decoded from JSON, or None when it is not JSON."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
 
 
 def _age_seconds(timestamp: str | None) -> float:

@@ -300,6 +300,7 @@ def train_base(
     key = jax.random.key(config.seed)
     arrays = pool.as_tuple()
     rate = StepRate(start, config.steps)
+    train_checkpoint.trim_log(out_dir / TRAIN_LOG_FILE, start)  # replayed steps log once
     with (out_dir / TRAIN_LOG_FILE).open("a") as log:
         for step in range(start + 1, config.steps + 1):
             opt_state = feed_learning_rate(opt_state, schedule(step - 1))

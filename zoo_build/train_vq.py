@@ -46,21 +46,6 @@ def load_training_images(data_dir: str | Path, splits: Sequence[str]) -> np.ndar
     return np.concatenate([load_dataset(data_dir, split=s)[0] for s in splits])
 
 
-def _trim_log(path: Path, last_step: int) -> None:
-    """Drops log records written after the checkpoint a run resumes from."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short when the run was killed
-            continue
-        if record.get("step", 0) <= last_step:
-            kept.append(line)
-    path.write_text("".join(line + "\n" for line in kept))
-
-
 def has_checkpoint(out_dir: str | Path) -> bool:
     """Whether `out_dir` holds a training checkpoint."""
     return (Path(out_dir) / train_checkpoint.CHECKPOINT_DIR / "state.json").is_file()
@@ -198,7 +183,7 @@ def train_vq(
     model, codebook, params, rest, ema, opt_state, start, step_fn = _restore(out_dir, config)
     rate = StepRate(start, config.steps)
     log_path = out_dir / TRAIN_LOG_FILE
-    _trim_log(log_path, start)
+    train_checkpoint.trim_log(log_path, start)
     data = jnp.asarray(images)  # [N, H, W, 3] uint8
     key = jax.random.key(config.seed)
     last = config.steps if stop_after is None else min(stop_after, config.steps)

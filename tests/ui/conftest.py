@@ -10,6 +10,7 @@ records and files in the store, and queue new jobs on the broker.
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +58,6 @@ def _app(broker: str):
 @pytest.fixture(scope="session")
 def finished(redis, tiny_zoo, tmp_path_factory) -> Finished:
     """The finished jobs, trained and scored on the tiny zoo (its base and judge)."""
-    import os
-
     saved = os.environ.get("STYLEDROP_ZOO")
     os.environ["STYLEDROP_ZOO"] = str(tiny_zoo)  # the workers' embedded default, for now
     try:

@@ -190,43 +190,36 @@ def service(redis_server, tmp_path, xla_cache) -> Iterator[Service]:
     svc.close()
 
 
+def _own_broker(tmp_path: Path, xla_cache: Path, persistent: bool) -> Iterator[Service]:
+    """A service on a redis-server of its own (its `server` can be restarted)."""
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = RedisServer(folder, persistent=persistent)
+    svc = Service(server, tmp_path, xla_cache)
+    yield svc
+    svc.close()
+    server.stop()
+
+
 @pytest.fixture
 def persistent_service(tmp_path, xla_cache) -> Iterator[Service]:
     """Like `service`, on a redis-server of its own with the append-only file on.
 
     `persistent_service.server.restart()` restarts the broker; queued messages survive.
     """
-    folder = tmp_path / "redis"
-    folder.mkdir()
-    server = RedisServer(folder, persistent=True)
-    svc = Service(server, tmp_path, xla_cache)
-    yield svc
-    svc.close()
-    server.stop()
+    yield from _own_broker(tmp_path, xla_cache, persistent=True)
 
 
 @pytest.fixture
 def volatile_service(tmp_path, xla_cache) -> Iterator[Service]:
     """Like `persistent_service`, without persistence: a restart drops queued messages."""
-    folder = tmp_path / "redis"
-    folder.mkdir()
-    server = RedisServer(folder, persistent=False)
-    svc = Service(server, tmp_path, xla_cache)
-    yield svc
-    svc.close()
-    server.stop()
+    yield from _own_broker(tmp_path, xla_cache, persistent=False)
 
 
 @pytest.fixture(params=["aof", "no-persistence"])
 def own_broker_service(request, tmp_path, xla_cache) -> Iterator[Service]:
     """A service on a redis-server of its own, with and without the append-only file."""
-    folder = tmp_path / "redis"
-    folder.mkdir()
-    server = RedisServer(folder, persistent=request.param == "aof")
-    svc = Service(server, tmp_path, xla_cache)
-    yield svc
-    svc.close()
-    server.stop()
+    yield from _own_broker(tmp_path, xla_cache, persistent=request.param == "aof")
 
 
 @pytest.fixture(scope="session")
