@@ -7,6 +7,7 @@ from pathlib import Path
 from cli.clip_options import add_clip_options, load_scorer
 from cli.errors import UserError
 from cli.text_table import print_table
+from cli.training_options import add_dtype_option, compute_dtype
 from styledrop.terms import DEFAULT_LAMBDA_A, DEFAULT_LAMBDA_B, without_descriptor
 
 
@@ -38,6 +39,7 @@ def add_parser(subparsers) -> None:
     )  # fmt: skip
     parser.add_argument("-n", "--images-per-prompt", type=int, default=8, help="paper: 8")
     parser.add_argument("--base", type=Path, help="model folder (default: the embedded zoo)")
+    add_dtype_option(parser)
     add_clip_options(parser)
     parser.add_argument("--no-base-method", action="store_true", help="skip the base row")
     parser.add_argument(
@@ -112,7 +114,8 @@ def run(args) -> None:
     evaluation = evaluate(
         base, methods, prompt_set, descriptor, references, caption, scorer,
         images_per_prompt=args.images_per_prompt, seed=args.seed, lambda_a=args.lambda_a,
-        lambda_b=args.lambda_b, heldout_style=args.heldout_style, log=print,
+        lambda_b=args.lambda_b, heldout_style=args.heldout_style,
+        dtype=compute_dtype(args.dtype), log=print,
     )  # fmt: skip
     write_json(evaluation, args.json)
     write_html(evaluation, args.html, references)

@@ -6,9 +6,11 @@ from pathlib import Path
 
 from cli.errors import UserError
 from cli.training_options import (
+    add_dtype_option,
     add_optimizer_options,
     add_preview_options,
     add_style_image_options,
+    compute_dtype,
 )
 from styledrop.terms import ADAPTER_KINDS, DEFAULT_CAPTION
 
@@ -37,10 +39,7 @@ def add_parser(subparsers) -> None:
     add_optimizer_options(parser)
     parser.add_argument("--round", type=int, default=1, choices=[1, 2], help="training round")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps per checkpoint")
-    parser.add_argument(
-        "--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
-        help="compute dtype (auto: bfloat16 on a GPU, float32 elsewhere)",
-    )  # fmt: skip
+    add_dtype_option(parser)
     add_preview_options(parser)
     parser.add_argument("--out", type=Path, required=True, help="run folder")
     parser.set_defaults(run=run)
@@ -97,10 +96,7 @@ def run(args) -> None:
         StyleExample(image.pixels, captions.get(path, DEFAULT_CAPTION), image.name, image.sha256)
         for path, image in zip(args.images, loaded, strict=True)
     ]
-    from muse.low_precision import default_compute_dtype
-
-    dtype = default_compute_dtype() if args.dtype == "auto" else args.dtype
-    pipe = muse.load(args.base, dtype=dtype)
+    pipe = muse.load(args.base, dtype=compute_dtype(args.dtype))
     bar = tqdm(total=config.steps, unit="step", desc="fine-tuning")
 
     def progress(event) -> None:

@@ -8,6 +8,7 @@ from cli.clip_options import add_clip_options, load_scorer
 from cli.errors import UserError
 from cli.finetune import parse_captions
 from cli.text_table import print_table
+from cli.training_options import add_dtype_option, compute_dtype
 from styledrop.terms import DEFAULT_CAPTION, DEFAULT_LAMBDA_A, DEFAULT_LAMBDA_B, DEFAULT_STEPS
 
 
@@ -48,6 +49,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--lambda-b", type=float, default=DEFAULT_LAMBDA_B, help="classifier-free guidance"
     )
+    add_dtype_option(parser)
     add_clip_options(parser)
     parser.add_argument(
         "--heldout-style", help="emoji-world held-out style: also score against ground truth"
@@ -100,6 +102,7 @@ def run(args) -> None:
         round2_steps=args.round2_steps, round2_lr=args.round2_lr,
         pool_images_per_prompt=args.pool_k, eval_images_per_prompt=args.images_per_prompt,
         seed=args.seed, lambda_a=args.lambda_a, lambda_b=args.lambda_b,
+        dtype=compute_dtype(args.dtype),
     )  # fmt: skip
     try:
         check_stage_settings(

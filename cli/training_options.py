@@ -61,3 +61,20 @@ def add_preview_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preview-prompt", action="append", default=[], help="content prompt for previews"
     )
+
+
+def add_dtype_option(parser: argparse.ArgumentParser) -> None:
+    """`--dtype`: the base model's compute precision (see `compute_dtype`)."""
+    parser.add_argument(
+        "--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+        help="compute dtype of the base model (auto: bfloat16 on a GPU, float32 elsewhere)",
+    )  # fmt: skip
+
+
+def compute_dtype(choice: str) -> str:
+    """The dtype name `--dtype` stands for on this machine ("auto" asks JAX's backend)."""
+    if choice != "auto":
+        return choice
+    from muse.low_precision import default_compute_dtype
+
+    return default_compute_dtype()

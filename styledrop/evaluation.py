@@ -159,14 +159,18 @@ def draw(
     lambda_a: float = 1.0,
     lambda_b: float = 5.0,
     progress: Callable[[int, int], None] | None = None,
+    dtype: str = "float32",
 ) -> np.ndarray:
-    """uint8 [len(prompts) * n, H, W, 3]: one method's images (a fresh base per method)."""
+    """uint8 [len(prompts) * n, H, W, 3]: one method's images (a fresh base per method).
+
+    `dtype` is the base model's compute dtype (float32 or bfloat16).
+    """
     import muse
     from styledrop.adapted import attach_adapter, generate_styled
     from styledrop.guidance import GuidanceScales
     from styledrop.terms import with_descriptor
 
-    pipe = muse.load(base)
+    pipe = muse.load(base, dtype=dtype)
     if method.adapter is None:
         images = pipe.generate(
             [with_descriptor(p, descriptor) for p in prompts],
@@ -228,6 +232,7 @@ def evaluate(
     lambda_a: float = 1.0,
     lambda_b: float = 5.0,
     heldout_style: str | None = None,
+    dtype: str = "float32",
     log: Callable[[str], None] = lambda _line: None,
 ) -> Evaluation:
     """Draws and scores every method on the prompt set.
@@ -245,6 +250,7 @@ def evaluate(
         lambda_a: StyleDrop guidance towards the style.
         lambda_b: StyleDrop classifier-free guidance.
         heldout_style: An emoji-world held-out style name: also score against ground truth.
+        dtype: The base model's compute dtype (float32 or bfloat16).
         log: Receives a line per method.
 
     Returns:
@@ -260,7 +266,8 @@ def evaluate(
     results = []
     for method in methods:
         log(f"{method.name}: drawing {len(content)} images")
-        images = draw(base, method, prompt_set.prompts, descriptor, n, seed, lambda_a, lambda_b)
+        images = draw(base, method, prompt_set.prompts, descriptor, n, seed, lambda_a, lambda_b,
+                      dtype=dtype)  # fmt: skip
         result = score_method(scorer, method.name, images, content, references,
                               reference_caption, truths)  # fmt: skip
         if method.adapter is not None:
@@ -279,6 +286,7 @@ def evaluate(
         "lambda_b": lambda_b,
         "clip": scorer.name,
         "heldout_style": heldout_style,
+        "dtype": dtype,
     }
     # Every method against the first (the base with the descriptor, when it is there).
     comparisons = [(r.name, results[0].name) for r in results[1:]]

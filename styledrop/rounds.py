@@ -53,6 +53,7 @@ class RoundsConfig:
         seed: Seed of training and sampling.
         lambda_a: StyleDrop guidance towards the style.
         lambda_b: StyleDrop classifier-free guidance.
+        dtype: The base model's compute dtype in every stage (float32 or bfloat16).
     """
 
     round1_steps: int = 1000
@@ -66,6 +67,7 @@ class RoundsConfig:
     seed: int = 0
     lambda_a: float = 1.0
     lambda_b: float = 5.0
+    dtype: str = "float32"
 
 
 def stage_settings(
@@ -100,6 +102,7 @@ def check_stage_settings(out_dir: Path, settings: dict) -> None:
         path.write_text(json.dumps(settings, indent=2) + "\n")
         return
     recorded = json.loads(path.read_text())
+    recorded.setdefault("dtype", "float32")  # folders older than the setting used float32
     changed = sorted(
         k for k in settings.keys() | recorded.keys() if settings.get(k) != recorded.get(k)
     )
@@ -122,6 +125,7 @@ def _train(
     seed: int,
     out_dir: Path,
     on_step: Callable[[Progress], None] | None,
+    dtype: str,
 ) -> Path:
     """Fits one adapter (resuming, or skipping a finished run) and returns its file."""
     import muse
@@ -132,7 +136,9 @@ def _train(
     config = FinetuneConfig(
         adapter=AdapterSpec(kind=kind), steps=steps, learning_rate=lr, seed=seed, round=round_
     )
-    result = finetune(muse.load(base), examples, descriptor, config, out_dir, progress=on_step)
+    result = finetune(
+        muse.load(base, dtype=dtype), examples, descriptor, config, out_dir, progress=on_step
+    )
     if result.adapter_path is None:
         raise RuntimeError(f"Fine-tuning in {out_dir} ended {result.status}.")
     return result.adapter_path
@@ -150,6 +156,7 @@ def build_pool(
     out_dir: Path,
     lambda_a: float = 1.0,
     lambda_b: float = 5.0,
+    dtype: str = "float32",
 ) -> list[Candidate]:
     """Draws the candidate pool, scores it, and writes PNGs + candidates.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -158,7 +165,7 @@ def build_pool(
         return [Candidate(**entry) for entry in json.loads(listing.read_text())]
     method = Method("round 1", adapter)
     images = draw(base, method, prompts.prompts, descriptor, images_per_prompt, seed,
-                  lambda_a, lambda_b)  # fmt: skip
+                  lambda_a, lambda_b, dtype=dtype)  # fmt: skip
     content = [p for p in prompts.prompts for _ in range(images_per_prompt)]
     text = scorer.text_scores(images, content)
     style = scorer.style_scores(images, references)
@@ -227,12 +234,12 @@ def run_rounds(
     c = config
     log("round 1: fitting the round-1 adapter")
     round1 = _train(base, examples, descriptor, c.round1_adapter, c.round1_steps, c.round1_lr,
-                    1, c.seed, out_dir / "round1", on_step)  # fmt: skip
+                    1, c.seed, out_dir / "round1", on_step, c.dtype)  # fmt: skip
     log(f"pool: {c.pool_images_per_prompt} images for each of 30 prompts")
     pool_dir = out_dir / POOL_DIR
     candidates = build_pool(
         base, round1, round_prompts(), descriptor, c.pool_images_per_prompt, c.seed, scorer,
-        references, pool_dir, c.lambda_a, c.lambda_b,
+        references, pool_dir, c.lambda_a, c.lambda_b, c.dtype,
     )  # fmt: skip
     chosen = clip_best_per_prompt(candidates)
     control = random_selection(candidates, len(chosen), seed=c.seed)
@@ -245,7 +252,7 @@ def run_rounds(
         log(f"round 2 ({name} feedback): {len(selected)} images")
         round2[name] = _train(
             base, selection_examples(pool_dir, selected), descriptor, c.round2_adapter,
-            c.round2_steps, c.round2_lr, 2, c.seed, out_dir / f"round2_{name}", on_step,
+            c.round2_steps, c.round2_lr, 2, c.seed, out_dir / f"round2_{name}", on_step, c.dtype,
         )  # fmt: skip
     methods = [
         Method(BASE_METHOD),
@@ -256,7 +263,7 @@ def run_rounds(
     evaluation = evaluate(
         base, methods, eval_prompts, descriptor, references, reference_caption, scorer,
         images_per_prompt=c.eval_images_per_prompt, seed=c.seed + 1, lambda_a=c.lambda_a,
-        lambda_b=c.lambda_b, heldout_style=heldout_style, log=log,
+        lambda_b=c.lambda_b, heldout_style=heldout_style, dtype=c.dtype, log=log,
     )  # fmt: skip
     # The paper's claims: round 1 adds style; CLIP feedback adds text over round 1 and over
     # a random selection of the same size.

@@ -18,7 +18,7 @@ from styledrop.prompt_sets import (
     round_prompts,
     world_prompts,
 )
-from styledrop.rounds import RoundsConfig, run_rounds
+from styledrop.rounds import SETTINGS_FILE, RoundsConfig, check_stage_settings, run_rounds
 from styledrop.zoo.draws import heldout_references
 from tests.html_report import assert_report_complete
 
@@ -150,6 +150,14 @@ def test_rerun_with_other_settings_is_refused_before_anything_changes(experiment
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == files
 
 
+def test_stage_settings_name_the_compute_dtype(tmp_path):
+    old = {"round1_steps": 2, "descriptor": "x"}  # written before the dtype setting
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps(old))
+    check_stage_settings(tmp_path, {**old, "dtype": "float32"})  # what it computed in
+    with pytest.raises(ValueError, match=r"\(dtype\)"):
+        check_stage_settings(tmp_path, {**old, "dtype": "bfloat16"})
+
+
 def test_evaluate_command(experiment, tiny_zoo, tmp_path, capsys):
     out, _ = experiment
     reference = tmp_path / "house.png"
@@ -167,6 +175,7 @@ def test_evaluate_command(experiment, tiny_zoo, tmp_path, capsys):
     assert code == 0
     figures = json.loads((tmp_path / "e.json").read_text())
     assert set(figures["methods"]) == {"base + descriptor", "r1"}
+    assert figures["provenance"]["dtype"] == "float32"  # --dtype auto, without a GPU
     assert figures["provenance"]["reference_caption"] == "a house"  # read from the adapter
     assert assert_report_complete(tmp_path / "e.html") == 1 + 2 * 2  # reference, 2 methods
     assert "r1" in capsys.readouterr().out
