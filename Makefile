@@ -40,10 +40,12 @@ install-cuda: $(STAMP)
 demo: system-packages $(STAMP)
 	$(BIN)/styledrop demo --out out/demo
 
-# The default test run: lint and every test but the long end-to-end ones (`make test-e2e`).
+# The default test run: lint and every test but the long end-to-end ones (`make test-e2e`),
+# whole test files spread over the machine's cores (TEST_WORKERS=0: one process).
+TEST_WORKERS ?= auto
 test: system-packages $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The long end-to-end runs the default run leaves out (marker `e2e`); CI runs them second.
 test-e2e: system-packages $(STAMP)

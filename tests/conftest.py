@@ -1,4 +1,10 @@
-"""Shared fixtures: tiny random checkpoints in the diffusers layout, built in the test run."""
+"""Shared fixtures: tiny random checkpoints and a tiny zoo, built once in the test run.
+
+The default run is spread over the machine's cores by pytest-xdist (`make test`). The
+expensive session fixtures are built once per run, not once per xdist worker
+(`built_once`), and every test file runs whole on one worker (`--dist loadfile`, see
+tests/xdist_schedule.py).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # Nothing in the tests may reach the network: every model is built in the test.
@@ -20,11 +27,54 @@ if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     atexit.register(shutil.rmtree, XLA_CACHE, True)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = XLA_CACHE
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# A size limit turns on the cache's file lock: the processes sharing it then never read
+# an entry another one is still writing.
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(16 << 30))
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from muse.config import TransformerConfig, VQConfig
+from tests.redis_server import RedisServer
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadfile` spreads whole files, the longest first (tests/xdist_schedule.py)."""
+    if config.getoption("dist") == "loadfile":
+        from tests.xdist_schedule import FileUnitScheduling
+
+        return FileUnitScheduling(config, log)
+    return None
+
+
+def built_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]
+) -> Path:
+    """What `build(folder)` returns, built by the first process of the run that asks.
+
+    The xdist workers of one run share the folder (and wait for each other under a file
+    lock); a run without xdist builds in its own temporary folder as before.
+
+    Args:
+        tmp_path_factory: pytest's factory (its base folder locates the run's shared one).
+        name: The folder's name, unique in the run.
+        build: Builds into the empty folder it is given and returns the path it made.
+
+    Returns:
+        The path `build` returned (in the first process to ask; later ones read it back).
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    folder = root / f"built-once-{name}"
+    made = root / f"built-once-{name}.path"
+    with FileLock(str(root / f"built-once-{name}.lock")):
+        if not made.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a failed build left
+            folder.mkdir()
+            made.write_text(str(build(folder)))
+    return Path(made.read_text())
 
 
 def perturb_norms(model, scale: float = 0.3) -> None:
@@ -101,7 +151,11 @@ def make_tiny_diffusers():
 @pytest.fixture(scope="session")
 def tiny_diffusers_dir(tmp_path_factory) -> Path:
     """A tiny random aMUSEd checkpoint in diffusers layout (float32)."""
-    return write_tiny_diffusers_checkpoint(tmp_path_factory.mktemp("diffusers") / "tiny-amused")
+    return built_once(
+        tmp_path_factory,
+        "diffusers",
+        lambda root: write_tiny_diffusers_checkpoint(root / "tiny-amused"),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +163,19 @@ def tiny_model_dir(tiny_diffusers_dir, tmp_path_factory) -> Path:
     """The tiny checkpoint converted to the native folder."""
     from muse.convert import convert_diffusers
 
-    return convert_diffusers(tiny_diffusers_dir, tmp_path_factory.mktemp("native") / "tiny")
+    return built_once(
+        tmp_path_factory,
+        "native",
+        lambda root: convert_diffusers(tiny_diffusers_dir, root / "tiny"),
+    )
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    """The test process's redis-server; tests take a database each (`new_database`)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -190,4 +256,4 @@ def build_tiny_zoo(root: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_zoo(tmp_path_factory) -> Path:
     """A tiny assembled zoo folder (see `build_tiny_zoo`); its dataset is `.parent / "data"`."""
-    return build_tiny_zoo(tmp_path_factory.mktemp("tiny_zoo"))
+    return built_once(tmp_path_factory, "tiny_zoo", build_tiny_zoo)

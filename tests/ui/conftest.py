@@ -9,32 +9,19 @@ records and files in the store, and queue new jobs on the broker.
 
 from __future__ import annotations
 
-import itertools
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from worker.finetune_spec import FinetuneOptions
-from worker.local_redis import LocalRedis, free_port
 from worker.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 STYLE_IMAGE = ROOT / "styledrop/data/demo_style_house_line_art.png"
 PAGES = ROOT / "ui/pages"
 PROMPTS = ["a cat", "a boat"]
-_databases = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-def redis(tmp_path_factory):
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (make system-packages installs it)")
-    server = LocalRedis(tmp_path_factory.mktemp("redis"), port=free_port()).start()
-    yield server
-    server.stop()
 
 
 @dataclass
@@ -56,12 +43,12 @@ def _app(broker: str):
 
 
 @pytest.fixture(scope="session")
-def finished(redis, tiny_zoo, tmp_path_factory) -> Finished:
+def finished(redis_server, tiny_zoo, tmp_path_factory) -> Finished:
     """The finished jobs, trained and scored on the tiny zoo (its base and judge)."""
     saved = os.environ.get("STYLEDROP_ZOO")
     os.environ["STYLEDROP_ZOO"] = str(tiny_zoo)  # the workers' embedded default, for now
     try:
-        return _finished_jobs(redis, tmp_path_factory)
+        return _finished_jobs(redis_server, tmp_path_factory)
     finally:
         if saved is None:
             os.environ.pop("STYLEDROP_ZOO", None)
@@ -75,7 +62,7 @@ def _finished_jobs(redis, tmp_path_factory) -> Finished:
     from worker.generate_job import run_generate_job
 
     store_dir = tmp_path_factory.mktemp("store")
-    store, broker = Store(store_dir), redis.url(next(_databases))
+    store, broker = Store(store_dir), redis.url(redis.new_database())
     app = _app(broker)
 
     def finetune(descriptor: str, steps: int) -> str:
@@ -109,9 +96,9 @@ def service(finished, monkeypatch) -> Finished:
 
 
 @pytest.fixture
-def empty_service(redis, tmp_path, monkeypatch) -> tuple[Store, str]:
+def empty_service(redis_server, tmp_path, monkeypatch) -> tuple[Store, str]:
     """An empty store of the test's own and a broker database of its own."""
-    broker = redis.url(next(_databases))
+    broker = redis_server.url(redis_server.new_database())
     monkeypatch.setenv("STYLEDROP_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("STYLEDROP_BROKER_URL", broker)
     return Store(tmp_path / "store"), broker

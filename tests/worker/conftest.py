@@ -7,9 +7,7 @@ Waits poll with generous deadlines instead of sleeping fixed times.
 
 from __future__ import annotations
 
-import itertools
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from worker.local_redis import LocalRedis, free_port
+from tests.redis_server import RedisServer
 from worker.processes import stop_process
 
 VISIBILITY_TIMEOUT = 3  # seconds: a killed worker's job comes back quickly
@@ -29,7 +27,6 @@ HEARTBEAT_SECONDS = 1  # a running job's heartbeat (worker.heartbeat)
 READY_TIMEOUT = 120
 JOB_TIMEOUT = 600  # first jobs of a worker load the model and compile
 QUEUE_SERVICE_QUEUES = "training,generation"
-_databases = itertools.count(1)
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str, poll: float = 0.1):
@@ -42,38 +39,6 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, poll: f
         if time.monotonic() > deadline:
             pytest.fail(f"Timed out after {timeout:g} s waiting for {what}.")
         time.sleep(poll)
-
-
-class RedisServer(LocalRedis):
-    """The service's own `LocalRedis` on a free port, with 64 databases (one per test).
-
-    Without persistence by default; `persistent=True` keeps the append-only file, so the
-    server `restart` starts on the same port and folder has the data of the one it stopped
-    (SIGTERM makes redis write its data out before exiting).
-    """
-
-    def __init__(self, folder: Path, persistent: bool = False):
-        if shutil.which("redis-server") is None:
-            pytest.skip("redis-server is not installed (make system-packages installs it)")
-        super().__init__(folder, port=free_port(), persistent=persistent, databases=64)
-        self.start()
-
-    def restart(self) -> int | None:
-        """Stops the server and starts it again on the same port and folder.
-
-        Returns:
-            The exit code of the stopped server.
-        """
-        code = self.stop(grace=30)
-        self.start()
-        return code
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
 
 
 class Worker:
@@ -121,7 +86,7 @@ class Service:
         from worker.store import Store
 
         self.server = redis_server
-        self.db = next(_databases)
+        self.db = redis_server.new_database()
         self.broker = redis_server.url(self.db)
         self.redis = redis_server.client(self.db)
         self.folder = folder
