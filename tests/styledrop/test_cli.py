@@ -1,4 +1,8 @@
-"""The `styledrop` console script, run as a user would: in a subprocess."""
+"""The `styledrop` command line: the user's paths in a subprocess, as a shell runs them.
+
+Checks of what one command prints or writes go through `cli.main.main` in this process
+(the console script calls it), which spares a Python start and a JAX import each.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from cli.main import main
 
 SCRIPT = Path(sys.executable).with_name("styledrop")
 
@@ -25,30 +31,15 @@ def test_help_lists_commands():
 
 def test_convert_then_generate_writes_a_grid(tmp_path, tiny_diffusers_dir):
     model = tmp_path / "model"
-    result = _run("convert", str(tiny_diffusers_dir), str(model))
-    assert result.returncode == 0, result.stderr
+    assert main(["convert", str(tiny_diffusers_dir), str(model)]) == 0
     assert (model / "model.json").is_file()
 
     out = tmp_path / "grid.png"
-    result = _run(
-        "generate",
-        "--base",
-        str(model),
-        "--prompt",
-        "a cat",
-        "--prompt",
-        "a bus",
-        "-n",
-        "3",
-        "--seed",
-        "0",
-        "--steps",
-        "4",
-        "--out",
-        str(out),
-        "--individual",
-    )
-    assert result.returncode == 0, result.stderr
+    code = main([
+        "generate", "--base", str(model), "--prompt", "a cat", "--prompt", "a bus", "-n", "3",
+        "--seed", "0", "--steps", "4", "--out", str(out), "--individual",
+    ])  # fmt: skip
+    assert code == 0
     grid = np.asarray(Image.open(out))
     # 2 rows x 3 columns of 16 px images with 2 px padding.
     assert grid.shape == (2 * 18 + 2, 3 * 18 + 2, 3)
@@ -58,32 +49,27 @@ def test_convert_then_generate_writes_a_grid(tmp_path, tiny_diffusers_dir):
     np.testing.assert_array_equal(grid[2:18, 2:18], first)
 
 
-def test_user_errors_are_one_line_not_tracebacks(tmp_path, tiny_diffusers_dir):
-    result = _run(
-        "generate", "--base", str(tmp_path), "--prompt", "x", "--out", str(tmp_path / "a.png")
-    )
-    assert result.returncode == 2
-    assert "not a converted model folder" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_user_errors_are_one_line_not_tracebacks(tmp_path, tiny_diffusers_dir, capsys):
+    def error(*args: str) -> str:
+        assert main(list(args)) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        return err
 
-    result = _run(
-        "generate",
-        "--base",
-        str(tiny_diffusers_dir),
-        "--prompt",
-        "x",
-        "--out",
-        str(tmp_path / "a.png"),
+    out = str(tmp_path / "a.png")
+    assert "not a converted model folder" in error(
+        "generate", "--base", str(tmp_path), "--prompt", "x", "--out", out
     )
-    assert "styledrop convert" in result.stderr  # a diffusers folder: says what to run
-
-    result = _run(
+    # A diffusers folder: says what to run.
+    assert "styledrop convert" in error(
+        "generate", "--base", str(tiny_diffusers_dir), "--prompt", "x", "--out", out
+    )
+    assert "--out must end in" in error(
         "generate", "--base", str(tmp_path), "--prompt", "x", "--out", str(tmp_path / "a.gif")
     )
-    assert result.returncode == 2 and "--out must end in" in result.stderr
-
-    result = _run("convert", str(tmp_path / "nothing"), str(tmp_path / "out"))
-    assert result.returncode == 2 and "No checkpoint folder" in result.stderr
+    assert "No checkpoint folder" in error(
+        "convert", str(tmp_path / "nothing"), str(tmp_path / "out")
+    )
 
 
 def test_finetune_then_generate_in_style(tmp_path, tiny_model_dir):
