@@ -30,7 +30,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # The tests' programs are tiny and mostly run once or a few times: XLA's backend
 # optimisations cost more compile time than they save (a tiny VQ-GAN initialises in 3.5 s
 # instead of 21 s; tests/adapters + finetune take half the time). Processes the tests
-# start inherit it. Numbers are still IEEE float32 arithmetic, as checked against diffusers.
+# start inherit it. The parity tests against diffusers hold with it as without.
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     flags = os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
@@ -41,6 +41,7 @@ from filelock import FileLock
 
 from muse.config import TransformerConfig, VQConfig
 from tests.redis_server import RedisServer
+from tests.tiny_models import tiny_text_config, tiny_vq
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
@@ -104,7 +105,7 @@ def write_tiny_diffusers_checkpoint(root: Path, seed: int = 0, fp16: bool = Fals
     """
     import diffusers
     import torch
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+    from transformers import CLIPTextModelWithProjection
 
     from muse.tokenizer import build_open_clip_tokenizer
 
@@ -119,17 +120,11 @@ def write_tiny_diffusers_checkpoint(root: Path, seed: int = 0, fp16: bool = Fals
     with torch.no_grad():
         vq.quantize.embedding.weight.normal_()
     tokenizer = build_open_clip_tokenizer()
-    text_config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=tcfg.encoder_hidden_size,
+    text_config = tiny_text_config(
+        tokenizer,
+        tcfg.encoder_hidden_size,
         intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=2,
         projection_dim=tcfg.cond_embed_dim,
-        max_position_embeddings=77,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
     text_encoder = CLIPTextModelWithProjection(text_config)
     dtype = torch.float16 if fp16 else torch.float32
@@ -195,13 +190,11 @@ def build_tiny_zoo(root: Path) -> Path:
     `styledrop zoo assemble` does. Returns the zoo folder; the dataset is `root / "data"`.
     """
     import torch
-    from flax import nnx
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+    from transformers import CLIPTextModelWithProjection
 
     from muse import weights
     from muse.text_encoder import TextEncoder
     from muse.tokenizer import build_open_clip_tokenizer
-    from muse.vq import VQModel
     from zoo_build import train_judge as tj
     from zoo_build.assemble import assemble_zoo
     from zoo_build.dataset import build_dataset
@@ -210,35 +203,13 @@ def build_tiny_zoo(root: Path) -> Path:
     data = root / "data"
     subjects = ["penguin", "banana", "dog", "rocket", "house", "letter_a"]
     build_dataset(data, subjects=subjects, draws={"vq": 1, "base": 4, "judge": 4, "eval": 2})
-    vq = VQModel(
-        VQConfig(
-            block_out_channels=(8, 8, 16, 16),
-            layers_per_block=1,
-            latent_channels=4,
-            num_vq_embeddings=16,
-            norm_num_groups=4,
-        ),
-        rngs=nnx.Rngs(0),
-    )
+    vq = tiny_vq()
     (root / "vq").mkdir()
     weights.save_params(vq, root / "vq" / "vqvae.safetensors")
     (root / "vq" / "vq_config.json").write_text(json.dumps(vq.config.to_dict()))
     torch.manual_seed(0)
     tokenizer = build_open_clip_tokenizer()
-    text_model = CLIPTextModelWithProjection(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            projection_dim=8,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_model = CLIPTextModelWithProjection(tiny_text_config(tokenizer))
     text_model.save_pretrained(root / "text" / "text_encoder")
     tokenizer.save_pretrained(root / "text" / "tokenizer")
     text = TextEncoder(text_model, tokenizer)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+from transformers import CLIPTextModelWithProjection
 
 from muse.text_encoder import TextEmbeddings, TextEncoder
 from muse.tokenizer import (
@@ -21,6 +21,7 @@ from muse.tokenizer import (
     load_tokenizer,
     tokenize,
 )
+from tests.tiny_models import tiny_text_config
 
 BOS_ID, EOS_ID = 49406, 49407
 
@@ -60,18 +61,7 @@ def open_clip_ids() -> np.ndarray:
 
 
 def tiny_model(tokenizer) -> CLIPTextModelWithProjection:
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=24,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        projection_dim=16,
-        max_position_embeddings=CONTEXT_LENGTH,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = tiny_text_config(tokenizer, 24, intermediate_size=48, projection_dim=16)
     torch.manual_seed(0)
     return CLIPTextModelWithProjection(config).eval()
 

@@ -6,14 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from flax import nnx
 from safetensors.numpy import load_file
-from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+from transformers import CLIPTextModelWithProjection
 
-from muse.config import VQConfig
 from muse.text_encoder import TextEncoder
 from muse.tokenizer import build_open_clip_tokenizer
-from muse.vq import VQModel
+from tests.tiny_models import tiny_text_config, tiny_vq
 from zoo_build.dataset import build_dataset, load_dataset
 from zoo_build.descriptors import HELDOUT_DESCRIPTORS, made_up_words
 from zoo_build.train_base import BaseTrainConfig, build_pool, train_base
@@ -28,32 +26,10 @@ def world(tmp_path_factory):
     build_dataset(
         data, subjects=["penguin", "banana", "dog", "rocket", "house", "letter_a"], heldout=False
     )
-    vq = VQModel(
-        VQConfig(
-            block_out_channels=(8, 8, 16, 16),
-            layers_per_block=1,
-            latent_channels=4,
-            num_vq_embeddings=16,
-            norm_num_groups=4,
-        ),
-        rngs=nnx.Rngs(0),
-    )
+    vq = tiny_vq()
     torch.manual_seed(0)
     tokenizer = build_open_clip_tokenizer()
-    text = CLIPTextModelWithProjection(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            projection_dim=8,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text = CLIPTextModelWithProjection(tiny_text_config(tokenizer))
     return data, vq, TextEncoder(text, tokenizer)
 
 
