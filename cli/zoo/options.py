@@ -215,7 +215,7 @@ def refuse(message: object) -> int:
 def progress_bar(
     total: int,
     desc: str,
-    postfix: Callable[[dict], dict[str, str]],
+    figures: Mapping[str, tuple[str, str]],
     note: Callable[[dict], str | None] | None = None,
 ) -> Iterator[Callable[[dict], None]]:
     """A tqdm bar over a trainer's steps, fed by the `progress` events it yields to.
@@ -226,7 +226,8 @@ def progress_bar(
     Args:
         total: The run's steps.
         desc: The bar's label.
-        postfix: A step event -> the figures shown after the bar.
+        figures: What is shown after the bar: label -> (a step event's key, its format
+            spec), each while the events have that key.
         note: An event -> a line printed above the bar instead of a bar update (None: a
             step event).
     """
@@ -243,7 +244,9 @@ def progress_bar(
             bar.reset()
             bar.initial = bar.n = event["step"] - 1
         bar.update(event["step"] - bar.n)
-        bar.set_postfix(postfix(event))
+        shown = {label: format(event[key], spec) for label, (key, spec) in figures.items()
+                 if key in event}  # fmt: skip
+        bar.set_postfix(shown)
 
     try:
         yield show

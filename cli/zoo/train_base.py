@@ -63,10 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _postfix(event: dict) -> dict[str, str]:
-    return {"loss": f"{event['loss']:.3f}", "acc": f"{event['accuracy']:.3f}"}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """`styledrop zoo train base --data DIR --vq DIR --text DIR --out DIR [--steps N]`.
 
@@ -78,7 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = TextEncoder.load(args.text / TEXT_ENCODER_DIR, tokenizer=args.text / TOKENIZER_DIR)
     init_from = "" if args.init is None else model_checkpoint.sha256_file(args.init)
     config = config_from_args(BaseTrainConfig(init_from=init_from), args, OPTIONS)
-    with progress_bar(config.steps, "base U-ViT", _postfix) as show:
+    with progress_bar(
+        config.steps, "base U-ViT", {"loss": ("loss", ".3f"), "acc": ("accuracy", ".3f")}
+    ) as show:
         path = train_base(
             args.data, vq, text, args.out, config, progress=show,
             should_stop=deadline(args.time_limit), init_weights=args.init,

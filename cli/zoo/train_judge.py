@@ -77,13 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _postfix(event: dict) -> dict[str, str]:
-    postfix = {"loss": f"{event['loss']:.3f}"}
-    if "judge_top1_real" in event:
-        postfix["top1"] = f"{event['judge_top1_real']:.3f}"
-    return postfix
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """`styledrop zoo train judge --data DIR --out DIR [--steps N]`.
 
@@ -92,7 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     config = config_from_args(JudgeTrainConfig(), args, OPTIONS)
-    with progress_bar(config.steps, "judge CLIP", _postfix) as show:
+    with progress_bar(
+        config.steps, "judge CLIP", {"loss": ("loss", ".3f"), "top1": ("judge_top1_real", ".3f")}
+    ) as show:
         judge_dir = train_judge(args.data, args.out, config, progress=show)
     info = json.loads((args.out / JUDGE_EVAL_FILE).read_text())
     print(f"Wrote {judge_dir}")

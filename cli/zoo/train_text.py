@@ -38,13 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _postfix(event: dict) -> dict[str, str]:
-    postfix = {"loss": f"{event['loss']:.3f}"}
-    if "text_top1_eval" in event:
-        postfix["top1"] = f"{event['text_top1_eval']:.3f}"
-    return postfix
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """`styledrop zoo train text --data DIR --out DIR [--steps N]`.
 
@@ -53,7 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     config = config_from_args(TextTrainConfig(), args, CLIP_OPTIONS)
-    with progress_bar(config.steps, "text encoder", _postfix) as show:
+    with progress_bar(
+        config.steps, "text encoder", {"loss": ("loss", ".3f"), "top1": ("text_top1_eval", ".3f")}
+    ) as show:
         folder = train_text_encoder(args.data, args.out, config, progress=show)
     info = json.loads((args.out / TEXT_EVAL_FILE).read_text())
     print(f"Wrote {folder} and {args.out / TOKENIZER_DIR}")

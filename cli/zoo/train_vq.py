@@ -80,12 +80,8 @@ def _note(event: dict) -> str | None:
     )
 
 
-def _postfix(event: dict) -> dict[str, str]:
-    return {
-        "loss": f"{event['loss']:.4f}",
-        "psnr": f"{event['psnr']:.1f}",
-        "use": f"{event['usage']:.0%}",
-    }
+# The bar's figures: label -> (step event key, format spec).
+VQ_FIGURES = {"loss": ("loss", ".4f"), "psnr": ("psnr", ".1f"), "use": ("usage", ".0%")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return refuse(error)
     limit = None if args.time_limit is None else 60.0 * args.time_limit
     try:
-        with progress_bar(config.steps, "VQ tokenizer", _postfix, _note) as show:
+        with progress_bar(config.steps, "VQ tokenizer", VQ_FIGURES, _note) as show:
             path = train_vq(args.data, args.out, config, progress=show, time_limit_s=limit)
     except train_checkpoint.CheckpointMismatchError as error:
         return refuse(error)
