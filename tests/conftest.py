@@ -44,6 +44,7 @@ from tests.redis_server import RedisServer
 from tests.tiny_models import tiny_text_config, tiny_vq
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest without xdist skips it
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """`--dist loadfile` spreads whole files, the longest first (tests/xdist_schedule.py)."""
     if config.getoption("dist") == "loadfile":
