@@ -38,16 +38,10 @@ from styledrop.images import make_grid, save_image
 from styledrop.zoo.draws import DEFAULT_DRAWS
 from styledrop.zoo.embedded import JUDGE_DIR, zoo_dir
 from zoo_build.pack import pack_subjects, using_pack
+from zoo_build.recognisability import SAMPLE_PROMPTS, SAMPLES_PER_PROMPT
 from zoo_build.run_files import BASE_CONFIG_FILE, VQ_CONFIG_FILE, VQ_INFO_FILE
 from zoo_build.shards import DEFAULT_MAX_SHARDS, DEFAULT_SHARD_BYTES, write_shards
 
-# The issue's recognisability check: a person should name each subject at a glance.
-SAMPLE_PROMPTS = (
-    "a penguin", "a cat", "a dog", "a banana", "an apple", "a strawberry", "a car", "a bus",
-    "a bicycle", "a rocket", "a house", "a tree", "a cactus", "a fish", "a bird", "a horse",
-    "a teapot", "a guitar", "an umbrella", "a clock", "a sun", "a boat", "the letter A",
-    "the letter R",
-)  # fmt: skip
 SAMPLES_FILE = "samples.png"
 LOG_FILE = "build_log.jsonl"
 SUMMARY_FILE = "build_summary.json"
@@ -80,6 +74,8 @@ class BuildConfig:
         vq_share: Fraction of the time left after rendering that the VQ gets.
         base_width: Base U-ViT width.
         base_layers: Base U-ViT transformer layers.
+        base_downsample: Run the base's transformer layers on the token grid halved by a
+            2x2 convolution (aMUSEd 512's design).
         base_descriptor_pairs: Extra pairs per image captioned with a made-up style
             descriptor appended (`zoo_build.descriptors`), so unknown descriptors keep content.
         base_dtype: Base compute dtype: "float32", "bfloat16", or "auto" (bfloat16 on a
@@ -112,6 +108,7 @@ class BuildConfig:
     vq_share: float = 0.35
     base_width: int = 256
     base_layers: int = 8
+    base_downsample: bool = False
     base_descriptor_pairs: int = 2
     base_dtype: str = "auto"
     base_batch: int = 128
@@ -121,7 +118,7 @@ class BuildConfig:
     probe_steps: int = 20
     reserve_s: float = 30.0
     sample_prompts: tuple[str, ...] = SAMPLE_PROMPTS
-    samples_per_prompt: int = 4
+    samples_per_prompt: int = SAMPLES_PER_PROMPT
     text_dir: str | None = None
     judge_dir: str | None = None
     seed: int = 0
@@ -346,6 +343,7 @@ def build_zoo(
     dtype = default_compute_dtype() if config.base_dtype == "auto" else config.base_dtype
     base_config = BaseTrainConfig(
         width=config.base_width, layers=config.base_layers, dtype=dtype,
+        downsample=config.base_downsample,
         descriptor_pairs=config.base_descriptor_pairs, batch_size=config.base_batch,
         learning_rate=config.base_lr,
         warmup_steps=config.base_warmup, steps=config.base_max_steps, seed=config.seed,

@@ -15,6 +15,9 @@ Four questions, each answered on data the model in question never trained on:
   training caption contains (`zoo_build.descriptors.HELDOUT_DESCRIPTORS`, one per subject
   in turn): does an unknown modifier leave the content in place? `t2i_descriptor_ratio`
   is it over `t2i_top1` (target: at least 0.9).
+- `recognisability_judge_prompts`: of the 24 everyday prompts of the recognisability check
+  (`zoo_build.recognisability`), how many the judge names in at least 3 of 4 samples. The
+  grid is also saved as a PNG beside the report, for a person to look at.
 The figures go to stdout as one JSON line and, with image grids, into an HTML report.
 """
 
@@ -29,15 +32,20 @@ import numpy as np
 
 from feedback.html_report import HtmlReport
 from feedback.scorer import ClipScorer
+from styledrop.images import make_grid, save_image
 from styledrop.zoo.draws import is_plain_canonical
 from styledrop.zoo.embedded import JUDGE_DIR, MANIFEST
 from styledrop.zoo.styles import LINE_ART
-from styledrop.zoo.vocabulary import Subject
 from zoo_build.dataset import load_dataset
 from zoo_build.descriptors import HELDOUT_DESCRIPTORS
+from zoo_build.recognisability import (
+    RECOGNISABILITY_PROMPTS,
+    SAMPLE_PROMPTS,
+    SAMPLES_PER_PROMPT,
+    named_by_judge,
+)
 from zoo_build.vq_metrics import reconstruct_images, reconstruction_scores
-from zoo_build.world_tokenizer import subject_prompts
-from zoo_build.zero_shot import load_vocabulary
+from zoo_build.zero_shot import judge_top1, load_vocabulary
 
 DEFAULT_T2I_SUBJECTS = 128
 
@@ -48,16 +56,6 @@ def spread(items: Sequence, count: int | None) -> list:
         return list(items)
     picks = np.linspace(0, len(items) - 1, count).round().astype(int)
     return [items[i] for i in picks]
-
-
-def judge_top1(
-    scorer: ClipScorer, images: np.ndarray, truth: Sequence[str], subjects: Sequence[Subject]
-) -> tuple[float, list[str]]:
-    """Zero-shot top-1 over `subjects`, and each image's predicted subject id."""
-    best, _ = scorer.classify(images, [subject_prompts(s) for s in subjects])
-    predicted = [subjects[i].id for i in best]
-    correct = [p == t for p, t in zip(predicted, truth, strict=True)]
-    return (float(np.mean(correct)) if correct else float("nan")), predicted
 
 
 def _captions(truth: Sequence[str], predicted: Sequence[str]) -> list[str]:
@@ -73,6 +71,7 @@ def zoo_report(
     batch_size: int = 32,
     log: Callable[[str], None] = print,
     descriptors: bool = True,
+    recognisability: bool = True,
 ) -> dict:
     """Scores a zoo folder and writes the HTML report.
 
@@ -85,6 +84,8 @@ def zoo_report(
         batch_size: Images per compiled generation batch.
         log: Receives one line per stage.
         descriptors: Also draw the prompts with a held-out style descriptor appended.
+        recognisability: Also draw the recognisability check's prompts (4 samples each),
+            saved as `<report name>-recognisability.png` beside the report.
 
     Returns:
         The figures (also written into the report).
@@ -160,6 +161,23 @@ def zoo_report(
             figures["t2i_top1_descriptor"] / figures["t2i_top1"]
             if figures["t2i_top1"] > 0 else float("nan")
         )  # fmt: skip
+    if recognisability:
+        log(f"recognisability check: {len(RECOGNISABILITY_PROMPTS)} prompts")
+        checked_u8 = np.round(
+            pipe.generate(
+                list(SAMPLE_PROMPTS),
+                num_images_per_prompt=SAMPLES_PER_PROMPT,
+                seed=seed,
+                batch_size=batch_size,
+            )
+            * 255
+        ).astype(np.uint8)  # [24 * 4, H, W, 3], prompt by prompt
+        named, checked_captions = named_by_judge(
+            scorer, checked_u8, RECOGNISABILITY_PROMPTS, subjects, SAMPLES_PER_PROMPT
+        )
+        figures |= named
+        grid_path = Path(html_path).with_name(f"{Path(html_path).stem}-recognisability.png")
+        save_image(make_grid(checked_u8, columns=2 * SAMPLES_PER_PROMPT), grid_path)
     manifest_path = zoo / MANIFEST
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
@@ -170,7 +188,11 @@ def zoo_report(
     report.table(
         ["figure", "value"],
         [[k, v] for k, v in figures.items() if not isinstance(v, dict)]
-        + [[f"judge_top1 {k}", v] for k, v in by_style.items()],
+        + [[f"judge_top1 {k}", v] for k, v in by_style.items()]
+        + [
+            [f"judge named '{k}'", f"{v} of {SAMPLES_PER_PROMPT}"]
+            for k, v in figures.get("recognisability_judge_by_prompt", {}).items()
+        ],
     )
     report.heading("Text to image: 'a <subject>' (caption: subject, and the judge's guess)")
     report.figures(images_u8, _captions(ids, t2i_pred))
@@ -180,6 +202,12 @@ def zoo_report(
             d if p == t else f"{d} (judge: {p})"
             for d, p, t in zip(described, described_pred, ids, strict=True)
         ])  # fmt: skip
+    if recognisability:
+        report.heading(
+            f"Recognisability check ({SAMPLES_PER_PROMPT} samples per prompt; grid:"
+            f" {grid_path.name}, two prompts per row)"
+        )
+        report.figures(checked_u8, checked_captions)
     report.heading("VQ: eval renders (top) and their reconstructions (bottom)")
     report.figures(eval_images[shown], [truth[i] for i in shown])
     report.figures(reconstructed[shown])

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from feedback.scorer import ClipScorer
 from styledrop.zoo.vocabulary import SUBJECTS, Subject, get_subject
 from zoo_build.contrastive import to_pixels
 from zoo_build.dataset import load_dataset
@@ -153,3 +154,20 @@ def zero_shot_top1(
         )
     model.train(was_training)
     return top1
+
+
+def judge_guesses(
+    scorer: ClipScorer, images: np.ndarray, subjects: Sequence[Subject]
+) -> list[str]:
+    """The subject id the judge names for each image, zero-shot over `subjects`."""
+    best, _ = scorer.classify(images, [subject_prompts(s) for s in subjects])
+    return [subjects[i].id for i in best]
+
+
+def judge_top1(
+    scorer: ClipScorer, images: np.ndarray, truth: Sequence[str], subjects: Sequence[Subject]
+) -> tuple[float, list[str]]:
+    """Zero-shot top-1 over `subjects`, and each image's predicted subject id."""
+    predicted = judge_guesses(scorer, images, subjects)
+    correct = [p == t for p, t in zip(predicted, truth, strict=True)]
+    return (float(np.mean(correct)) if correct else float("nan")), predicted

@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-descriptors", action="store_true",
         help="skip drawing the prompts again with a held-out style descriptor appended",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-recognisability", action="store_true",
+        help="skip the recognisability check (24 everyday prompts, 4 samples each, saved as"
+        " HTML-NAME-recognisability.png beside the report)",
+    )  # fmt: skip
     return parser
 
 
@@ -65,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             build_dataset(data)
         figures = zoo_report(
             zoo, data, args.html, t2i_subjects=count, seed=args.seed, log=_log,
-            descriptors=not args.no_descriptors,
+            descriptors=not args.no_descriptors, recognisability=not args.no_recognisability,
         )  # fmt: skip
     print(json.dumps(figures, sort_keys=True))
     _log(f"Wrote {args.html}")

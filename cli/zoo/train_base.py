@@ -26,6 +26,19 @@ OPTIONS = (
     Option("--steps", "steps"),
     Option("--batch-size", "batch_size"),
     Option("--width", "width"),
+    Option("--layers", "layers", "transformer layers"),
+    Option(
+        "--downsample",
+        "downsample",
+        "run the transformer layers on the token grid halved by a 2x2 convolution (aMUSEd 512's"
+        " design): a 16x16 grid then costs the transformer what an 8x8 one does",
+    ),
+    Option(
+        "--descriptor-pairs",
+        "descriptor_pairs",
+        "extra pairs per image captioned with a made-up style descriptor appended, so that"
+        " unknown descriptors keep the content",
+    ),
     Option("--lr", "learning_rate"),
     Option("--warmup", "warmup_steps"),
     Option(

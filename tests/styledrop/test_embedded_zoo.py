@@ -50,7 +50,7 @@ def test_committed_zoo_loads_and_its_judge_scores(monkeypatch):
 def test_committed_judge_names_plain_renders_over_the_whole_vocabulary():
     from styledrop.zoo.draws import render_draw
     from styledrop.zoo.vocabulary import SUBJECTS, get_subject
-    from zoo_build.report import judge_top1
+    from zoo_build.zero_shot import judge_top1
 
     names = ["penguin", "banana", "racing_car", "teapot", "letter_a", "dog", "rocket", "house"]
     rng = np.random.default_rng(0)

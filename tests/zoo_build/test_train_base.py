@@ -111,8 +111,24 @@ def test_settings_added_later_keep_earlier_fingerprints():
     assert "descriptor_pairs" not in earlier.fingerprint() and "dtype" not in earlier.fingerprint()
     assert BaseTrainConfig(descriptor_pairs=2).fingerprint() != earlier.fingerprint()
     assert BaseTrainConfig(dtype="bfloat16").fingerprint() != earlier.fingerprint()
+    assert "downsample" not in earlier.fingerprint()
+    assert BaseTrainConfig(downsample=True).fingerprint() != earlier.fingerprint()
     with pytest.raises(ValueError, match="dtype"):
         BaseTrainConfig(dtype="float16")
+
+
+def test_a_downsampled_base_trains_and_records_its_halved_grid(world, tmp_path):
+    data, vq, text = world
+    config = BaseTrainConfig(
+        width=32, steps=2, batch_size=4, warmup_steps=1, checkpoint_every=0, downsample=True
+    )
+    trained = load_file(str(train_base(data, vq, text, tmp_path, config)))
+    info = json.loads((tmp_path / "transformer_config.json").read_text())
+    assert info["transformer"]["downsample"] and info["transformer"]["upsample"]
+    assert info["transformer"]["sample_size"] == 8  # the token grid; the layers see 4 x 4
+    assert any("downsample" in key for key in trained)
+    assert any("upsample" in key for key in trained)
+    assert all(np.isfinite(value).all() for value in trained.values())
 
 
 def test_base_training_resumes_bit_identically(world, tmp_path):

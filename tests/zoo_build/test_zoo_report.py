@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 from safetensors.numpy import load_file
 
 from cli.main import main
@@ -14,6 +15,7 @@ from muse.folder_layout import TRANSFORMER_FILE
 from styledrop.zoo import embedded
 from tests.html_report import assert_report_complete
 from zoo_build.descriptors import HELDOUT_DESCRIPTORS
+from zoo_build.recognisability import SAMPLE_PROMPTS
 from zoo_build.report import spread, zoo_report
 
 
@@ -72,15 +74,26 @@ def test_report_figures_and_html(tiny_zoo, tmp_path):
     assert page.count("<img") == len(pictures) > 3 + 3 + 16
     assert assert_report_complete(tmp_path / "report.html") == len(pictures)
     assert "held-out style descriptor" in page and HELDOUT_DESCRIPTORS[0] in page
+    # The recognisability check: 24 prompts x 4 samples, also saved as one grid.
+    assert figures["recognisability_prompts"] == len(SAMPLE_PROMPTS) == 24
+    counts = figures["recognisability_judge_by_prompt"]
+    assert list(counts) == list(SAMPLE_PROMPTS) and all(0 <= n <= 4 for n in counts.values())
+    assert figures["recognisability_judge_prompts"] == sum(n >= 3 for n in counts.values())
+    assert figures["recognisability_judge_top1"] == sum(counts.values()) / 96
+    grid = np.asarray(Image.open(tmp_path / "report-recognisability.png"))
+    assert grid.shape == (12 * 66 + 2, 8 * 66 + 2, 3)  # 12 rows of 2 prompts x 4, 2 px gaps
+    assert "Recognisability check" in page
 
 
 def test_report_command_prints_one_json_line(tiny_zoo, tmp_path, capsys):
     data = tiny_zoo.parent / "data"
     code = main(["zoo", "report", "--zoo", str(tiny_zoo), "--data", str(data),
                  "--html", str(tmp_path / "r.html"), "--t2i-subjects", "2",
-                 "--no-descriptors"])  # fmt: skip
+                 "--no-descriptors", "--no-recognisability"])  # fmt: skip
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     figures = json.loads(lines[-1])
     assert figures["t2i_subjects"] == 2 and figures["vocabulary_size"] == 6
     assert "t2i_top1_descriptor" not in figures
+    assert "recognisability_judge_prompts" not in figures
+    assert not (tmp_path / "r-recognisability.png").exists()
