@@ -59,6 +59,17 @@ def _optional_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _part_record(folder: Path, eval_file: str, part: str) -> dict:
+    """A text encoder's or judge's training record.
+
+    Its run's eval file, or, when the part is taken from an assembled zoo (the committed
+    one, say), that zoo's manifest entry.
+    """
+    if (folder / eval_file).is_file():
+        return _read_json(folder / eval_file)
+    return _optional_json(folder / MANIFEST).get("training", {}).get(part, {})
+
+
 def copy_as_float16(source: Path, dest: Path) -> None:
     """Copies a safetensors file, storing floating-point tensors as float16."""
     tensors = load_file(str(source))
@@ -97,11 +108,13 @@ def assemble_zoo(
     Args:
         base_dir: Base U-ViT run (transformer.safetensors, transformer_config.json).
         vq_dir: VQ run (vqvae.safetensors, vq_config.json).
-        text_dir: Text-encoder run (text_encoder/, tokenizer/).
+        text_dir: Text-encoder run (text_encoder/, tokenizer/), or a zoo folder (its
+            manifest's record of the text encoder is kept).
         out_dir: Destination (replaced atomically). When the base run was warm-started from
             the transformer of the zoo already there, that zoo's base training record is
             kept in the new manifest under `training.base.init`.
-        judge_dir: Judge run (judge/); copied to `out_dir/judge/` when given.
+        judge_dir: Judge run (judge/), or a zoo folder; copied to `out_dir/judge/` when
+            given.
         data_recipe_version: The dataset recipe the parts were trained on.
         guidance_scale: Default classifier-free guidance scale of the base.
 
@@ -134,8 +147,8 @@ def assemble_zoo(
         shutil.copytree(judge_dir / JUDGE_DIR, staging / JUDGE_DIR)
     checkpoint.write_model_json(staging, config)
     files = sorted(p for p in staging.rglob("*") if p.is_file())
-    text_info = _optional_json(text_dir / TEXT_EVAL_FILE)
-    judge_info = {} if judge_dir is None else _optional_json(judge_dir / JUDGE_EVAL_FILE)
+    text_info = _part_record(text_dir, TEXT_EVAL_FILE, "text")
+    judge_info = {} if judge_dir is None else _part_record(judge_dir, JUDGE_EVAL_FILE, "judge")
     base_entry = {k: v for k, v in base_info.items() if k != "transformer"}
     base_entry.update(_warm_start_lineage(base_info, out_dir))
     manifest = {

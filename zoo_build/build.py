@@ -24,7 +24,6 @@ import dataclasses
 import itertools
 import json
 import os
-import platform
 import shutil
 import statistics
 import time
@@ -36,7 +35,8 @@ from typing import Any
 from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR, VQ_FILE
 from styledrop.images import make_grid, save_image
 from styledrop.zoo.draws import DEFAULT_DRAWS
-from styledrop.zoo.embedded import JUDGE_DIR, zoo_dir
+from styledrop.zoo.embedded import JUDGE_DIR, MANIFEST, zoo_dir
+from zoo_build.machine import machine_description
 from zoo_build.pack import pack_subjects, using_pack
 from zoo_build.recognisability import SAMPLE_PROMPTS, SAMPLES_PER_PROMPT
 from zoo_build.run_files import BASE_CONFIG_FILE, VQ_CONFIG_FILE, VQ_INFO_FILE
@@ -141,27 +141,6 @@ class BuildConfig:
             )
 
 
-def environment() -> dict[str, Any]:
-    """Versions and devices: what ran the build (printed first, kept in the summary)."""
-    import flax
-    import jax
-    import optax
-    import torch
-
-    devices = jax.devices()
-    return {
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "flax": flax.__version__,
-        "optax": optax.__version__,
-        "torch": torch.__version__,
-        "jax_backend": jax.default_backend(),
-        "jax_devices": [f"{d.platform}:{d.device_kind}" for d in devices],
-        "torch_cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "machine": platform.machine(),
-    }
-
-
 class _Recorder:
     """Appends events to the log, keeps the summary file current, prints one line each."""
 
@@ -212,11 +191,14 @@ def _sized_steps(seconds: float, step_s: float, floor: int, ceiling: int) -> int
 
 
 def _copy_part(source: Path, names: tuple[str, ...], dest: Path) -> Path:
+    """Copies folders of a zoo (with its manifest: the parts' training records)."""
     for name in names:
         if not (source / name).is_dir():
             raise FileNotFoundError(f"{source} has no {name}/: point the build at a zoo folder.")
         shutil.rmtree(dest / name, ignore_errors=True)
         shutil.copytree(source / name, dest / name)
+    if (source / MANIFEST).is_file():
+        shutil.copy2(source / MANIFEST, dest / MANIFEST)
     return dest
 
 
@@ -273,7 +255,7 @@ def build_zoo(
     rec = _Recorder(results, echo)
     deadline = config.time_budget_s
     rec.summary["config"] = dataclasses.asdict(config)
-    rec.event("environment", **environment())
+    rec.event("environment", **machine_description())
 
     # 1. The world, rendered from the pack.
     world = out_dir / WORLD_DIR

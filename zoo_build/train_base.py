@@ -37,6 +37,7 @@ from styledrop.train_step import make_train_step
 from styledrop.zoo.draws import CANONICAL_SPLIT, is_plain_canonical
 from zoo_build.dataset import load_dataset
 from zoo_build.descriptors import made_up_descriptor
+from zoo_build.machine import machine_description
 from zoo_build.run_files import BASE_CONFIG_FILE, TRAIN_LOG_FILE
 from zoo_build.run_files import POOL_FILE as POOL_FILE  # re-exported: the token pool
 from zoo_build.schedule import adamw_with_fed_rate, feed_learning_rate, warmup_cosine_schedule
@@ -334,7 +335,7 @@ def train_base(
 def _export(
     model: UVit2D, params: nnx.State, out_dir: Path, config: BaseTrainConfig, summary: dict
 ) -> Path:
-    """Writes the weights and `transformer_config.json` (with `steps_done` and `complete`)."""
+    """Writes the weights and `transformer_config.json` (steps done, complete, the machine)."""
     nnx.update(model, params)
     path = out_dir / TRANSFORMER_FILE
     weights.save_params(model, path)
@@ -343,6 +344,7 @@ def _export(
         "train": dataclasses.asdict(config),
         **summary,
         "complete": summary["steps_done"] >= config.steps,
+        "machine": machine_description(),
     }
     (out_dir / BASE_CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return path

@@ -32,6 +32,7 @@ from muse.folder_layout import VQ_FILE
 from muse.vq import VQModel
 from styledrop import train_checkpoint
 from zoo_build.dataset import load_dataset, recipe_version
+from zoo_build.machine import machine_description
 from zoo_build.run_files import TRAIN_LOG_FILE, VQ_CONFIG_FILE, VQ_INFO_FILE
 from zoo_build.step_rate import StepRate
 from zoo_build.vq_metrics import evaluate_vq
@@ -115,7 +116,7 @@ def _write_outputs(
     num_train: int,
     eval_images: np.ndarray,
 ) -> Path:
-    """Writes the weights, `vq_config.json` and `train_info.json` (with the eval metrics)."""
+    """Writes the weights, `vq_config.json` and `train_info.json` (eval metrics, the machine)."""
     final = evaluate_vq(model, eval_images)
     path = out_dir / VQ_FILE
     weights.save_params(model, path)
@@ -130,6 +131,7 @@ def _write_outputs(
         "eval_images": len(eval_images),
         "eval": final,
         "parameters": num_params,
+        "machine": machine_description(),
     }
     (out_dir / VQ_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     with (out_dir / TRAIN_LOG_FILE).open("a") as log:

@@ -156,9 +156,7 @@ def zero_shot_top1(
     return top1
 
 
-def judge_guesses(
-    scorer: ClipScorer, images: np.ndarray, subjects: Sequence[Subject]
-) -> list[str]:
+def judge_guesses(scorer: ClipScorer, images: np.ndarray, subjects: Sequence[Subject]) -> list[str]:
     """The subject id the judge names for each image, zero-shot over `subjects`."""
     best, _ = scorer.classify(images, [subject_prompts(s) for s in subjects])
     return [subjects[i].id for i in best]

@@ -150,7 +150,7 @@ def documented_options(
 
     The help is the field's line in the docstring's `Attributes:` section. The flag is the
     field's name with dashes, or `flags[field]`; the type comes from the field's annotation
-    (int, float, str, tuples of ints or of names), or `types[field]`.
+    (int, float, str, tuples of ints or of names; a bool is a switch), or `types[field]`.
 
     Raises:
         TypeError: a field whose annotation gives no parser and that `types` does not name.
@@ -168,6 +168,10 @@ def documented_options(
     options = []
     for item in dataclasses.fields(settings_class):
         hint, text = hints[item.name], str(hints[item.name])
+        flag = flags.get(item.name, "--" + item.name.replace("_", "-"))
+        if hint is bool and item.name not in types:  # a switch (`add_config_options`)
+            options.append(Option(flag, item.name, helps.get(item.name)))
+            continue
         kind = types.get(item.name) or {int: int, float: float, str: str}.get(hint)
         if kind is None and text.startswith("tuple[int"):
             kind = comma_ints
@@ -177,7 +181,6 @@ def documented_options(
             kind = str
         if kind is None:
             raise TypeError(f"{settings_class.__name__}.{item.name}: give a parser in `types`.")
-        flag = flags.get(item.name, "--" + item.name.replace("_", "-"))
         options.append(Option(flag, item.name, helps.get(item.name), type=kind))
     return tuple(options)
 

@@ -17,6 +17,7 @@ import pytest
 
 import muse
 from muse.checkpoint import sha256_file
+from styledrop.zoo import embedded
 from zoo_build.build import BuildConfig, BuildConfigError, _sized_steps
 from zoo_build.pack import write_pack
 from zoo_build.shards import read_shards
@@ -70,6 +71,14 @@ def test_the_rehearsal_trains_assembles_and_shards_a_zoo(tmp_path):
     manifest = json.loads((zoo / "manifest.json").read_text())
     for name, digest in manifest["files"].items():
         assert sha256_file(zoo / name) == digest
+    # Each part says where it was trained; the text encoder and the judge come from the
+    # committed zoo with that zoo's records.
+    training = manifest["training"]
+    for part in ("vq", "base"):
+        assert training[part]["machine"]["jax_backend"] == "cpu"
+        assert training[part]["machine"]["cpu_cores"] >= 1
+    committed = json.loads((embedded.EMBEDDED_ZOO / "manifest.json").read_text())["training"]
+    assert training["text"] == committed["text"] and training["judge"] == committed["judge"]
     vq = read_shards(out, tmp_path / "vq", prefix="vq")
     assert json.loads((vq / "vq_config.json").read_text())["num_vq_embeddings"] == 32
 

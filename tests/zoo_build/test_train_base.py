@@ -46,6 +46,7 @@ def test_base_training_learns(world, tmp_path):
     info = json.loads((tmp_path / "transformer_config.json").read_text())
     assert info["transformer"]["codebook_size"] == 16
     assert info["transformer"]["sample_size"] == 8  # 64 px / factor 8
+    assert info["machine"]["jax_backend"] == "cpu" and info["machine"]["cpu"]
     assert len(load_file(str(path))) > 0
 
 
