@@ -1,6 +1,6 @@
 """`styledrop zoo report`: how good the embedded zoo is, as figures and as pictures.
 
-Four questions, each answered on data the model in question never trained on:
+The questions, each answered on data the model in question never trained on:
 - `vq_psnr`: can the VQ tokenizer reconstruct renders of the "eval" split?
 - `judge_top1_real`: does the judge name the subject of "eval" renders (fresh
   augmentation draws), zero-shot over the whole vocabulary?
