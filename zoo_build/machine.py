@@ -1,8 +1,8 @@
 """What a training run ran on: library versions, the JAX devices and the CPU.
 
 The build prints it first and keeps it in its summary; the VQ and base trainers write it
-into their run records (`machine`), so the zoo's manifest says where each part was
-trained.
+into their run records (`machine`) each time they export, so the zoo's manifest says where
+each part was last trained (a finished run rerun elsewhere exports again and says so).
 """
 
 from __future__ import annotations
