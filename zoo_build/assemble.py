@@ -26,8 +26,8 @@ from zoo_build.run_files import (
     BASE_CONFIG_FILE,
     JUDGE_EVAL_FILE,
     TEXT_EVAL_FILE,
-    VQ_CONFIG_FILE,
-    VQ_INFO_FILE,
+    vq_config_dict,
+    vq_record,
 )
 
 # Classifier-free guidance of the zoo base. Its unconditional branch is weak (masked-token
@@ -107,7 +107,8 @@ def assemble_zoo(
 
     Args:
         base_dir: Base U-ViT run (transformer.safetensors, transformer_config.json).
-        vq_dir: VQ run (vqvae.safetensors, vq_config.json).
+        vq_dir: VQ run (vqvae.safetensors, vq_config.json), or a zoo folder (its tokenizer
+            and its manifest's record of it are kept).
         text_dir: Text-encoder run (text_encoder/, tokenizer/), or a zoo folder (its
             manifest's record of the text encoder is kept).
         out_dir: Destination (replaced atomically). When the base run was warm-started from
@@ -127,8 +128,8 @@ def assemble_zoo(
         missing = judge_dir / JUDGE_DIR
         raise FileNotFoundError(f"Missing {missing}: run `styledrop zoo train judge`.")
     base_info = _read_json(base_dir / BASE_CONFIG_FILE)
-    vq = VQConfig.from_dict(_read_json(vq_dir / VQ_CONFIG_FILE))
-    vq_info = _optional_json(vq_dir / VQ_INFO_FILE)
+    vq = VQConfig.from_dict(vq_config_dict(vq_dir))
+    vq_info = vq_record(vq_dir)
     transformer = TransformerConfig.from_dict(base_info["transformer"])
     config = ModelConfig(
         transformer=transformer,

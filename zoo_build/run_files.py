@@ -7,6 +7,14 @@ names (`muse.folder_layout`: `vqvae.safetensors`, `transformer.safetensors`,
 No JAX or PyTorch here, so reading a name costs nothing.
 """
 
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from muse.folder_layout import MODEL_JSON
+from styledrop.zoo.embedded import MANIFEST
+
 # `zoo train vq` and `zoo compact-vq`: the tokenizer's sizes (`muse.config.VQConfig`, with
 # diffusers' field names) and the run record (settings, steps done, data recipe version,
 # eval figures, and for a compacted tokenizer the compaction).
@@ -36,3 +44,35 @@ JUDGE_EVAL_FILE = "judge_eval.json"
 # config, and the weights (float16).
 JUDGE_CONFIG_FILE = "open_clip_config.json"
 JUDGE_WEIGHTS_FILE = "open_clip_model.safetensors"
+
+
+def vq_config_dict(folder: str | Path) -> dict:
+    """The tokenizer's sizes from a VQ run folder or from an assembled zoo folder.
+
+    Args:
+        folder: A `zoo train vq` / `zoo compact-vq` run (`vq_config.json`), or a zoo folder
+            (the committed one, say: its `model.json` holds the same sizes).
+
+    Raises:
+        FileNotFoundError: if the folder holds neither.
+    """
+    folder = Path(folder)
+    if (folder / VQ_CONFIG_FILE).is_file():
+        return json.loads((folder / VQ_CONFIG_FILE).read_text())
+    if (folder / MODEL_JSON).is_file():
+        return json.loads((folder / MODEL_JSON).read_text())["config"]["vq"]
+    raise FileNotFoundError(
+        f"{folder} has neither {VQ_CONFIG_FILE} nor {MODEL_JSON}: give a `zoo train vq` "
+        "run folder or a zoo folder."
+    )
+
+
+def vq_record(folder: str | Path) -> dict:
+    """The tokenizer's training record: its run's `train_info.json`, or a zoo's manifest entry."""
+    folder = Path(folder)
+    if (folder / VQ_INFO_FILE).is_file():
+        return json.loads((folder / VQ_INFO_FILE).read_text())
+    if (folder / MANIFEST).is_file():
+        manifest = json.loads((folder / MANIFEST).read_text())
+        return manifest.get("training", {}).get("vq", {})
+    return {}

@@ -33,7 +33,7 @@ from muse.vq import VQModel
 from styledrop import train_checkpoint
 from zoo_build.dataset import load_dataset, recipe_version
 from zoo_build.machine import machine_description
-from zoo_build.run_files import TRAIN_LOG_FILE, VQ_CONFIG_FILE, VQ_INFO_FILE
+from zoo_build.run_files import TRAIN_LOG_FILE, VQ_CONFIG_FILE, VQ_INFO_FILE, vq_config_dict
 from zoo_build.step_rate import StepRate
 from zoo_build.vq_metrics import evaluate_vq
 from zoo_build.vq_step import compiled_vq_step, init_ema, split_model
@@ -245,9 +245,9 @@ def export_vq(data_dir: str | Path, out_dir: str | Path, config: VQTrainConfig) 
 
 
 def load_vq(folder: str | Path) -> VQModel:
-    """Loads a trained tokenizer from a folder holding `vq_config.json` and its weights."""
+    """Loads a trained tokenizer from a VQ run folder or a zoo folder (see `vq_config_dict`)."""
     folder = Path(folder)
-    config = VQConfig.from_dict(json.loads((folder / VQ_CONFIG_FILE).read_text()))
+    config = VQConfig.from_dict(vq_config_dict(folder))
     model = nnx.eval_shape(lambda: VQModel(config, rngs=nnx.Rngs(0)))
     weights.load_params(model, folder / VQ_FILE)
     return model

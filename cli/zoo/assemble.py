@@ -23,9 +23,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--base", type=Path, required=True, help="`zoo train base` run folder")
-    parser.add_argument("--vq", type=Path, required=True, help="`zoo train vq` run folder")
-    parser.add_argument("--text", type=Path, required=True, help="`zoo train text` run folder")
-    parser.add_argument("--judge", type=Path, required=True, help="`zoo train judge` run folder")
+    zoo = "or a zoo folder (its part and its training record are kept)"
+    parser.add_argument("--vq", type=Path, required=True, help=f"`zoo train vq` run folder, {zoo}")
+    parser.add_argument(
+        "--text", type=Path, required=True, help=f"`zoo train text` run folder, {zoo}"
+    )
+    parser.add_argument(
+        "--judge", type=Path, required=True, help=f"`zoo train judge` run folder, {zoo}"
+    )
     parser.add_argument("--data", type=Path, help="dataset folder (for its recipe version)")
     parser.add_argument("--out", type=Path, default=EMBEDDED_ZOO, help="destination folder")
     parser.add_argument(

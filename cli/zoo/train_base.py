@@ -58,7 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser of `styledrop zoo train base`."""
     parser = argparse.ArgumentParser(prog="styledrop zoo train base")
     add_data_option(parser)
-    parser.add_argument("--vq", type=Path, required=True, help="folder with vqvae.safetensors")
+    parser.add_argument(
+        "--vq",
+        type=Path,
+        required=True,
+        help="`zoo train vq` run folder, or a zoo folder (e.g. styledrop/zoo/weights)",
+    )
     parser.add_argument(
         "--text", type=Path, required=True, help="folder with text_encoder/ and tokenizer/"
     )

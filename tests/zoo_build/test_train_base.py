@@ -172,6 +172,7 @@ def test_assembled_zoo_folder_loads_and_generates(world, tmp_path):
     (tmp_path / "vq").mkdir()
     weights.save_params(vq, tmp_path / "vq" / "vqvae.safetensors")
     (tmp_path / "vq" / "vq_config.json").write_text(json.dumps(vq.config.to_dict()))
+    (tmp_path / "vq" / "train_info.json").write_text(json.dumps({"steps_done": 7}))
     text.model.save_pretrained(tmp_path / "text" / "text_encoder")
     text.tokenizer.save_pretrained(tmp_path / "text" / "tokenizer")
     out = assemble_zoo(
@@ -193,10 +194,33 @@ def test_assembled_zoo_folder_loads_and_generates(world, tmp_path):
     train_base(
         data, vq, text, tmp_path / "more", more, init_weights=out / "transformer.safetensors"
     )
-    again = assemble_zoo(tmp_path / "more", tmp_path / "vq", tmp_path / "text", out)
-    lineage = json.loads((again / "manifest.json").read_text())["training"]["base"]
+    # The tokenizer and text encoder may come from the zoo folder itself (the committed
+    # zoo's, say): its VQ sizes and its record of the VQ's training are kept.
+    again = assemble_zoo(tmp_path / "more", out, out, out)
+    renewed = json.loads((again / "manifest.json").read_text())
+    lineage = renewed["training"]["base"]
     assert lineage["train"]["steps"] == 2 and lineage["init"] == manifest["training"]["base"]
     assert "init" not in manifest["training"]["base"]
+    assert renewed["training"]["vq"] == {"steps_done": 7} == manifest["training"]["vq"]
+    assert renewed["files"]["vqvae.safetensors"] == manifest["files"]["vqvae.safetensors"]
+    assert muse.load(again).config.vq == pipe.config.vq
+
+
+def test_a_zoo_folder_serves_as_the_tokenizer_of_a_base_run(tmp_path):
+    """`zoo train base --vq ZOO` reads the tokenizer from a zoo's `model.json`."""
+    from muse import weights
+    from zoo_build.run_files import vq_config_dict
+    from zoo_build.train_vq import load_vq
+
+    vq = tiny_vq()
+    weights.save_params(vq, tmp_path / "vqvae.safetensors")
+    model_json = {"config": {"vq": vq.config.to_dict()}}  # the part of model.json it reads
+    (tmp_path / "model.json").write_text(json.dumps(model_json))
+    assert vq_config_dict(tmp_path) == vq.config.to_dict()
+    loaded = load_vq(tmp_path)
+    assert loaded.config == vq.config
+    with pytest.raises(FileNotFoundError, match="zoo train vq"):
+        vq_config_dict(tmp_path / "nowhere")
 
 
 def test_warm_start_begins_from_the_given_weights(world, tmp_path):
