@@ -26,8 +26,8 @@ from zoo_build.run_files import (
     BASE_CONFIG_FILE,
     JUDGE_EVAL_FILE,
     TEXT_EVAL_FILE,
+    VQ_INFO_FILE,
     vq_config_dict,
-    vq_record,
 )
 
 # Classifier-free guidance of the zoo base. Its unconditional branch is weak (masked-token
@@ -60,9 +60,9 @@ def _optional_json(path: Path) -> dict:
 
 
 def _part_record(folder: Path, eval_file: str, part: str) -> dict:
-    """A text encoder's or judge's training record.
+    """A part's training record (VQ, text encoder or judge).
 
-    Its run's eval file, or, when the part is taken from an assembled zoo (the committed
+    Its run's record file, or, when the part is taken from an assembled zoo (the committed
     one, say), that zoo's manifest entry.
     """
     if (folder / eval_file).is_file():
@@ -129,7 +129,7 @@ def assemble_zoo(
         raise FileNotFoundError(f"Missing {missing}: run `styledrop zoo train judge`.")
     base_info = _read_json(base_dir / BASE_CONFIG_FILE)
     vq = VQConfig.from_dict(vq_config_dict(vq_dir))
-    vq_info = vq_record(vq_dir)
+    vq_info = _part_record(vq_dir, VQ_INFO_FILE, "vq")
     transformer = TransformerConfig.from_dict(base_info["transformer"])
     config = ModelConfig(
         transformer=transformer,

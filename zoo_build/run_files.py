@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 from muse.folder_layout import MODEL_JSON
-from styledrop.zoo.embedded import MANIFEST
 
 # `zoo train vq` and `zoo compact-vq`: the tokenizer's sizes (`muse.config.VQConfig`, with
 # diffusers' field names) and the run record (settings, steps done, data recipe version,
@@ -65,14 +64,3 @@ def vq_config_dict(folder: str | Path) -> dict:
         f"{folder} has neither {VQ_CONFIG_FILE} nor {MODEL_JSON}: give a `zoo train vq` "
         "run folder or a zoo folder."
     )
-
-
-def vq_record(folder: str | Path) -> dict:
-    """The tokenizer's training record: its run's `train_info.json`, or a zoo's manifest entry."""
-    folder = Path(folder)
-    if (folder / VQ_INFO_FILE).is_file():
-        return json.loads((folder / VQ_INFO_FILE).read_text())
-    if (folder / MANIFEST).is_file():
-        manifest = json.loads((folder / MANIFEST).read_text())
-        return manifest.get("training", {}).get("vq", {})
-    return {}
