@@ -219,6 +219,13 @@ def test_a_zoo_folder_serves_as_the_tokenizer_of_a_base_run(tmp_path):
     assert vq_config_dict(tmp_path) == vq.config.to_dict()
     loaded = load_vq(tmp_path)
     assert loaded.config == vq.config
+    weights.save_params(loaded, tmp_path / "reloaded.safetensors")
+    saved, reloaded = (
+        load_file(str(tmp_path / n)) for n in ("vqvae.safetensors", "reloaded.safetensors")
+    )
+    assert saved.keys() == reloaded.keys()
+    for key in saved:
+        np.testing.assert_array_equal(saved[key], reloaded[key], err_msg=key)
     with pytest.raises(FileNotFoundError, match="zoo train vq"):
         vq_config_dict(tmp_path / "nowhere")
 
