@@ -27,6 +27,7 @@ from zoo_build.run_files import (
     JUDGE_EVAL_FILE,
     TEXT_EVAL_FILE,
     VQ_INFO_FILE,
+    part_record,
     vq_config_dict,
 )
 
@@ -148,10 +149,10 @@ def assemble_zoo(
         shutil.copytree(judge_dir / JUDGE_DIR, staging / JUDGE_DIR)
     checkpoint.write_model_json(staging, config)
     files = sorted(p for p in staging.rglob("*") if p.is_file())
-    text_info = _part_record(text_dir, TEXT_EVAL_FILE, "text")
-    judge_info = {} if judge_dir is None else _part_record(judge_dir, JUDGE_EVAL_FILE, "judge")
+    text_info = part_record(text_dir, TEXT_EVAL_FILE, "text")
+    judge_info = {} if judge_dir is None else part_record(judge_dir, JUDGE_EVAL_FILE, "judge")
     base_entry = {k: v for k, v in base_info.items() if k != "transformer"}
-    base_entry.update(_warm_start_lineage(base_info, out_dir))
+    base_entry.update(_warm_start_lineage(base_entry, out_dir))
     manifest = {
         "source": ZOO_SOURCE,
         "data_recipe_version": data_recipe_version,

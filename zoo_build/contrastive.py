@@ -17,7 +17,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -279,6 +279,46 @@ def load_checkpoint(
     return int(state["step"])
 
 
+def end_of_step(
+    log: IO[str],
+    record: dict[str, Any],
+    checkpoint: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: Any,
+    rate: StepRate,
+    progress: Callable[[dict], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> bool:
+    """A torch trainer's bookkeeping after a step: log, checkpoint, progress, stop.
+
+    Args:
+        log: The open JSON-lines log; gets `record`.
+        record: The step's record ("step" and its figures).
+        checkpoint: The checkpoint file (`save_checkpoint`).
+        model: The model being trained.
+        optimizer: Its optimizer.
+        config: The run's settings: `steps`, `checkpoint_every` and `fingerprint()`.
+        rate: The run's step-rate meter.
+        progress: Called with the record and steps_per_s, eta_s.
+        should_stop: Polled once; True before the last step checkpoints.
+
+    Returns:
+        True when the run should stop here (the checkpoint is written).
+    """
+    step = record["step"]
+    log.write(json.dumps(record) + "\n")
+    if config.checkpoint_every and step % config.checkpoint_every == 0:
+        save_checkpoint(checkpoint, model, optimizer, step, config.fingerprint())
+        log.flush()
+    if progress is not None:
+        progress({**record, **rate(step)})
+    if should_stop is not None and should_stop() and step < config.steps:
+        save_checkpoint(checkpoint, model, optimizer, step, config.fingerprint())
+        return True
+    return False
+
+
 def train_contrastive(
     model: nn.Module,
     config: Any,
@@ -342,14 +382,10 @@ def train_contrastive(
             record: dict[str, Any] = {"step": step, "loss": float(loss.detach()), "lr": lr}
             if config.eval_every and step % config.eval_every == 0 and step < config.steps:
                 record.update(evaluate())
-            log.write(json.dumps(record) + "\n")
-            if config.checkpoint_every and step % config.checkpoint_every == 0:
-                save_checkpoint(checkpoint, model, optimizer, step, config.fingerprint())
-                log.flush()
-            if progress is not None:
-                progress({**record, **rate(step)})
-            if should_stop is not None and should_stop() and step < config.steps:
-                save_checkpoint(checkpoint, model, optimizer, step, config.fingerprint())
+            stop = end_of_step(
+                log, record, checkpoint, model, optimizer, config, rate, progress, should_stop
+            )
+            if stop:
                 return False
     if start < config.steps:
         save_checkpoint(checkpoint, model, optimizer, config.steps, config.fingerprint())

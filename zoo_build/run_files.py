@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from muse.folder_layout import MODEL_JSON
+from styledrop.zoo.embedded import MANIFEST
 
 # `zoo train vq` and `zoo compact-vq`: the tokenizer's sizes (`muse.config.VQConfig`, with
 # diffusers' field names) and the run record (settings, steps done, data recipe version,
@@ -33,6 +34,11 @@ TRAIN_LOG_FILE = "train_log.jsonl"
 TEXT_CHECKPOINT_FILE = "text_clip_checkpoint.pt"
 TEXT_LOG_FILE = "text_train_log.jsonl"
 TEXT_EVAL_FILE = "text_eval.json"
+
+# `zoo train descriptor-invariance`: the student text encoder's checkpoint and its log
+# (its record is the text encoder's `text_eval.json` with the fine-tune added).
+INVARIANCE_CHECKPOINT_FILE = "invariance_checkpoint.pt"
+INVARIANCE_LOG_FILE = "invariance_log.jsonl"
 
 # `zoo train judge`: the same three for the judge CLIP.
 JUDGE_CHECKPOINT_FILE = "judge_checkpoint.pt"
@@ -64,3 +70,21 @@ def vq_config_dict(folder: str | Path) -> dict:
         f"{folder} has neither {VQ_CONFIG_FILE} nor {MODEL_JSON}: give a `zoo train vq` "
         "run folder or a zoo folder."
     )
+
+
+def part_record(folder: str | Path, record_file: str, part: str) -> dict:
+    """A part's training record (VQ, text encoder or judge); {} when there is none.
+
+    Args:
+        folder: The part's run folder (its `record_file`), or an assembled zoo (the
+            committed one, say), whose manifest holds the record under `training.<part>`.
+        record_file: The run's record file name (`VQ_INFO_FILE`, `TEXT_EVAL_FILE`, ...).
+        part: "vq", "text" or "judge".
+    """
+    folder = Path(folder)
+    if (folder / record_file).is_file():
+        return json.loads((folder / record_file).read_text())
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return {}
+    return json.loads(manifest.read_text()).get("training", {}).get(part, {})

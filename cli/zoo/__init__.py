@@ -19,6 +19,7 @@ STEPS = {
     "train vq": ("cli.zoo.train_vq", "main"),
     "compact-vq": ("cli.zoo.compact_vq", "main"),
     "train text": ("cli.zoo.train_text", "main"),
+    "train descriptor-invariance": ("cli.zoo.train_descriptor_invariance", "main"),
     "train judge": ("cli.zoo.train_judge", "main"),
     "train base": ("cli.zoo.train_base", "main"),
     "assemble": ("cli.zoo.assemble", "main"),
@@ -36,7 +37,8 @@ def add_parser(subparsers) -> None:
         help="Build the emoji-world dataset and train the embedded models.",
         description=(
             "Steps: `zoo data` renders the dataset; `zoo train vq|text|judge|base` trains one"
-            " model (resumable: rerun the same command to continue); `zoo compact-vq` shrinks"
+            " model (resumable: rerun the same command to continue); `zoo train"
+            " descriptor-invariance` fine-tunes a trained text encoder; `zoo compact-vq` shrinks"
             " a trained tokenizer's codebook by k-means; `zoo assemble` writes"
             " the embedded zoo folder; `zoo report` scores it (HTML + one JSON line)."
             " `zoo pack` writes the data pack a machine without the fonts builds from;"
@@ -60,7 +62,9 @@ def run(args) -> None:
     name = args.step
     if name == "train":
         if not rest or f"train {rest[0]}" not in STEPS:
-            raise UserError("`zoo train` needs a model: vq, text, judge or base.")
+            raise UserError(
+                "`zoo train` needs a model: vq, text, descriptor-invariance, judge or base."
+            )
         name = f"train {rest.pop(0)}"
     module_name, function = STEPS[name]
     try:

@@ -1,0 +1,109 @@
+"""The descriptor-invariance fine-tune of the text encoder, on a tiny random encoder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import CLIPTextModelWithProjection
+
+from cli.zoo import train_descriptor_invariance as cli_invariance
+from muse import checkpoint
+from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR
+from muse.text_encoder import TextEncoder
+from muse.tokenizer import build_open_clip_tokenizer
+from tests.tiny_models import tiny_text_config
+from zoo_build import descriptor_invariance as di
+from zoo_build.run_files import INVARIANCE_LOG_FILE, TEXT_EVAL_FILE
+
+TEXTS = [
+    "a penguin", "a banana", "a dog", "a red apple", "a house", "the letter a",
+    "a penguin in greyscale", "a banana drawn in outline", "a dog, pixel art",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def encoder_folder(tmp_path_factory):
+    """A random tiny text encoder saved as a `zoo train text` run would leave it."""
+    folder = tmp_path_factory.mktemp("text")
+    torch.manual_seed(0)
+    tokenizer = build_open_clip_tokenizer()
+    model = CLIPTextModelWithProjection(tiny_text_config(tokenizer, 32, 64, 16))
+    model.save_pretrained(folder / TEXT_ENCODER_DIR)
+    tokenizer.save_pretrained(folder / TOKENIZER_DIR)
+    (folder / TEXT_EVAL_FILE).write_text(json.dumps({"text_top1_eval": 0.5}))
+    return folder
+
+
+def _config(folder, **changes) -> di.InvarianceConfig:
+    digest = checkpoint.sha256_file(folder / TEXT_ENCODER_DIR / "model.safetensors")
+    settings = dict(
+        init_from=digest, steps=30, batch_size=16, learning_rate=3e-3, warmup_steps=3,
+        checkpoint_every=0,
+    )  # fmt: skip
+    return di.InvarianceConfig(**(settings | changes))
+
+
+def test_tail_alignment_matches_the_kth_position_after_each_end():
+    index, mask = di.tail_alignment(torch.tensor([3, 5]), torch.tensor([2, 2]), 8)
+    assert mask.tolist() == [
+        [False, False, False, True, True, True, True, True],
+        [False, False, False, False, False, True, True, True],
+    ]
+    # Row 0: positions 3.. take 2..; row 1: positions 5.. take 2..
+    assert index[0, 3:].tolist() == [2, 3, 4, 5, 6]
+    assert index[1, 5:].tolist() == [2, 3, 4]
+
+
+def test_fine_tune_brings_described_captions_to_their_plain_embedding(encoder_folder, tmp_path):
+    config = _config(encoder_folder)
+    folder = di.train_descriptor_invariance(encoder_folder, tmp_path, config, texts=TEXTS)
+    record = json.loads((tmp_path / TEXT_EVAL_FILE).read_text())
+    assert record["text_top1_eval"] == 0.5  # the starting encoder's record is kept
+    figures = record["descriptor_invariance"]
+    # Held-out descriptors (none of their words was trained) move the pooled embedding
+    # and the states after the caption's end less than before.
+    assert (
+        figures["after"]["heldout_pooled_error"] < 0.5 * figures["before"]["heldout_pooled_error"]
+    )
+    assert figures["after"]["heldout_tail_error"] < figures["before"]["heldout_tail_error"]
+    assert figures["after"]["heldout_pooled_cosine"] > figures["before"]["heldout_pooled_cosine"]
+    # The world's own texts keep close to the starting encoder's embeddings.
+    assert figures["after"]["world_pooled_error"] < 0.5 * figures["after"]["heldout_pooled_error"]
+    assert figures["train"]["init_from"] == config.init_from
+    log = [json.loads(line) for line in (tmp_path / INVARIANCE_LOG_FILE).read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 31))
+    # The result is a plain text-encoder folder with the tokenizer beside it.
+    loaded = TextEncoder.load(folder, tokenizer=tmp_path / TOKENIZER_DIR)
+    assert loaded.encode(["a penguin in [V*] style"]).pooled.shape == (1, 16)
+
+
+def test_stopped_and_resumed_run_ends_bit_identical(encoder_folder, tmp_path):
+    config = _config(encoder_folder, steps=8, checkpoint_every=3)
+    di.train_descriptor_invariance(encoder_folder, tmp_path / "whole", config, texts=TEXTS)
+    calls = iter(range(100))
+    stopped = di.train_descriptor_invariance(
+        encoder_folder, tmp_path / "cut", config, texts=TEXTS,
+        should_stop=lambda: next(calls) == 4,
+    )  # fmt: skip
+    assert stopped is None and not (tmp_path / "cut" / TEXT_ENCODER_DIR).exists()
+    di.train_descriptor_invariance(encoder_folder, tmp_path / "cut", config, texts=TEXTS)
+    whole = load_file(tmp_path / "whole" / TEXT_ENCODER_DIR / "model.safetensors")
+    cut = load_file(tmp_path / "cut" / TEXT_ENCODER_DIR / "model.safetensors")
+    assert whole.keys() == cut.keys()
+    assert all(torch.equal(whole[name], cut[name]) for name in whole)
+
+
+def test_starting_weights_must_match_init_from(encoder_folder, tmp_path):
+    config = _config(encoder_folder, init_from="0" * 64)
+    with pytest.raises(ValueError, match="init_from"):
+        di.train_descriptor_invariance(encoder_folder, tmp_path, config, texts=TEXTS)
+
+
+def test_command_refuses_a_folder_without_an_encoder(tmp_path, capsys):
+    code = cli_invariance.main(["--text", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "text_encoder/model.safetensors" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
