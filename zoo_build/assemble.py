@@ -60,17 +60,6 @@ def _optional_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _part_record(folder: Path, eval_file: str, part: str) -> dict:
-    """A part's training record (VQ, text encoder or judge).
-
-    Its run's record file, or, when the part is taken from an assembled zoo (the committed
-    one, say), that zoo's manifest entry.
-    """
-    if (folder / eval_file).is_file():
-        return _read_json(folder / eval_file)
-    return _optional_json(folder / MANIFEST).get("training", {}).get(part, {})
-
-
 def copy_as_float16(source: Path, dest: Path) -> None:
     """Copies a safetensors file, storing floating-point tensors as float16."""
     tensors = load_file(str(source))
@@ -81,17 +70,29 @@ def copy_as_float16(source: Path, dest: Path) -> None:
     save_file(cast, str(dest))
 
 
-def _warm_start_lineage(base_info: dict, out_dir: Path) -> dict:
-    """The base training record of the zoo in out_dir, when the base run started from it.
+def _warm_start_lineage(base_entry: dict, out_dir: Path) -> dict:
+    """The earlier base training records to keep, from the zoo already in out_dir.
 
     A base warm-started from that zoo's transformer (`zoo train base --init`) gets
-    {"init": its record}, so the manifest keeps the whole recipe; any other base gets {}.
+    {"init": that zoo's base record}, so the manifest keeps the whole recipe. The same base
+    assembled again (with another part changed: a fine-tuned text encoder, say) keeps the
+    lineage it had. Any other base gets {}.
+
+    Args:
+        base_entry: The base run's record (without its transformer config).
+        out_dir: The zoo folder about to be replaced.
     """
-    init_from = base_info.get("train", {}).get("init_from", "")
     previous = _optional_json(out_dir / MANIFEST)
-    if not init_from or previous.get("files", {}).get(TRANSFORMER_FILE) != init_from:
-        return {}
-    return {"init": previous["training"]["base"]}
+    previous_base = previous.get("training", {}).get("base", {})
+    init_from = base_entry.get("train", {}).get("init_from", "")
+    if init_from and previous.get("files", {}).get(TRANSFORMER_FILE) == init_from:
+        return {"init": previous_base}
+    if (
+        "init" in previous_base
+        and {k: v for k, v in previous_base.items() if k != "init"} == base_entry
+    ):
+        return {"init": previous_base["init"]}
+    return {}
 
 
 def assemble_zoo(
@@ -130,7 +131,7 @@ def assemble_zoo(
         raise FileNotFoundError(f"Missing {missing}: run `styledrop zoo train judge`.")
     base_info = _read_json(base_dir / BASE_CONFIG_FILE)
     vq = VQConfig.from_dict(vq_config_dict(vq_dir))
-    vq_info = _part_record(vq_dir, VQ_INFO_FILE, "vq")
+    vq_info = part_record(vq_dir, VQ_INFO_FILE, "vq")
     transformer = TransformerConfig.from_dict(base_info["transformer"])
     config = ModelConfig(
         transformer=transformer,

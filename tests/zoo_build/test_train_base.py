@@ -204,6 +204,15 @@ def test_assembled_zoo_folder_loads_and_generates(world, tmp_path):
     assert renewed["training"]["vq"] == {"steps_done": 7} == manifest["training"]["vq"]
     assert renewed["files"]["vqvae.safetensors"] == manifest["files"]["vqvae.safetensors"]
     assert muse.load(again).config.vq == pipe.config.vq
+    # The same base assembled again with another part (here the text encoder) keeps it.
+    text.model.save_pretrained(tmp_path / "text2" / "text_encoder")
+    text.tokenizer.save_pretrained(tmp_path / "text2" / "tokenizer")
+    third = json.loads(
+        (
+            assemble_zoo(tmp_path / "more", out, tmp_path / "text2", out) / "manifest.json"
+        ).read_text()
+    )
+    assert third["training"]["base"] == lineage
 
 
 def test_a_zoo_folder_serves_as_the_tokenizer_of_a_base_run(tmp_path):
