@@ -40,6 +40,12 @@ OPTIONS = (
         " unknown descriptors keep the content",
     ),
     Option("--lr", "learning_rate"),
+    Option(
+        "--seed",
+        "seed",
+        "seed of the init, the batches, the masks and the made-up descriptors (a warm-started"
+        " run with another seed meets other descriptors)",
+    ),
     Option("--warmup", "warmup_steps"),
     Option(
         "--canonical-repeats",
