@@ -14,7 +14,8 @@ The questions, each answered on data the model in question never trained on:
 - `t2i_top1_descriptor`: the same prompts with a style descriptor appended that no
   training caption contains (`zoo_build.descriptors.HELDOUT_DESCRIPTORS`, one per subject
   in turn): does an unknown modifier leave the content in place? `t2i_descriptor_ratio`
-  is it over `t2i_top1` (target: at least 0.9).
+  is it over `t2i_top1` (target: at least 0.9), and `t2i_top1_by_descriptor` splits it by
+  descriptor (about one in 20 prompts each).
 - `recognisability_judge_prompts`: of the 24 everyday prompts of the recognisability check
   (`zoo_build.recognisability`), how many the judge names in at least 3 of 4 samples. The
   grid is also saved as a PNG beside the report, for a person to look at.
@@ -60,6 +61,22 @@ def spread(items: Sequence, count: int | None) -> list:
 
 def _captions(truth: Sequence[str], predicted: Sequence[str]) -> list[str]:
     return [t if t == p else f"{t} (judge: {p})" for t, p in zip(truth, predicted, strict=True)]
+
+
+def top1_by_descriptor(truth: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
+    """Top-1 of the descriptor draws per held-out descriptor (prompt i has descriptor i % 20).
+
+    Args:
+        truth: The subject id of each prompt, in the order drawn.
+        predicted: The judge's guess for each.
+
+    Returns:
+        descriptor -> top-1 over the prompts that had it (about n / 20 each).
+    """
+    hits: dict[str, list[bool]] = {}
+    for i, (t, p) in enumerate(zip(truth, predicted, strict=True)):
+        hits.setdefault(HELDOUT_DESCRIPTORS[i % len(HELDOUT_DESCRIPTORS)], []).append(t == p)
+    return {descriptor: float(np.mean(values)) for descriptor, values in hits.items()}
 
 
 def zoo_report(
@@ -161,6 +178,7 @@ def zoo_report(
             figures["t2i_top1_descriptor"] / figures["t2i_top1"]
             if figures["t2i_top1"] > 0 else float("nan")
         )  # fmt: skip
+        figures["t2i_top1_by_descriptor"] = top1_by_descriptor(ids, described_pred)
     if recognisability:
         log(f"recognisability check: {len(RECOGNISABILITY_PROMPTS)} prompts")
         checked_u8 = np.round(

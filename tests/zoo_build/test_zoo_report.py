@@ -69,6 +69,9 @@ def test_report_figures_and_html(tiny_zoo, tmp_path):
     assert 0.0 < figures["vq_psnr"] < 100.0
     assert 0.0 <= figures["t2i_top1_descriptor"] <= 1.0
     assert "t2i_descriptor_ratio" in figures
+    by_descriptor = figures["t2i_top1_by_descriptor"]
+    assert set(by_descriptor) <= set(HELDOUT_DESCRIPTORS) and by_descriptor
+    assert all(0.0 <= value <= 1.0 for value in by_descriptor.values())
     page = (tmp_path / "report.html").read_text()
     pictures = list((tmp_path / "report_files").glob("*.png"))
     assert page.count("<img") == len(pictures) > 3 + 3 + 16
@@ -97,3 +100,15 @@ def test_report_command_prints_one_json_line(tiny_zoo, tmp_path, capsys):
     assert "t2i_top1_descriptor" not in figures
     assert "recognisability_judge_prompts" not in figures
     assert not (tmp_path / "r-recognisability.png").exists()
+
+
+def test_top1_by_descriptor_groups_prompts_by_their_descriptor():
+    from zoo_build.report import top1_by_descriptor
+
+    truth = [f"s{i}" for i in range(22)]
+    predicted = ["wrong" if i in (0, 1) else t for i, t in enumerate(truth)]
+    split = top1_by_descriptor(truth, predicted)
+    assert len(split) == 20
+    assert split[HELDOUT_DESCRIPTORS[0]] == 0.5  # prompts 0 (wrong) and 20 (right)
+    assert split[HELDOUT_DESCRIPTORS[1]] == 0.5  # prompts 1 (wrong) and 21 (right)
+    assert split[HELDOUT_DESCRIPTORS[2]] == 1.0
