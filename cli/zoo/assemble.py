@@ -26,7 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     zoo = "or a zoo folder (its part and its training record are kept)"
     parser.add_argument("--vq", type=Path, required=True, help=f"`zoo train vq` run folder, {zoo}")
     parser.add_argument(
-        "--text", type=Path, required=True, help=f"`zoo train text` run folder, {zoo}"
+        "--text",
+        type=Path,
+        required=True,
+        help=f"`zoo train text` or `zoo train descriptor-invariance` run folder, {zoo}",
     )
     parser.add_argument(
         "--judge", type=Path, required=True, help=f"`zoo train judge` run folder, {zoo}"

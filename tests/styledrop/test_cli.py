@@ -153,7 +153,8 @@ def test_finetune_refuses_bad_images_before_any_work(tmp_path, tiny_model_dir):
 
 def test_zoo_dispatches_to_its_steps(tmp_path):
     result = _run("zoo", "train", "nothing")
-    assert result.returncode == 2 and "vq, text, judge or base" in result.stderr
+    assert result.returncode == 2
+    assert "vq, text, descriptor-invariance, judge or base" in result.stderr
     result = _run(
         "zoo", "data", "--out", str(tmp_path / "w"), "--subjects", "penguin,dog", "--no-heldout"
     )
