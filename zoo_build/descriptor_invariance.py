@@ -137,6 +137,13 @@ def invariance_losses(
 ) -> dict[str, torch.Tensor]:
     """The step's losses on a batch of captions and one descriptor for each.
 
+    Args:
+        student: The text model being trained (`CLIPTextModelWithProjection`).
+        teacher: Its frozen starting copy.
+        tokenizer: Their tokenizer.
+        captions: B world texts.
+        descriptors: B made-up descriptors, one appended to each caption.
+
     Returns:
         {"invariance_pooled", "invariance_tail", "keep_pooled", "keep_states"}: relative
         mean squared errors (see the module docstring).
