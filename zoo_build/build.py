@@ -336,6 +336,7 @@ def build_zoo(
     pool = build_pool(
         world, vq, text, base_config.captions_per_image, base_config.canonical_repeats,
         base_config.jittered_draws, base_config.descriptor_pairs, base_config.seed,
+        base_config.descriptor_words,
     )  # fmt: skip
     if config.probe_steps:
         probe = dataclasses.replace(base_config, steps=10**9, checkpoint_every=0)

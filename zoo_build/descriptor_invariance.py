@@ -49,7 +49,7 @@ from muse.tokenizer import tokenize
 from styledrop.fingerprint import settings_fingerprint
 from styledrop.zoo.vocabulary import SUBJECTS
 from zoo_build.contrastive import end_of_step, load_checkpoint, save_checkpoint, step_generator
-from zoo_build.descriptors import HELDOUT_DESCRIPTORS, made_up_descriptor
+from zoo_build.descriptors import HELDOUT_DESCRIPTORS, check_descriptor_words, made_up_descriptor
 from zoo_build.machine import machine_description
 from zoo_build.run_files import (
     INVARIANCE_CHECKPOINT_FILE,
@@ -72,6 +72,9 @@ class InvarianceConfig:
         learning_rate: Peak AdamW learning rate (linear warm-up, cosine decay).
         warmup_steps: Warm-up length.
         keep_weight: Weight of the keeping loss against the invariance loss.
+        descriptor_words: Word source of the made-up descriptors, "open" or "curated"
+            (`zoo_build.descriptors.made_up_descriptor`; runs recorded without this
+            setting used "curated").
         seed: Seed of the texts and descriptors of each step.
         init_from: sha256 of the text encoder's weights file the run starts from.
         checkpoint_every: Steps between checkpoints.
@@ -82,13 +85,22 @@ class InvarianceConfig:
     learning_rate: float = 3e-4
     warmup_steps: int = 50
     keep_weight: float = 4.0
+    descriptor_words: str = "open"
     seed: int = 0
     init_from: str = ""
     checkpoint_every: int = 100
 
+    def __post_init__(self):
+        check_descriptor_words(self.descriptor_words)
+
     def fingerprint(self) -> str:
-        """What a checkpoint must match to be resumed."""
-        return settings_fingerprint(self, skip=("checkpoint_every",))
+        """What a checkpoint must match to be resumed.
+
+        Runs from before `descriptor_words` existed used "curated"; their checkpoints still
+        resume with it.
+        """
+        earlier = ("descriptor_words",) if self.descriptor_words == "curated" else ()
+        return settings_fingerprint(self, skip=("checkpoint_every", *earlier))
 
 
 def eos_positions(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -272,7 +284,9 @@ def train_descriptor_invariance(
             generator = step_generator(config.seed, step)
             rows = torch.randint(len(texts), (config.batch_size,), generator=generator)
             rng = np.random.default_rng([config.seed, step])
-            descriptors = [made_up_descriptor(rng) for _ in range(config.batch_size)]
+            descriptors = [
+                made_up_descriptor(rng, config.descriptor_words) for _ in range(config.batch_size)
+            ]
             losses = invariance_losses(
                 student, teacher, tokenizer, [texts[int(r)] for r in rows], descriptors
             )

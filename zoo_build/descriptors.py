@@ -8,14 +8,27 @@ measure that:
 - `HELDOUT_DESCRIPTORS`: 20 descriptors a user might type, none of them in any training
   caption and none of their distinctive words in the made-up ones. `styledrop zoo report`
   scores `t2i_top1` with one of them appended (target: at least 0.9x without).
-- `made_up_descriptor(rng)`: a random descriptor built from other words and rare tokens,
-  appended to training captions of the base (`BaseTrainConfig.descriptor_pairs`) while
-  the target image stays the same, so that an unknown modifier leaves the content in place.
+- `made_up_descriptor(rng, words)`: a random descriptor built from other words and rare
+  tokens, appended to training captions of the base (`BaseTrainConfig.descriptor_pairs`)
+  and of the text encoder's invariance fine-tune while the target stays the same, so that
+  an unknown modifier leaves the content in place. Two word sources (`DESCRIPTOR_WORDS`):
+  "curated", 30 adjectives x 30 media in 7 templates (the first runs), and "open", one to
+  three words from CLIP's vocabulary (about 20,000 English words, none of the world's or
+  the held-out descriptors' words) in more templates, with generated identifiers like
+  "[Q*]". A base trained on the curated list keeps 0.91 of its top-1 under curated
+  descriptors and 0.17 under the held-out ones: it learns to ignore those 60 words, not
+  descriptors (docs/zoo.md).
 """
 
 from __future__ import annotations
 
+import functools
+import string
+
 import numpy as np
+
+# Word sources of `made_up_descriptor`.
+DESCRIPTOR_WORDS = ("curated", "open")
 
 HELDOUT_DESCRIPTORS = (
     "in flat outlined sticker style",
@@ -66,8 +79,49 @@ _TEMPLATES = (
 )
 
 
-def made_up_descriptor(rng: np.random.Generator) -> str:
-    """A random style descriptor from words outside the world and the held-out list."""
+# Words a held-out descriptor shares with ordinary English or the world's captions: they
+# may occur in training text; the others mark a held-out descriptor and must not.
+COMMON_WORDS = frozenset(
+    {"in", "style", "the", "of", "a", "an", "as", "on", "blue", "line", "drawing", "3d"}
+)
+
+_OPEN_TEMPLATES = (
+    "in {w} style",
+    "in {w} {w} style",
+    "in {w} {w} {w} style",
+    "in the style of {w} {w}",
+    "in the style of a {w} {w}",
+    "as a {w} {w}",
+    "as {w}",
+    "{w} {w} style",
+    "{w}, {w}, {w}",
+    "with a {w} {w} look",
+    "made of {w}",
+    "rendered as {w} {w}",
+    "by {w} {w}",
+    "in {id} style",
+    "in {id} {w} style",
+    "in the style of {id}",
+    "{id} style",
+)
+# Open words are taken from the most frequent part of CLIP's vocabulary (its merge order).
+_OPEN_VOCABULARY_RANKS = 20_000
+
+
+def made_up_descriptor(rng: np.random.Generator, words: str = "curated") -> str:
+    """A random style descriptor from words outside the world and the held-out list.
+
+    Args:
+        rng: Where the choices come from.
+        words: "curated" (the fixed adjective and medium lists) or "open" (CLIP vocabulary
+            words and generated identifiers); see the module docstring.
+
+    Raises:
+        ValueError: `words` is not one of `DESCRIPTOR_WORDS`.
+    """
+    check_descriptor_words(words)
+    if words == "open":
+        return _open_descriptor(rng)
     template = _TEMPLATES[int(rng.integers(len(_TEMPLATES)))]
     return template.format(
         adjective=_ADJECTIVES[int(rng.integers(len(_ADJECTIVES)))],
@@ -76,7 +130,80 @@ def made_up_descriptor(rng: np.random.Generator) -> str:
     )
 
 
-def made_up_words() -> set[str]:
-    """Every word a made-up descriptor can contain (for checking the lists stay apart)."""
+def check_descriptor_words(words: str) -> None:
+    """Refuses a word source other than those of `DESCRIPTOR_WORDS`.
+
+    Raises:
+        ValueError: `words` is not a word source; the message lists them.
+    """
+    if words not in DESCRIPTOR_WORDS:
+        raise ValueError(f"descriptor_words must be one of {DESCRIPTOR_WORDS}, got {words!r}.")
+
+
+def made_up_words(words: str = "curated") -> set[str]:
+    """Every word a made-up descriptor can contain (to check the lists stay apart).
+
+    Args:
+        words: The word source; for "open", the generated identifiers ("[Q*]", "[T3]",
+            "<word>", three random letters) are not listed.
+    """
+    if words == "open":
+        templates = {w.strip(",") for t in _OPEN_TEMPLATES for w in t.split() if "{" not in w}
+        return {*open_words(), *templates}
     templates = {w for t in _TEMPLATES for w in t.split() if "{" not in w}
     return {*_ADJECTIVES, *_MEDIA, *_RARE_TOKENS, *templates}
+
+
+def _open_descriptor(rng: np.random.Generator) -> str:
+    template = _OPEN_TEMPLATES[int(rng.integers(len(_OPEN_TEMPLATES)))]
+    vocabulary = open_words()
+    while "{w}" in template:
+        template = template.replace("{w}", vocabulary[int(rng.integers(len(vocabulary)))], 1)
+    return template.replace("{id}", _identifier(rng))
+
+
+def _identifier(rng: np.random.Generator) -> str:
+    """A made-up identifier: "[Q*]", "[T3]", "<word>" or three random letters ("zqv")."""
+    letters = [c for c in string.ascii_uppercase if f"[{c}*]" not in HELDOUT_DESCRIPTORS[2]]
+    kind = int(rng.integers(4))
+    if kind == 0:
+        return f"[{letters[int(rng.integers(len(letters)))]}*]"
+    if kind == 1:
+        return f"[{letters[int(rng.integers(len(letters)))]}{int(rng.integers(10))}]"
+    if kind == 2:
+        return f"<{open_words()[int(rng.integers(len(open_words())))]}>"
+    return "".join(string.ascii_lowercase[int(i)] for i in rng.integers(26, size=3))
+
+
+@functools.cache
+def open_words() -> tuple[str, ...]:
+    """The words of "open" descriptors, in CLIP's merge order (most frequent first).
+
+    Whole-word entries of CLIP's vocabulary (ASCII letters, 3 to 12 of them) among its
+    `_OPEN_VOCABULARY_RANKS` first merges, less every word of the world's texts (subjects,
+    styles, captions, prompts: a descriptor must not name a subject or a world style) and
+    every word that starts with a distinctive word of a held-out descriptor ("prints",
+    "artistic").
+    """
+    from muse.tokenizer import _read_open_clip_merges, clean_prompt
+    from zoo_build.world_tokenizer import world_texts
+
+    world = {word for text in world_texts() for word in clean_prompt(text).split()}
+    distinctive = held_out_distinctive_words()
+    found = []
+    for first, second in _read_open_clip_merges()[:_OPEN_VOCABULARY_RANKS]:
+        token = first + second
+        if not token.endswith("</w>"):
+            continue
+        word = token[: -len("</w>")]
+        if not (word.isascii() and word.isalpha() and 3 <= len(word) <= 12):
+            continue
+        if word in world or any(word.startswith(d) for d in distinctive):
+            continue
+        found.append(word)
+    return tuple(dict.fromkeys(found))
+
+
+def held_out_distinctive_words() -> set[str]:
+    """The words of the held-out descriptors that mark them (all but `COMMON_WORDS`)."""
+    return {w for d in HELDOUT_DESCRIPTORS for w in d.split()} - COMMON_WORDS

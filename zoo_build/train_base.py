@@ -36,7 +36,7 @@ from styledrop.fingerprint import settings_fingerprint
 from styledrop.train_step import make_train_step
 from styledrop.zoo.draws import CANONICAL_SPLIT, is_plain_canonical
 from zoo_build.dataset import load_dataset
-from zoo_build.descriptors import made_up_descriptor
+from zoo_build.descriptors import check_descriptor_words, made_up_descriptor
 from zoo_build.machine import machine_description
 from zoo_build.run_files import BASE_CONFIG_FILE, TRAIN_LOG_FILE
 from zoo_build.run_files import POOL_FILE as POOL_FILE  # re-exported: the token pool
@@ -115,6 +115,9 @@ class BaseTrainConfig:
         descriptor_pairs: Extra pairs per image whose caption ends in a made-up style
             descriptor (`zoo_build.descriptors`) while the target stays the same image, so
             that an unknown modifier leaves the content in place (0: none).
+        descriptor_words: Word source of those descriptors, "open" or "curated"
+            (`zoo_build.descriptors.made_up_descriptor`; runs recorded without this
+            setting used "curated").
         dtype: Compute dtype of the U-ViT, "float32" or "bfloat16" (parameters and the
             optimizer stay float32).
         downsample: Run the transformer layers on the token grid halved by a 2x2
@@ -136,27 +139,35 @@ class BaseTrainConfig:
     checkpoint_every: int = 200
     layers: int = 6
     descriptor_pairs: int = 0
+    descriptor_words: str = "open"
     dtype: str = "float32"
     downsample: bool = False
 
     def __post_init__(self):
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}.")
+        check_descriptor_words(self.descriptor_words)
 
     def fingerprint(self) -> str:
         """What a checkpoint must match to be resumed.
 
-        Settings added after the first runs count only when they differ from their
-        defaults, so those runs' checkpoints still resume.
+        Settings added after the first runs count only when they differ from the value
+        those runs had, so their checkpoints still resume.
         """
-        later = [
-            f.name for f in dataclasses.fields(self)
-            if f.name in _LATER_SETTINGS and getattr(self, f.name) == f.default
-        ]  # fmt: skip
+        later = [name for name, old in _EARLIER_VALUES.items() if getattr(self, name) == old]
+        if self.descriptor_pairs == 0:  # no descriptors: their word source changes nothing
+            later.append("descriptor_words")
         return settings_fingerprint(self, skip=("checkpoint_every", *later))
 
 
-_LATER_SETTINGS = ("layers", "descriptor_pairs", "dtype", "downsample")
+# Settings added after the first runs, and the value the runs before them had.
+_EARLIER_VALUES = {
+    "layers": 6,
+    "descriptor_pairs": 0,
+    "descriptor_words": "curated",
+    "dtype": "float32",
+    "downsample": False,
+}
 
 
 def build_pool(
@@ -168,6 +179,7 @@ def build_pool(
     jittered_draws: bool = False,
     descriptor_pairs: int = 0,
     seed: int = 0,
+    descriptor_words: str = "open",
 ) -> tuple[TokenPool, dict]:
     """Tokenizes the base U-ViT's training images and encodes their captions.
 
@@ -186,6 +198,7 @@ def build_pool(
         descriptor_pairs: Extra pairs per image: its first caption plus a made-up style
             descriptor, drawn with `seed`.
         seed: Seed of the made-up descriptors.
+        descriptor_words: Their word source ("open" or "curated").
 
     Returns:
         The pool (one row per (image, caption) pair, canonical pairs repeated) and a summary
@@ -218,7 +231,8 @@ def build_pool(
         for caption in record["captions"][:captions_per_image]:
             add(row, caption, copies)
         for _ in range(descriptor_pairs):
-            add(row, f"{record['captions'][0]} {made_up_descriptor(rng)}", 1)
+            descriptor = made_up_descriptor(rng, descriptor_words)
+            add(row, f"{record['captions'][0]} {descriptor}", 1)
     hidden, pooled = [], []
     for start in range(0, len(prompts), 256):
         emb = text_encoder.encode(prompts[start : start + 256])
@@ -276,6 +290,7 @@ def train_base(
     pool, summary = pool or build_pool(
         Path(data_dir), vq, text_encoder, config.captions_per_image,
         config.canonical_repeats, config.jittered_draws, config.descriptor_pairs, config.seed,
+        config.descriptor_words,
     )  # fmt: skip
     codebook = int(vq.config.num_vq_embeddings)
     model_cfg = zoo_transformer_config(

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zoo_build.descriptors import DESCRIPTOR_WORDS
+
 
 @dataclass(frozen=True)
 class Option:
@@ -53,6 +55,16 @@ CLIP_OPTIONS = (
     Option("--lr", "learning_rate", "peak AdamW learning rate"),
     Option("--seed", "seed", "seed of init, batches, augmentation"),
     Option("--checkpoint-every", "checkpoint_every", "steps between checkpoints"),
+)
+
+# The word source of the made-up descriptors (`zoo train base`, `zoo train
+# descriptor-invariance`).
+DESCRIPTOR_WORDS_OPTION = Option(
+    "--descriptor-words",
+    "descriptor_words",
+    "word source of the made-up descriptors: 'open' (CLIP vocabulary words outside the"
+    " world, generated identifiers) or 'curated' (30 adjectives x 30 media, the first runs)",
+    choices=DESCRIPTOR_WORDS,
 )
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cli.zoo.options import (
+    DESCRIPTOR_WORDS_OPTION,
     Option,
     add_config_options,
     add_data_option,
@@ -39,6 +40,7 @@ OPTIONS = (
         "extra pairs per image captioned with a made-up style descriptor appended, so that"
         " unknown descriptors keep the content",
     ),
+    DESCRIPTOR_WORDS_OPTION,
     Option("--lr", "learning_rate"),
     Option(
         "--seed",

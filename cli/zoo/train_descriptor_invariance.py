@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cli.zoo.options import (
+    DESCRIPTOR_WORDS_OPTION,
     Option,
     add_config_options,
     add_out_option,
@@ -35,6 +36,7 @@ OPTIONS = (
         "weight of keeping the world's own texts as the starting encoder embeds them",
     ),
     Option("--seed", "seed", "seed of each step's texts and descriptors"),
+    DESCRIPTOR_WORDS_OPTION,
     Option("--checkpoint-every", "checkpoint_every", "steps between checkpoints"),
 )
 

@@ -107,3 +107,11 @@ def test_command_refuses_a_folder_without_an_encoder(tmp_path, capsys):
     assert code == 2
     assert "text_encoder/model.safetensors" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_word_source_is_checked_and_curated_runs_keep_their_fingerprint():
+    curated = di.InvarianceConfig(descriptor_words="curated")
+    assert "descriptor_words" not in curated.fingerprint()  # as recorded before the setting
+    assert '"descriptor_words": "open"' in di.InvarianceConfig().fingerprint()
+    with pytest.raises(ValueError, match="descriptor_words"):
+        di.InvarianceConfig(descriptor_words="closed")

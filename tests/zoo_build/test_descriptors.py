@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-import numpy as np
+import re
 
+import numpy as np
+import pytest
+
+from muse.tokenizer import clean_prompt
 from styledrop.zoo.draws import captions_for
 from styledrop.zoo.styles import HELDOUT_STYLES, LINE_ART, TRAIN_STYLES
 from styledrop.zoo.vocabulary import SUBJECTS
-from zoo_build.descriptors import HELDOUT_DESCRIPTORS, made_up_descriptor, made_up_words
+from zoo_build.descriptors import (
+    HELDOUT_DESCRIPTORS,
+    held_out_distinctive_words,
+    made_up_descriptor,
+    made_up_words,
+    open_words,
+)
+from zoo_build.world_tokenizer import world_texts
 
-# Words a held-out descriptor shares with ordinary English or the world's captions: they
-# may occur elsewhere; the others mark the descriptor and must not.
-SHARED = {"in", "style", "the", "of", "a", "an", "as", "on", "blue", "line", "drawing", "3d"}
+# A generated identifier of an open descriptor: "[Q*]", "[T3]", "<word>" or "zqv".
+IDENTIFIER = re.compile(r"^(\[[A-Z][*0-9]\]|<[a-z]+>|[a-z]{3})$")
 
 
 def _training_captions() -> set[str]:
@@ -34,10 +44,37 @@ def test_twenty_held_out_descriptors_that_no_training_caption_contains():
 
 
 def test_made_up_descriptors_share_no_distinctive_word_with_the_held_out_ones():
-    distinctive = {w for d in HELDOUT_DESCRIPTORS for w in d.split()} - SHARED
+    distinctive = held_out_distinctive_words()
+    assert {"risograph", "watercolor", "[V*]", "sticker"} <= distinctive
+    assert not distinctive & {"in", "style", "the", "of", "a"}
     assert made_up_words() & distinctive == set()
     rng = np.random.default_rng(0)
     made = [made_up_descriptor(rng) for _ in range(500)]
     assert len(set(made)) > 300
     assert not set(made) & set(HELDOUT_DESCRIPTORS)
     assert all(set(d.split()) <= made_up_words() for d in made)
+
+
+def test_open_descriptors_vary_widely_and_stay_outside_the_world_and_the_held_out_list():
+    vocabulary = open_words()
+    assert len(vocabulary) > 5000
+    world = {word for text in world_texts() for word in clean_prompt(text).split()}
+    distinctive = held_out_distinctive_words()
+    assert not set(vocabulary) & world  # no subject, style or caption word
+    assert not any(w.startswith(d) for w in vocabulary for d in distinctive)  # "prints" too
+    rng = np.random.default_rng(0)
+    made = [made_up_descriptor(rng, "open") for _ in range(500)]
+    assert len(set(made)) > 480
+    allowed = made_up_words("open")
+    for descriptor in made:
+        words = descriptor.replace(",", "").split()
+        assert all(w in allowed or IDENTIFIER.match(w) for w in words), descriptor
+        assert not set(words) & distinctive, descriptor
+    used = {w for d in made for w in d.replace(",", "").split() if w in set(vocabulary)}
+    assert len(used) > 400  # hundreds of distinct words, where "curated" has 60
+    assert any("[" in d for d in made) and any("<" in d for d in made)
+
+
+def test_an_unknown_word_source_is_refused():
+    with pytest.raises(ValueError, match="descriptor_words"):
+        made_up_descriptor(np.random.default_rng(0), "closed")

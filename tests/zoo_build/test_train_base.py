@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -82,18 +83,23 @@ def test_pool_holds_the_canonical_framing_and_repeats_only_the_plain_draw(world)
         assert rows_thrice.count(pair) == expected * rows_once.count(pair)
 
 
-def test_descriptor_pairs_append_made_up_descriptors_to_the_same_images(world):
+@pytest.mark.parametrize("words", ["open", "curated"])
+def test_descriptor_pairs_append_made_up_descriptors_to_the_same_images(world, words):
     data, vq, text = world
     plain, summary = build_pool(data, vq, text, captions_per_image=1)
-    described, with_pairs = build_pool(data, vq, text, captions_per_image=1, descriptor_pairs=2)
+    described, with_pairs = build_pool(
+        data, vq, text, captions_per_image=1, descriptor_pairs=2, descriptor_words=words
+    )
     assert with_pairs["images"] == summary["images"]
     assert with_pairs["pairs"] == summary["pairs"] + 2 * summary["images"]
     extra = [p for p in described.prompts if p not in set(plain.prompts)]
     assert set(plain.prompts) <= set(described.prompts) and len(extra) > 0
-    made_up = made_up_words()
+    made_up = made_up_words(words) - {"in", "style", "the", "of", "a", "as"}
     for prompt in extra:  # "<first caption> <made-up descriptor>"
         assert any(prompt.startswith(c + " ") for c in plain.prompts[1:])
-        assert any(word in made_up for word in prompt.split())
+        tail = prompt.replace(",", "").split()[-3:]
+        identifier = re.compile(r"\[.*\]|<.*>|[a-z]{3}")  # "[Q*]", "<word>", "zqv"
+        assert any(w in made_up or identifier.fullmatch(w) for w in tail), prompt
         assert not any(d in prompt for d in HELDOUT_DESCRIPTORS)
     # Each described pair's target is the grid of an image whose own caption starts it.
     for row in range(len(described.prompt_index)):
@@ -114,6 +120,15 @@ def test_settings_added_later_keep_earlier_fingerprints():
     assert BaseTrainConfig(dtype="bfloat16").fingerprint() != earlier.fingerprint()
     assert "downsample" not in earlier.fingerprint()
     assert BaseTrainConfig(downsample=True).fingerprint() != earlier.fingerprint()
+    # Descriptors came from the curated list before the word source was a setting.
+    described = BaseTrainConfig(descriptor_pairs=2, descriptor_words="curated")
+    assert "descriptor_words" not in described.fingerprint()
+    opened = BaseTrainConfig(descriptor_pairs=2)
+    assert opened.descriptor_words == "open"
+    assert '"descriptor_words": "open"' in opened.fingerprint()
+    assert "descriptor_words" not in earlier.fingerprint()  # no pairs: the source is moot
+    with pytest.raises(ValueError, match="descriptor_words"):
+        BaseTrainConfig(descriptor_words="closed")
     with pytest.raises(ValueError, match="dtype"):
         BaseTrainConfig(dtype="float16")
 
