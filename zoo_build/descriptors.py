@@ -13,11 +13,11 @@ measure that:
   and of the text encoder's invariance fine-tune while the target stays the same, so that
   an unknown modifier leaves the content in place. Two word sources (`DESCRIPTOR_WORDS`):
   "curated", 30 adjectives x 30 media in 7 templates (the first runs), and "open", one to
-  three words from CLIP's vocabulary (about 20,000 English words, none of the world's or
-  the held-out descriptors' words) in more templates, with generated identifiers like
-  "[Q*]". A base trained on the curated list keeps 0.91 of its top-1 under curated
-  descriptors and 0.17 under the held-out ones: it learns to ignore those 60 words, not
-  descriptors (docs/zoo.md).
+  three words from CLIP's vocabulary (about 11,600 English words from its 20,000 most
+  frequent entries, none of the world's or the held-out descriptors' words) in more
+  templates, with generated identifiers like "[Q*]". A base trained on the curated list
+  keeps 0.91 of its top-1 under curated descriptors and 0.17 under the held-out ones: it
+  learns to ignore those 60 words, not descriptors (docs/zoo.md).
 """
 
 from __future__ import annotations
@@ -163,8 +163,15 @@ def _open_descriptor(rng: np.random.Generator) -> str:
 
 
 def _identifier(rng: np.random.Generator) -> str:
-    """A made-up identifier: "[Q*]", "[T3]", "<word>" or three random letters ("zqv")."""
-    letters = [c for c in string.ascii_uppercase if f"[{c}*]" not in HELDOUT_DESCRIPTORS[2]]
+    """A made-up identifier: "[Q*]", "[T3]", "<word>" or three random letters ("zqv").
+
+    Never a held-out one ("[V*]"), and three letters are drawn again while they spell a
+    world word or a distinctive held-out word ("cat", "ink").
+    """
+    letters = [
+        c for c in string.ascii_uppercase
+        if not any(f"[{c}*]" in descriptor for descriptor in HELDOUT_DESCRIPTORS)
+    ]  # fmt: skip
     kind = int(rng.integers(4))
     if kind == 0:
         return f"[{letters[int(rng.integers(len(letters)))]}*]"
@@ -172,7 +179,10 @@ def _identifier(rng: np.random.Generator) -> str:
         return f"[{letters[int(rng.integers(len(letters)))]}{int(rng.integers(10))}]"
     if kind == 2:
         return f"<{open_words()[int(rng.integers(len(open_words())))]}>"
-    return "".join(string.ascii_lowercase[int(i)] for i in rng.integers(26, size=3))
+    while True:
+        word = "".join(string.ascii_lowercase[int(i)] for i in rng.integers(26, size=3))
+        if word not in _excluded_words():
+            return word
 
 
 @functools.cache
@@ -185,10 +195,9 @@ def open_words() -> tuple[str, ...]:
     every word that starts with a distinctive word of a held-out descriptor ("prints",
     "artistic").
     """
-    from muse.tokenizer import _read_open_clip_merges, clean_prompt
-    from zoo_build.world_tokenizer import world_texts
+    from muse.tokenizer import _read_open_clip_merges
 
-    world = {word for text in world_texts() for word in clean_prompt(text).split()}
+    excluded = _excluded_words()
     distinctive = held_out_distinctive_words()
     found = []
     for first, second in _read_open_clip_merges()[:_OPEN_VOCABULARY_RANKS]:
@@ -198,10 +207,20 @@ def open_words() -> tuple[str, ...]:
         word = token[: -len("</w>")]
         if not (word.isascii() and word.isalpha() and 3 <= len(word) <= 12):
             continue
-        if word in world or any(word.startswith(d) for d in distinctive):
+        if word in excluded or any(word.startswith(d) for d in distinctive):
             continue
         found.append(word)
     return tuple(dict.fromkeys(found))
+
+
+@functools.cache
+def _excluded_words() -> frozenset[str]:
+    """Words no open descriptor may hold: the world's and the held-out descriptors' marks."""
+    from muse.tokenizer import clean_prompt
+    from zoo_build.world_tokenizer import world_texts
+
+    world = {word for text in world_texts() for word in clean_prompt(text).split()}
+    return frozenset(world | held_out_distinctive_words())
 
 
 def held_out_distinctive_words() -> set[str]:

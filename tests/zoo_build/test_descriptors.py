@@ -70,9 +70,24 @@ def test_open_descriptors_vary_widely_and_stay_outside_the_world_and_the_held_ou
         words = descriptor.replace(",", "").split()
         assert all(w in allowed or IDENTIFIER.match(w) for w in words), descriptor
         assert not set(words) & distinctive, descriptor
+        assert not set(words) & world - made_up_words("open"), descriptor  # no "cat", "red"
     used = {w for d in made for w in d.replace(",", "").split() if w in set(vocabulary)}
     assert len(used) > 400  # hundreds of distinct words, where "curated" has 60
     assert any("[" in d for d in made) and any("<" in d for d in made)
+
+
+def test_generated_identifiers_never_spell_a_world_or_held_out_word():
+    world = {word for text in world_texts() for word in clean_prompt(text).split()}
+    rng = np.random.default_rng(1)
+    made = [made_up_descriptor(rng, "open") for _ in range(30_000)]
+    allowed = made_up_words("open")
+    three_letters = {
+        w for d in made for w in d.replace(",", "").split()
+        if re.fullmatch("[a-z]{3}", w) and w not in allowed
+    }  # fmt: skip
+    assert len(three_letters) > 500  # about 1,800 drawn: "cat" or "ink" would turn up
+    assert not three_letters & (world | held_out_distinctive_words())
+    assert "[V*]" not in {w for d in made for w in d.split()}
 
 
 def test_an_unknown_word_source_is_refused():
