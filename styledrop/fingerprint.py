@@ -14,7 +14,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 
-def settings_fingerprint(settings: Any, skip: Iterable[str] = (), **overrides: Any) -> str:
+def settings_fingerprint(
+    settings: Any,
+    skip: Iterable[str] = (),
+    added_later: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> str:
     """The settings of a run as one canonical JSON string.
 
     Args:
@@ -22,6 +27,9 @@ def settings_fingerprint(settings: Any, skip: Iterable[str] = (), **overrides: A
             mapping of setting names to values.
         skip: Settings that do not change what the run computes (how often it checkpoints,
             evaluates or previews), so a run may be resumed with other values of them.
+        added_later: Settings added after a trainer's first runs, each with the value those
+            runs had in effect; a setting at that value is left out, so their checkpoints
+            still resume (a name also in `skip` is left out either way).
         overrides: Values recorded instead of the settings' own (e.g. the learning rate in
             effect where the setting is None for "the default").
 
@@ -30,7 +38,7 @@ def settings_fingerprint(settings: Any, skip: Iterable[str] = (), **overrides: A
         are written as their `str`).
 
     Raises:
-        KeyError: a name in `skip` is not a setting.
+        KeyError: a name in `skip` or `added_later` is not a setting.
     """
     if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
         values = dataclasses.asdict(settings)
@@ -38,7 +46,11 @@ def settings_fingerprint(settings: Any, skip: Iterable[str] = (), **overrides: A
         values = dict(settings)
     else:
         raise TypeError(f"Expected a dataclass instance or a mapping, got {type(settings)!r}.")
+    skip = set(skip)
     for name in skip:
         values.pop(name)
+    for name, earlier in (added_later or {}).items():
+        if name not in skip and values[name] == earlier:
+            del values[name]
     values.update(overrides)
     return json.dumps(values, sort_keys=True, default=str)

@@ -99,8 +99,9 @@ class InvarianceConfig:
         Runs from before `descriptor_words` existed used "curated"; their checkpoints still
         resume with it.
         """
-        earlier = ("descriptor_words",) if self.descriptor_words == "curated" else ()
-        return settings_fingerprint(self, skip=("checkpoint_every", *earlier))
+        return settings_fingerprint(
+            self, skip=("checkpoint_every",), added_later={"descriptor_words": "curated"}
+        )
 
 
 def eos_positions(ids: torch.Tensor, eos_id: int) -> torch.Tensor:

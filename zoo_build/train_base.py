@@ -154,19 +154,19 @@ class BaseTrainConfig:
         Settings added after the first runs count only when they differ from the value
         those runs had, so their checkpoints still resume.
         """
-        later = [name for name, old in _EARLIER_VALUES.items() if getattr(self, name) == old]
+        skip = ("checkpoint_every",)
         if self.descriptor_pairs == 0:  # no descriptors: their word source changes nothing
-            later.append("descriptor_words")
-        return settings_fingerprint(self, skip=("checkpoint_every", *later))
+            skip += ("descriptor_words",)
+        return settings_fingerprint(self, skip, added_later=_ADDED_LATER)
 
 
 # Settings added after the first runs, and the value the runs before them had.
-_EARLIER_VALUES = {
+_ADDED_LATER = {
     "layers": 6,
     "descriptor_pairs": 0,
-    "descriptor_words": "curated",
     "dtype": "float32",
     "downsample": False,
+    "descriptor_words": "curated",
 }
 
 
