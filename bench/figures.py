@@ -131,7 +131,10 @@ def parity(name: str, dumps: Path) -> dict[str, Any]:
 
 
 def check_zoo_sampling(results, failures: list[str]) -> None:
-    """Both grids sampled with the same settings: steps, guidance, temperatures, micro-conds."""
+    """Both grids sampled with the same settings: steps, guidance, temperatures, micro-conds.
+
+    diffusers draws tokens at softmax temperature 1, so ours must too.
+    """
     records = [results.get((impl, ZOO_GRID_KEY)) for impl in IMPLS]
     if not all(isinstance(r, dict) for r in records):
         return
@@ -144,6 +147,7 @@ def check_zoo_sampling(results, failures: list[str]) -> None:
         ours["num_steps"] == steps
         and ours["guidance_scale"] == ref["guidance_scale"]
         and ours["micro_conds"][2:] == micro
+        and ours.get("token_temperature", 1.0) == 1.0
         and len(ours["temperatures"]) == steps
         and all(abs(a - b) < 1e-5 for a, b in zip(ours["temperatures"], theirs, strict=False))
     )

@@ -58,11 +58,13 @@ WORKLOAD_NOTES = {
     ),
     "zoo_grid": (
         "8 images, one per demo subject, in one batch with the zoo's sampling settings from its"
-        " model.json (at present K = 36 MaskGIT steps, guidance 3, choice temperature c = 4.5:"
+        " model.json (at present K = 36 MaskGIT steps, guidance 1.5, choice temperature c = 4.5:"
         " from a fully masked grid that is AmusedScheduler's rule with temperature"
-        " (c (K - 1) / K, 0); the run checks both sides used the same settings), VQ decode,"
-        " a 2 x 4 grid. ours: Pipeline.generate(prompts, seed=0, batch_size=8) with the model's"
-        " defaults + make_grid, text cache cleared per call; diffusers: AmusedPipeline(...,"
+        " (c (K - 1) / K, 0); tokens drawn at softmax temperature 1, diffusers' rule, whatever"
+        " model.json says; the run checks both sides used the same settings), VQ decode,"
+        " a 2 x 4 grid. ours: Pipeline.generate(prompts, seed=0, batch_size=8,"
+        " token_temperature=1) with the model's other defaults + make_grid, text cache cleared"
+        " per call; diffusers: AmusedPipeline(...,"
         " output_type='latent') + the pipeline's VQ decode with the codebook width (its own"
         " decode assumes vq_embed_dim == latent_channels, false for the zoo) +"
         " postprocess('pil') + make_image_grid."

@@ -27,7 +27,8 @@
   consecutive steps after the first (the steady state, no compile) of the timed calls,
   and per timed call the time to the end of step 1 (pool, compile, one step).
 * `zoo_grid`: `Pipeline.generate` of the 8 demo subjects, one image each, in one batch
-  with the model's sampling defaults (the zoo: 36 MaskGIT steps, guidance 3), VQ decode,
+  with the model's sampling defaults (the zoo: 36 MaskGIT steps, guidance 1.5) and tokens
+  drawn at softmax temperature 1 (diffusers' rule), VQ decode,
   `make_grid`; text cache cleared per call. `--dump` saves the VQ decode of fixed tokens.
 * `matmul`: `bench.matmul.jax_matmul`.
 """
@@ -279,10 +280,14 @@ def _zoo_grid(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any]]
 
     pipe = muse.load(args.model, dtype=args.dtype)
     prompts = list(fixtures.ZOO_SUBJECTS)
+    # diffusers draws every token from softmax(logits): sample as it does, whatever model.json says.
+    reference_rule = 1.0
 
     def call():
         pipe.text_encoder.clear_cache()
-        images = pipe.generate(prompts, seed=0, batch_size=len(prompts))
+        images = pipe.generate(
+            prompts, seed=0, batch_size=len(prompts), token_temperature=reference_rule
+        )
         return make_grid(images, columns=4)
 
     timing = measure.time_repeated(call, args.warmup, args.repeats)
@@ -292,9 +297,10 @@ def _zoo_grid(args: argparse.Namespace) -> tuple[measure.Timing, dict[str, Any]]
 
         codes = fixtures.code_grid(pipe.config.transformer, 2)
         np.save(args.dump, pipe.decode_tokens(codes.astype(np.int32)))
-    cfg = pipe.decode_config()
+    cfg = pipe.decode_config(token_temperature=reference_rule)
     sampling = {
         "num_steps": cfg.num_steps,
+        "token_temperature": cfg.token_temperature,
         "style": cfg.style,
         "guidance_scale": pipe.config.sampling.guidance_scale,
         "temperatures": [float(t) for t in cfg.step_temperatures()],

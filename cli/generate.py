@@ -28,13 +28,27 @@ def add_parser(subparsers) -> None:
         "--individual", action="store_true", help="also save each image next to the grid"
     )
     parser.add_argument("--negative-prompt", default="", help="prompt to steer away from")
-    parser.add_argument("--guidance-scale", type=float, help="CFG scale (model default: 10)")
-    parser.add_argument("--steps", type=int, help="decoding steps (model default: 12)")
+    parser.add_argument(
+        "--guidance-scale",
+        type=float,
+        help="CFG scale (default: the model's; 10 for aMUSEd, 1.5 for the zoo)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="decoding steps (default: the model's; 12 for aMUSEd, 36 for the zoo)",
+    )
     parser.add_argument(
         "--temperature", type=float, nargs="+", help="start [end] of the Gumbel temperature"
     )
     parser.add_argument(
-        "--decoding", choices=["amused", "maskgit"], help="re-masking rule (default: amused)"
+        "--token-temperature",
+        type=float,
+        help="softmax temperature of each token draw; below 1 is closer to the most likely"
+        " token (model default: 1 for aMUSEd; the zoo's model.json sets its own)",
+    )
+    parser.add_argument(
+        "--decoding", choices=["amused", "maskgit"], help="re-masking rule (default: the model's)"
     )
     parser.add_argument("--batch-size", type=int, default=8, help="images per compiled batch")
     parser.add_argument("--adapter", type=Path, help="style adapter file (StyleDrop guidance)")
@@ -75,6 +89,8 @@ def run(args) -> None:
         raise UserError(f"--out must end in one of {', '.join(IMAGE_SUFFIXES)}: {args.out}")
     if args.num_images < 1:
         raise UserError("-n must be at least 1.")
+    if args.token_temperature is not None and args.token_temperature <= 0:
+        raise UserError(f"--token-temperature must be positive, got {args.token_temperature}.")
     args.base = args.base or embedded_base()
     read_model_json(args.base)  # fail fast, before loading anything heavy
     temperature = None
@@ -102,6 +118,7 @@ def run(args) -> None:
                 guidance_scale=args.guidance_scale,
                 num_steps=args.steps,
                 temperature=temperature,
+                token_temperature=args.token_temperature,
                 style=args.decoding,
                 batch_size=args.batch_size,
                 progress=progress,
@@ -131,4 +148,5 @@ def _generate_styled(pipe, args, progress):
         gamma=args.gamma,
         batch_size=args.batch_size,
         progress=progress,
+        token_temperature=args.token_temperature,
     )

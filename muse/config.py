@@ -195,6 +195,8 @@ class SamplingConfig:
     guidance_scale: float = 10.0
     # aMUSEd: (start, end) annealed linearly; MaskGIT: a scalar choice temperature.
     temperature: float | tuple[float, float] = (2.0, 0.0)
+    # Softmax temperature of the token draw (1: the references' rule; below 1 sharper).
+    token_temperature: float = 1.0
     aesthetic_score: float = 6.0
     crop_coords: tuple[int, int] = (0, 0)
 

@@ -107,6 +107,7 @@ class Pipeline:
             "style": sampling.decoding,
             "schedule": sampling.masking_schedule,
             "temperature": sampling.temperature,
+            "token_temperature": sampling.token_temperature,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return DecodeConfig(**values)
@@ -211,6 +212,7 @@ class Pipeline:
         guidance_scale: float | None = None,
         num_steps: int | None = None,
         temperature: float | tuple[float, float] | None = None,
+        token_temperature: float | None = None,
         style: str | None = None,
         aesthetic_score: float | None = None,
         batch_size: int = 8,
@@ -226,6 +228,8 @@ class Pipeline:
             guidance_scale: Logit guidance scale (default: the model's, 10 for aMUSEd).
             num_steps: Decoding steps (default: the model's, 12 for aMUSEd).
             temperature: Gumbel temperature schedule (see `muse.schedule.temperatures`).
+            token_temperature: Softmax temperature of the token draw (default: the
+                model's; 1 for aMUSEd).
             style: "amused" or "maskgit" re-masking rule.
             aesthetic_score: Micro-conditioning aesthetic score (default 6).
             batch_size: Images per compiled chunk.
@@ -253,7 +257,10 @@ class Pipeline:
             [n for n in negatives for _ in range(repeat)],
             scale,
         )
-        cfg = self.decode_config(num_steps=num_steps, temperature=temperature, style=style)
+        cfg = self.decode_config(
+            num_steps=num_steps, temperature=temperature, token_temperature=token_temperature,
+            style=style,
+        )  # fmt: skip
         ids = self.sample_tokens(
             branches, seed=seed, decode_config=cfg, batch_size=batch_size,
             aesthetic_score=aesthetic_score, progress=progress,

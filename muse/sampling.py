@@ -47,6 +47,9 @@ class DecodeConfig:
         style: "amused" or "maskgit" (see the module docstring).
         schedule: Mask schedule, "cosine" or "linear".
         temperature: aMUSEd: (start, end) or a scalar start; MaskGIT: the choice temperature.
+        token_temperature: Softmax temperature of the token draw: the combined logits are
+            divided by it before each token is sampled and ranked by confidence. 1 is the
+            rule of aMUSEd and MaskGIT; below 1 draws closer to the most likely token.
     """
 
     mask_token_id: int
@@ -54,6 +57,7 @@ class DecodeConfig:
     style: str = "amused"
     schedule: str = "cosine"
     temperature: float | tuple[float, float] = (2.0, 0.0)
+    token_temperature: float = 1.0
 
     def __post_init__(self):
         if self.style not in ("amused", "maskgit"):
@@ -62,6 +66,8 @@ class DecodeConfig:
             raise ValueError(f"Unknown mask schedule {self.schedule!r}.")
         if self.num_steps < 1:
             raise ValueError(f"num_steps must be at least 1, got {self.num_steps}.")
+        if not self.token_temperature > 0:
+            raise ValueError(f"token_temperature must be positive, got {self.token_temperature}.")
         if isinstance(self.temperature, list):
             object.__setattr__(self, "temperature", tuple(self.temperature))
 
@@ -175,6 +181,7 @@ def decode(
         tiled = jnp.tile(ids, (num_branches, 1)).reshape(num_branches * batch, height, width)
         logits = logits_fn(tiled, inputs)  # [n * B, H, W, V]
         combined = combine_branches(logits, weights, batch).reshape(batch, length, -1)
+        combined = combined / cfg.token_temperature  # [B, L, V]
         x0_draw = jax.random.categorical(sample_key, combined, axis=-1)
         gumbel = jax.random.gumbel(gumbel_key, (batch, length), jnp.float32)
         ids = decode_step(combined, ids, step, x0_draw, gumbel, temps[step], base_count, cfg)

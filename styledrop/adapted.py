@@ -70,6 +70,7 @@ def generate_styled(
     gamma: float = DEFAULT_GAMMA,
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
+    token_temperature: float | None = None,
 ) -> np.ndarray:
     """Samples prompts in the adapter's style with StyleDrop guidance.
 
@@ -85,6 +86,7 @@ def generate_styled(
         gamma: Subject weight for the composition.
         batch_size: Images per compiled chunk.
         progress: Called with (images done, total).
+        token_temperature: Softmax temperature of the token draw (default: the model's).
 
     Returns:
         [len(prompts) * num_images_per_prompt, H, W, 3] float32 images in [0, 1].
@@ -104,5 +106,8 @@ def generate_styled(
             styled, content, negatives, gamma, scales,
             style_index=style.index, subject_index=subject.index, num_adapters=count,
         )  # fmt: skip
-    ids = pipe.sample_tokens(branches, seed=seed, batch_size=batch_size, progress=progress)
+    cfg = pipe.decode_config(token_temperature=token_temperature)
+    ids = pipe.sample_tokens(
+        branches, seed=seed, decode_config=cfg, batch_size=batch_size, progress=progress
+    )
     return pipe.decode_tokens(ids, batch_size=batch_size)

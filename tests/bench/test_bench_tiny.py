@@ -167,6 +167,7 @@ def test_bench_zoo_writes_its_figures(tmp_path):
     ref_grid = runs["diffusers:zoo_grid_8img_fp32"]["extra"]["sampling"]
     assert ours_grid["num_steps"] == ref_grid["num_inference_steps"]
     assert ours_grid["guidance_scale"] == ref_grid["guidance_scale"]
+    assert ours_grid["token_temperature"] == 1.0  # diffusers' rule
     assert "zoo_grid_8img_fp32" in done.stdout and "vq_decode" in done.stdout
 
 

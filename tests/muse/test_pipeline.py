@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -73,6 +74,30 @@ def test_generate_is_deterministic_and_shaped(tiny_model_dir):
     np.testing.assert_array_equal(images, again)
     other = pipe.generate(["a cat", "a dog"], num_images_per_prompt=2, seed=4, batch_size=3)
     assert not np.array_equal(images, other)
+
+
+def test_the_token_temperature_comes_from_model_json_and_older_folders_sample_at_one(
+    tiny_model_dir, tmp_path
+):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    record = json.loads((folder / "model.json").read_text())
+    record["config"]["sampling"].pop("token_temperature", None)  # as folders written before it
+    (folder / "model.json").write_text(json.dumps(record))
+    assert muse.load(folder).decode_config().token_temperature == 1.0
+    record["config"]["sampling"]["token_temperature"] = 0.05
+    (folder / "model.json").write_text(json.dumps(record))
+    pipe = muse.load(folder)
+    assert pipe.decode_config().token_temperature == 0.05
+    sharp = pipe.generate(["a cat", "a dog"], num_images_per_prompt=2, seed=3)
+    explicit = pipe.generate(
+        ["a cat", "a dog"], num_images_per_prompt=2, seed=3, token_temperature=0.05
+    )
+    at_one = pipe.generate(
+        ["a cat", "a dog"], num_images_per_prompt=2, seed=3, token_temperature=1.0
+    )
+    np.testing.assert_array_equal(sharp, explicit)
+    assert not np.array_equal(sharp, at_one)
 
 
 def test_prompt_embeddings_are_computed_once(tiny_model_dir):

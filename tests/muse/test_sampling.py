@@ -136,6 +136,20 @@ def test_guidance_weights_combine_branch_logits():
     np.testing.assert_array_equal(np.asarray(ids)[0], (u + 3.0 * (c - u)).argmax(-1))
 
 
+def test_a_low_token_temperature_draws_the_most_likely_token():
+    """At token temperature 1e-3 a one-step decode is the argmax for any key; at 1 it is not."""
+    inputs = _decode_inputs(1, 4, 4, seed=7)  # logits of spread about 2: draws vary at 1
+    weights, init = jnp.array([1.0]), jnp.full((4, 4, 4), MASK)
+    argmax = np.asarray(inputs["table"]).argmax(-1)  # [B, H, W]
+    for token_temperature, all_argmax in ((1e-3, True), (1.0, False)):
+        cfg = DecodeConfig(mask_token_id=MASK, num_steps=1, token_temperature=token_temperature)
+        draws = [
+            np.asarray(decode(_random_logits_fn, inputs, weights, init, jax.random.key(k), cfg))
+            for k in range(3)
+        ]
+        assert all((d == argmax).all() for d in draws) == all_argmax
+
+
 def test_decode_does_not_recompile_between_steps_or_calls():
     traces = {"count": 0}
 
@@ -159,3 +173,5 @@ def test_bad_settings_are_refused():
         DecodeConfig(mask_token_id=MASK, style="nope")
     with pytest.raises(ValueError, match="num_steps"):
         DecodeConfig(mask_token_id=MASK, num_steps=0)
+    with pytest.raises(ValueError, match="token_temperature"):
+        DecodeConfig(mask_token_id=MASK, token_temperature=0.0)

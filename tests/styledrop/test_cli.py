@@ -47,6 +47,13 @@ def test_convert_then_generate_writes_a_grid(tmp_path, tiny_diffusers_dir):
     assert len(singles) == 6
     first = np.asarray(Image.open(singles[0]))
     np.testing.assert_array_equal(grid[2:18, 2:18], first)
+    sharp = tmp_path / "sharp.png"
+    code = main([
+        "generate", "--base", str(model), "--prompt", "a cat", "--prompt", "a bus", "-n", "3",
+        "--seed", "0", "--steps", "4", "--out", str(sharp), "--token-temperature", "0.01",
+    ])  # fmt: skip
+    assert code == 0
+    assert not np.array_equal(np.asarray(Image.open(sharp)), grid)  # same seed, other draws
 
 
 def test_user_errors_are_one_line_not_tracebacks(tmp_path, tiny_diffusers_dir, capsys):
@@ -64,6 +71,10 @@ def test_user_errors_are_one_line_not_tracebacks(tmp_path, tiny_diffusers_dir, c
     assert "styledrop convert" in error(
         "generate", "--base", str(tiny_diffusers_dir), "--prompt", "x", "--out", out
     )
+    assert "--token-temperature must be positive" in error(
+        "generate", "--base", str(tmp_path), "--prompt", "x", "--out", out,
+        "--token-temperature", "0",
+    )  # fmt: skip
     assert "--out must end in" in error(
         "generate", "--base", str(tmp_path), "--prompt", "x", "--out", str(tmp_path / "a.gif")
     )
