@@ -179,7 +179,7 @@ def test_assembled_zoo_folder_loads_and_generates(world, tmp_path):
     import muse
     from muse import weights
     from muse.checkpoint import sha256_file
-    from zoo_build.assemble import assemble_zoo
+    from zoo_build.assemble import ZOO_CHOICE_TEMPERATURE, ZOO_TOKEN_TEMPERATURE, assemble_zoo
 
     data, vq, text = world
     config = BaseTrainConfig(width=32, steps=2, batch_size=4, warmup_steps=1, checkpoint_every=0)
@@ -201,6 +201,8 @@ def test_assembled_zoo_folder_loads_and_generates(world, tmp_path):
     assert "transformer.safetensors" in manifest["files"]
     pipe = muse.load(out)
     assert pipe.config.sampling.decoding == "maskgit" and pipe.config.sampling.num_steps == 36
+    assert pipe.decode_config().temperature == ZOO_CHOICE_TEMPERATURE  # the zoo's, not 4.5
+    assert pipe.decode_config().token_temperature == ZOO_TOKEN_TEMPERATURE < 1
     images = pipe.generate("a penguin", num_steps=4)
     assert images.shape == (1, 64, 64, 3)
     # A base warm-started from this zoo's transformer keeps the first run in its manifest.
