@@ -58,7 +58,7 @@ WORKLOAD_NOTES = {
     ),
     "zoo_grid": (
         "8 images, one per demo subject, in one batch with the zoo's sampling settings from its"
-        " model.json (at present K = 36 MaskGIT steps, guidance 1.5, choice temperature c = 4.5:"
+        " model.json (at present K = 36 MaskGIT steps, guidance 1.5, choice temperature c = 1:"
         " from a fully masked grid that is AmusedScheduler's rule with temperature"
         " (c (K - 1) / K, 0); tokens drawn at softmax temperature 1, diffusers' rule, whatever"
         " model.json says; the run checks both sides used the same settings), VQ decode,"
