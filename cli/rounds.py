@@ -58,14 +58,20 @@ def add_parser(subparsers) -> None:
 
 
 def paper_table(evaluation) -> list[list[str]]:
-    """Rows text / style / leakage, one column per method, as the paper's table."""
+    """The paper's table: a row per score (text, style, leakage, ...), a column per method."""
     summaries = [(m.name, m.summary()) for m in evaluation.methods]
     rows = [["", *[name for name, _ in summaries]]]
-    keys = ["text", "style", "leakage"]
-    if "style_truth" in summaries[0][1]:
-        keys.append("style_truth")
-    for key in keys:
+    for key in evaluation.score_keys():
         rows.append([key, *[f"{s[key]:.3f} ± {s[key + '_stderr']:.3f}" for _, s in summaries]])
+    return rows
+
+
+def selection_table(figures: dict[str, dict[str, float]]) -> list[list[str]]:
+    """A header row, then one row per image set (pool, each selection) with its means."""
+    keys = [k for k in ("text", "style", "subject_named") if k in next(iter(figures.values()))]
+    rows = [["images", "count", *keys]]
+    for name, values in figures.items():
+        rows.append([name, str(int(values["images"])), *[f"{values[k]:.3f}" for k in keys]])
     return rows
 
 
@@ -132,4 +138,6 @@ def run(args) -> None:
     print_table(paper_table(evaluation))
     print("Paired by prompt (mean of per-prompt differences ± its standard error):")
     print_table(evaluation.comparison_table())
+    print("What feedback picked from the pool (means over the images):")
+    print_table(selection_table(evaluation.provenance["feedback_selection"]))
     print(f"Wrote {args.out / 'evaluation.json'} and {args.out / 'evaluation.html'}")

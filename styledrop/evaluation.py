@@ -4,9 +4,12 @@ A method is the base with the style descriptor only, or an adapter file sampled 
 StyleDrop guidance. Each draws n images per prompt of a prompt set (same seeds for every
 method); the scorer gives each image a text score (against its content prompt), a style
 score (against the reference images) and a leakage flag (closer to the reference's own
-content caption than to its prompt). Where the style has ground truth (a held-out style of
-the emoji world) each image is also scored against the true rendering of its prompt's
-subject in that style. Results: mean and standard error per method, differences between
+content caption than to its prompt). Where the prompts are emoji-world subjects (the
+world, rounds and mapped Parti sets on the embedded zoo), the scorer also names each
+image's subject zero-shot over the whole vocabulary ("subject named": 1 when it names the
+prompt's subject, so its mean is the zero-shot top-1). Where the style has ground truth (a
+held-out style of the emoji world) each image is also scored against the true rendering of
+its prompt's subject in that style. Results: mean and standard error per method, differences between
 methods paired by prompt (the test of "B beats A"), image grids, and the provenance needed
 to reproduce them.
 """
@@ -27,6 +30,14 @@ from muse import checkpoint as model_checkpoint
 from styledrop.prompt_sets import PromptSet
 
 BASE_METHOD = "base + descriptor"
+# Table headers of the per-image scores, in table order.
+SCORE_HEADERS = {
+    "text": "text score",
+    "style": "style score",
+    "leakage": "leakage",
+    "style_truth": "style vs ground truth",
+    "subject_named": "subject named",
+}
 
 
 @dataclass(frozen=True)
@@ -47,11 +58,14 @@ class MethodResult:
     style: np.ndarray  # [P * n]
     leaked: np.ndarray  # bool [P * n]
     style_truth: np.ndarray | None = None  # [P * n], NaN where no ground truth
+    subject_named: np.ndarray | None = None  # [P * n] 1/0, NaN where no world subject
     adapter_sha256: str = ""
 
     def columns(self) -> dict[str, np.ndarray]:
         """Every per-image score by name, [P * n] float64 (NaN: no ground truth)."""
         out = {"text": self.text, "style": self.style, "leakage": self.leaked}
+        if self.subject_named is not None:
+            out["subject_named"] = self.subject_named
         if self.style_truth is not None:
             out["style_truth"] = self.style_truth
         return {key: np.asarray(values, np.float64) for key, values in out.items()}
@@ -104,28 +118,28 @@ class Evaluation:
         rows = [["comparison", *self.headers()[1:]]]
         for a, b in self.comparisons:
             d = self.compare(a, b)
-            keys = ["text", "style", "leakage"] + (["style_truth"] if "style_truth" in d else [])
-            rows.append([f"{a} − {b}", *[f"{d[k]:+.3f} ± {d[k + '_stderr']:.3f}" for k in keys]])
+            rows.append([f"{a} − {b}", *[f"{d[k]:+.3f} ± {d[k + '_stderr']:.3f}"
+                                         for k in self.score_keys()]])  # fmt: skip
         return rows
 
     def table(self) -> list[list]:
-        """Rows: method, text +- se, style +- se, leakage +- se (and truth style)."""
+        """Rows: method, then each score (`score_keys`) as mean ± standard error."""
         rows = []
         for method in self.methods:
             s = method.summary()
-            row = [method.name, f"{s['text']:.3f} ± {s['text_stderr']:.3f}",
-                   f"{s['style']:.3f} ± {s['style_stderr']:.3f}",
-                   f"{s['leakage']:.3f} ± {s['leakage_stderr']:.3f}"]  # fmt: skip
-            if "style_truth" in s:
-                row.append(f"{s['style_truth']:.3f} ± {s['style_truth_stderr']:.3f}")
-            rows.append(row)
+            rows.append([method.name, *[f"{s[k]:.3f} ± {s[k + '_stderr']:.3f}"
+                                        for k in self.score_keys()]])  # fmt: skip
         return rows
 
+    def score_keys(self) -> list[str]:
+        """The scores every method has, in table order (those all methods share)."""
+        if not self.methods:
+            return ["text", "style", "leakage"]
+        keys = [key for key in SCORE_HEADERS if key in self.methods[0].columns()]
+        return [key for key in keys if all(key in m.columns() for m in self.methods)]
+
     def headers(self) -> list[str]:
-        headers = ["method", "text score", "style score", "leakage"]
-        if self.methods and self.methods[0].style_truth is not None:
-            headers.append("style vs ground truth")
-        return headers
+        return ["method", *[SCORE_HEADERS[key] for key in self.score_keys()]]
 
     def to_json(self) -> dict:
         return {
@@ -203,8 +217,23 @@ def score_method(
     references: np.ndarray,
     reference_caption: str,
     truths: Sequence[np.ndarray | None] | None = None,
+    subjects: Sequence[str | None] | None = None,
 ) -> MethodResult:
-    """Text, style, leakage (and ground-truth style) scores of one method's images."""
+    """Text, style, leakage (and ground-truth style, subject named) scores of one method.
+
+    Args:
+        scorer: The CLIP scorer.
+        name: The method's name.
+        images: uint8 [N, H, W, 3].
+        content_prompts: The content prompt of each image.
+        references: uint8 [R, H, W, 3] style references.
+        reference_caption: The references' content caption (for leakage).
+        truths: Each image's ground-truth rendering in the style (None where none).
+        subjects: Each image's world subject id (None where none): the scorer names each
+            image's subject over the vocabulary (`styledrop.zoo.naming.named_flags`).
+    """
+    from styledrop.zoo.naming import named_flags
+
     text = scorer.text_scores(images, content_prompts)
     style = scorer.style_scores(images, references)
     own = scorer.text_scores(images, [reference_caption] * len(images))
@@ -215,7 +244,10 @@ def score_method(
         for row, truth in enumerate(truths):
             if truth is not None:
                 truth_scores[row] = scorer.style_scores(images[row : row + 1], truth[None])[0]
-    return MethodResult(name, images, text, style, leaked, truth_scores)
+    named = None
+    if subjects is not None and any(s is not None for s in subjects):
+        named = named_flags(scorer, images, subjects)
+    return MethodResult(name, images, text, style, leaked, truth_scores, named)
 
 
 def evaluate(
@@ -263,13 +295,14 @@ def evaluate(
     if heldout_style is not None:
         per_prompt = ground_truth_images(heldout_style, prompt_set.subjects)
         truths = [t for t in per_prompt for _ in range(n)]
+    subjects = [s for s in prompt_set.subjects for _ in range(n)]
     results = []
     for method in methods:
         log(f"{method.name}: drawing {len(content)} images")
         images = draw(base, method, prompt_set.prompts, descriptor, n, seed, lambda_a, lambda_b,
                       dtype=dtype)  # fmt: skip
         result = score_method(scorer, method.name, images, content, references,
-                              reference_caption, truths)  # fmt: skip
+                              reference_caption, truths, subjects)  # fmt: skip
         if method.adapter is not None:
             result.adapter_sha256 = model_checkpoint.sha256_file(method.adapter)
         results.append(result)
@@ -314,6 +347,11 @@ def write_html(
         " standard error; leakage is the fraction of images closer to the reference's caption"
         f" ({prov['reference_caption']!r}) than to their prompt."
     )
+    if "subject_named" in evaluation.score_keys():
+        report.paragraph(
+            "Subject named: the fraction of images whose subject the CLIP names, zero-shot over"
+            " the emoji world's whole vocabulary, as its prompt's subject (top-1)."
+        )
     report.table(evaluation.headers(), evaluation.table())
     if evaluation.comparisons:
         report.paragraph(

@@ -189,6 +189,51 @@ def selection_examples(pool_dir: Path, selected: Sequence[Candidate]) -> list[St
     ]
 
 
+def selection_figures(
+    pool_dir: Path,
+    candidates: Sequence[Candidate],
+    selections: dict[str, Sequence[Candidate]],
+    prompts: PromptSet,
+    scorer: ClipScorer,
+) -> dict[str, dict[str, float]]:
+    """What the pool holds and what each selection took from it.
+
+    Args:
+        pool_dir: The pool's folder (the candidates' PNGs).
+        candidates: The whole pool.
+        selections: Name -> the candidates it picked ("clip", "random").
+        prompts: The pool's prompt set (its world subjects, where known).
+        scorer: The CLIP that names each image's subject zero-shot over the vocabulary.
+
+    Returns:
+        "pool" and each selection -> images, mean text and style scores, and (where the
+        prompts are world subjects) `subject_named`, the fraction whose subject the scorer
+        names: is there content in the pool for feedback to select?
+    """
+    from styledrop.inputs import load_images
+    from styledrop.zoo.naming import named_flags
+
+    subject_of = dict(zip(prompts.prompts, prompts.subjects, strict=True))
+    truth = [subject_of.get(c.prompt) for c in candidates]
+    named = None
+    if any(subject is not None for subject in truth):
+        images = load_images([pool_dir / c.id for c in candidates], max_images=len(candidates))
+        named = named_flags(scorer, np.stack([image.pixels for image in images]), truth)
+    row_of = {c.id: row for row, c in enumerate(candidates)}
+    out = {}
+    for name, chosen in {"pool": candidates, **selections}.items():
+        rows = [row_of[c.id] for c in chosen]
+        figures = {
+            "images": float(len(rows)),
+            "text": float(np.mean([candidates[r].text_score for r in rows])),
+            "style": float(np.mean([candidates[r].style_score for r in rows])),
+        }
+        if named is not None:
+            figures["subject_named"] = float(np.nanmean(named[rows]))
+        out[name] = figures
+    return out
+
+
 def run_rounds(
     base: str | Path,
     examples: Sequence[StyleExample],
@@ -275,6 +320,9 @@ def run_rounds(
     evaluation.provenance["rounds_config"] = asdict(config)
     evaluation.provenance["pool_candidates"] = len(candidates)
     evaluation.provenance["selected"] = {k: len(v) for k, v in selections.items()}
+    evaluation.provenance["feedback_selection"] = selection_figures(
+        pool_dir, candidates, selections, round_prompts(), scorer
+    )
     write_json(evaluation, out_dir / "evaluation.json")
     write_html(evaluation, out_dir / "evaluation.html", references)
     return evaluation

@@ -85,7 +85,7 @@ def named_by_judge(
         count per prompt) and each image's caption (its prompt, and the judge's guess when
         that is not an accepted subject).
     """
-    from zoo_build.zero_shot import judge_guesses
+    from styledrop.zoo.naming import judge_guesses
 
     predicted = judge_guesses(scorer, images, subjects)
     per_check, captions = {}, []

@@ -24,7 +24,7 @@ import numpy as np
 from muse.tokenizer import CONTEXT_LENGTH
 from styledrop.zoo.draws import captions_for
 from styledrop.zoo.styles import STYLES
-from styledrop.zoo.vocabulary import SUBJECTS, Subject
+from styledrop.zoo.vocabulary import SUBJECTS
 
 # Generic words of prompts and style descriptors that the world's captions may lack.
 EXTRA_TEXTS = (
@@ -42,17 +42,6 @@ EXTRA_TEXTS = (
 )
 
 
-def subject_prompts(subject: Subject) -> list[str]:
-    """Zero-shot prompts of a subject ("a penguin", "penguin", "an image of a penguin", ...).
-
-    The phrasings are those of the plain captions, on the canonical name.
-    """
-    main = subject.phrase()
-    image_of = subject.phrase(subject.synonyms[0]) if subject.kind == "letter" else main
-    prompts = [main, subject.name, f"an image of {image_of}", f"a picture of {image_of}"]
-    return list(dict.fromkeys(prompts))
-
-
 def world_texts() -> list[str]:
     """Every phrase the world produces: captions of each subject in each style, prompts.
 
@@ -62,7 +51,7 @@ def world_texts() -> list[str]:
     """
     texts: list[str] = list(EXTRA_TEXTS)
     for subject in SUBJECTS:
-        texts += subject_prompts(subject)
+        texts += subject.zero_shot_prompts()
         texts += [subject.phrase(name) for name in subject.names] + list(subject.names)
         texts += captions_for(subject)
         for style in STYLES.values():

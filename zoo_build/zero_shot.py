@@ -1,7 +1,7 @@
 """Zero-shot classification over the emoji world's subjects, for evaluating its CLIPs.
 
 A subject's class embedding is the mean of its prompt embeddings ("a penguin", "penguin",
-"an image of a penguin", "a picture of a penguin"; `world_tokenizer.subject_prompts`),
+"an image of a penguin", "a picture of a penguin"; `Subject.zero_shot_prompts`),
 renormalised; an image's prediction is the nearest class. The text encoder's sanity check
 and the judge's scores (`zero_shot_top1`, on an open_clip model) both use it.
 """
@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from feedback.scorer import ClipScorer
+from styledrop.zoo.naming import judge_guesses
 from styledrop.zoo.vocabulary import SUBJECTS, Subject, get_subject
 from zoo_build.contrastive import to_pixels
 from zoo_build.dataset import load_dataset
-from zoo_build.world_tokenizer import build_world_tokenizer, subject_prompts
+from zoo_build.world_tokenizer import build_world_tokenizer
 
 
 @torch.no_grad()
@@ -38,7 +39,7 @@ def zero_shot_features(
     Returns:
         float32 [len(subjects), D] unit vectors.
     """
-    prompts = [subject_prompts(s) for s in subjects]
+    prompts = [s.zero_shot_prompts() for s in subjects]
     flat = [p for group in prompts for p in group]
     features = torch.cat(
         [encode_text(tokenize(flat[i : i + 512])) for i in range(0, len(flat), 512)]
@@ -154,12 +155,6 @@ def zero_shot_top1(
         )
     model.train(was_training)
     return top1
-
-
-def judge_guesses(scorer: ClipScorer, images: np.ndarray, subjects: Sequence[Subject]) -> list[str]:
-    """The subject id the judge names for each image, zero-shot over `subjects`."""
-    best, _ = scorer.classify(images, [subject_prompts(s) for s in subjects])
-    return [subjects[i].id for i in best]
 
 
 def judge_top1(

@@ -89,6 +89,17 @@ class Subject:
         """The noun phrase with its article ("a penguin", "an owl", "grapes", "the moon")."""
         return noun_phrase(noun or self.name) if self.kind == "emoji" else (noun or self.name)
 
+    def zero_shot_prompts(self) -> list[str]:
+        """The prompts that name it zero-shot ("a penguin", "penguin", "an image of a penguin").
+
+        The phrasings are those of the plain captions, on the canonical name; a zero-shot
+        classifier's class embedding for the subject is the mean of theirs.
+        """
+        main = self.phrase()
+        image_of = self.phrase(self.synonyms[0]) if self.kind == "letter" else main
+        prompts = [main, self.name, f"an image of {image_of}", f"a picture of {image_of}"]
+        return list(dict.fromkeys(prompts))
+
 
 def noun_phrase(noun: str) -> str:
     """Adds the indefinite article a noun needs ("an owl", "a unicorn", "grapes", "the moon")."""

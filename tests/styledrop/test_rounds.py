@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -95,6 +96,23 @@ def test_evaluation_table_has_four_methods_with_ground_truth(experiment):
         for key in ("text", "style", "leakage", "style_truth"):
             assert np.isfinite(summary[key]) and np.isfinite(summary[f"{key}_stderr"]), key
     assert figures["provenance"]["selected"] == {"clip": 30, "random": 30}
+    # The prompts are world subjects, so the judge names each image's subject as well.
+    assert evaluation.score_keys() == ["text", "style", "leakage", "style_truth", "subject_named"]
+    for name in names:
+        assert figures["methods"][name]["subject_named"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def test_feedback_selection_figures_describe_the_pool_and_both_picks(experiment):
+    out, evaluation = experiment
+    pool = json.loads((out / "pool" / "candidates.json").read_text())
+    picked = evaluation.provenance["feedback_selection"]
+    assert list(picked) == ["pool", "clip", "random"]
+    assert [picked[k]["images"] for k in picked] == [60, 30, 30]
+    assert picked["pool"]["text"] == pytest.approx(np.mean([c["text_score"] for c in pool]))
+    # CLIP feedback takes each prompt's best text score: its mean is at least the pool's.
+    assert picked["clip"]["text"] >= picked["pool"]["text"]
+    for figures in picked.values():
+        assert 0 <= figures["subject_named"] <= 1
     # The rounds report: the reference, then per method 2 prompts x 2 images.
     assert assert_report_complete(out / "evaluation.html") == 1 + 4 * 4
 
@@ -175,7 +193,38 @@ def test_evaluate_command(experiment, tiny_zoo, tmp_path, capsys):
     assert code == 0
     figures = json.loads((tmp_path / "e.json").read_text())
     assert set(figures["methods"]) == {"base + descriptor", "r1"}
+    # A prompt file names no world subjects: there is nothing for the judge to name.
+    assert "subject_named" not in figures["methods"]["r1"]
     assert figures["provenance"]["dtype"] == "float32"  # --dtype auto, without a GPU
     assert figures["provenance"]["reference_caption"] == "a house"  # read from the adapter
     assert assert_report_complete(tmp_path / "e.html") == 1 + 2 * 2  # reference, 2 methods
     assert "r1" in capsys.readouterr().out
+
+
+def test_rounds_command_reuses_the_stages_and_prints_what_feedback_picked(
+    experiment, tiny_zoo, tmp_path, capsys
+):
+    from PIL import Image
+
+    out = tmp_path / "rounds"
+    shutil.copytree(experiment[0], out)
+    adapter = out / "round1" / "adapter.safetensors"
+    before = adapter.stat().st_mtime_ns
+    reference = tmp_path / "house.png"
+    Image.fromarray(heldout_references("line_art", ["house"])[0][0]).save(reference)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a dog\n")
+    code = main([
+        "rounds", str(reference), "--caption", "house.png=a house", "--descriptor",
+        "in line art style", "--base", str(tiny_zoo), "--prompts", str(prompts),
+        "--round1-steps", "2", "--round2-steps", "2", "--round1-lr", "1e-3", "--round2-lr",
+        "1e-3", "--pool-k", "2", "-n", "1", "--out", str(out),
+    ])  # fmt: skip
+    assert code == 0 and adapter.stat().st_mtime_ns == before  # the stages were reused
+    printed = capsys.readouterr().out
+    assert "What feedback picked from the pool" in printed
+    table = printed.split("What feedback picked from the pool")[1].splitlines()
+    assert [line.split()[:2] for line in table[2:5]] == [["pool", "60"], ["clip", "30"],
+                                                         ["random", "30"]]  # fmt: skip
+    figures = json.loads((out / "evaluation.json").read_text())
+    assert figures["provenance"]["feedback_selection"]["clip"]["images"] == 30
