@@ -57,7 +57,9 @@ def run(args) -> None:
         raise UserError("--steps and -n must be at least 1.")
     summary = _in_process(args, given) if args.in_process else _through_queue(args, given)
     for name, scores in summary.get("scores", {}).items():
-        print(f"{name:24s} style {scores['style']:.3f}  text {scores['text']:.3f}")
+        named = scores.get("subject_named")
+        named_text = "" if named is None else f"  subject named {named:.3f}"
+        print(f"{name:24s} style {scores['style']:.3f}  text {scores['text']:.3f}{named_text}")
     print(f"Wrote {args.out / 'report.html'}")
 
 

@@ -6,7 +6,8 @@ It runs the paper's round 1 on the embedded zoo, offline and on a CPU, in minute
    line-art house, a style none of the zoo's models saw in training);
 3. the adapted model draws the same subjects with StyleDrop guidance (Eq. 4);
 4. the judge CLIP scores both sets (style score against the reference, text score
-   against the content prompt) and an HTML report shows them side by side.
+   against the content prompt, and on the embedded zoo how often it names each image's
+   subject) and an HTML report shows them side by side.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from styledrop.guidance import GuidanceScales
 from styledrop.images import make_grid, save_image
 from styledrop.inputs import load_images
 from styledrop.terms import with_descriptor
-from styledrop.zoo.embedded import JUDGE_DIR, embedded_base
+from styledrop.zoo.embedded import JUDGE_DIR, ZOO_SOURCE, embedded_base
+from styledrop.zoo.naming import named_flags
+from styledrop.zoo.vocabulary import subject_of_phrase
 
 DEMO_STYLE_IMAGE = "demo_style_house_line_art.png"
 DEMO_SUBJECTS = (
@@ -143,11 +146,15 @@ def run_demo(
     scorer = ClipScorer.load(base / JUDGE_DIR)
     content = [p for p in config.prompts for _ in range(config.images_per_prompt)]
     references = reference.pixels[None]
+    subjects = world_subjects(base, content)
     scores = {}
     for name, images in (("base + descriptor", baseline), ("round 1 (StyleDrop)", styled)):
         style = scorer.style_scores(images, references)
         text = scorer.text_scores(images, content)
         scores[name] = {"style": float(style.mean()), "text": float(text.mean())}
+        if any(subject is not None for subject in subjects):
+            named = named_flags(scorer, images, subjects)  # [P * n] 1/0, NaN: no subject
+            scores[name]["subject_named"] = float(np.nanmean(named))
     columns = config.images_per_prompt * 4
     save_image(make_grid(baseline, columns=columns), out_dir / "baseline.png")
     save_image(make_grid(styled, columns=columns), out_dir / "styled.png")
@@ -160,6 +167,15 @@ def run_demo(
     _write_report(out_dir / "report.html", reference.pixels, baseline, styled, content, summary)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def world_subjects(base: Path, prompts: list[str]) -> list[str | None]:
+    """Each prompt's world subject (None: not a subject's phrase, or not the zoo's world)."""
+    from muse.checkpoint import read_model_json
+
+    if read_model_json(base)["config"].get("source") != ZOO_SOURCE:
+        return [None] * len(prompts)
+    return [subject_of_phrase(prompt) for prompt in prompts]
 
 
 def _write_report(
@@ -179,10 +195,19 @@ def _write_report(
         f" ({summary['scorer']}), means over {len(content)} images."
     )
     report.figures([reference], ["style reference"])
+    named = all("subject_named" in s for s in summary["scores"].values())
     report.table(
-        ["model", "style score", "text score"],
-        [[name, s["style"], s["text"]] for name, s in summary["scores"].items()],
+        ["model", "style score", "text score", *(["subject named"] if named else [])],
+        [
+            [name, s["style"], s["text"], *([s["subject_named"]] if named else [])]
+            for name, s in summary["scores"].items()
+        ],
     )
+    if named:
+        report.paragraph(
+            "Subject named: the fraction of images whose subject the judge names, zero-shot"
+            " over the emoji world's whole vocabulary, as its prompt's subject."
+        )
     report.heading("Round 1 adapter, StyleDrop guidance")
     report.figures(styled, content)
     report.heading("Base with the descriptor only")

@@ -9,7 +9,8 @@
   ("a penguin"), and the set says how many of the 190 it covers.
 - `world`: subjects spread evenly over the vocabulary (no letters, none of the round
   prompts), "a <subject>".
-- A text file: one prompt per line (blank lines and lines starting with # skipped).
+- A text file: one prompt per line (blank lines and lines starting with # skipped). On the
+  embedded zoo a line that is just a subject's noun phrase ("a penguin") is that subject.
 """
 
 from __future__ import annotations
@@ -98,8 +99,13 @@ def parti190_prompts(world_only: bool) -> PromptSet:
     return PromptSet("parti190", prompts, ids, tuple(covered), note)
 
 
-def prompts_from_file(path: str | Path) -> PromptSet:
+def prompts_from_file(path: str | Path, world_only: bool = False) -> PromptSet:
     """One prompt per line; blank lines and # comments skipped.
+
+    Args:
+        path: The text file.
+        world_only: The base is the embedded zoo: a line that is a subject's noun phrase
+            ("a penguin") records that subject (`subject_of_phrase`), so it can be named.
 
     Raises:
         ValueError: the file holds no prompts.
@@ -109,7 +115,12 @@ def prompts_from_file(path: str | Path) -> PromptSet:
     prompts = tuple(line for line in lines if line and not line.startswith("#"))
     if not prompts:
         raise ValueError(f"{path} holds no prompts (one per line).")
-    return PromptSet(path.name, prompts, (None,) * len(prompts), prompts, f"from {path.name}")
+    subjects: tuple[str | None, ...] = (None,) * len(prompts)
+    if world_only:
+        from styledrop.zoo.vocabulary import subject_of_phrase
+
+        subjects = tuple(subject_of_phrase(prompt) for prompt in prompts)
+    return PromptSet(path.name, prompts, subjects, prompts, f"from {path.name}")
 
 
 def load_prompt_set(spec: str, world_only: bool) -> PromptSet:
@@ -127,4 +138,4 @@ def load_prompt_set(spec: str, world_only: bool) -> PromptSet:
         return round_prompts()
     if not Path(spec).is_file():
         raise ValueError(f"--prompts {spec!r}: use one of {BUILTIN_SETS} or a text file path.")
-    return prompts_from_file(spec)
+    return prompts_from_file(spec, world_only)

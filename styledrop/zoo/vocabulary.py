@@ -573,6 +573,37 @@ def get_subject(subject_id: str) -> Subject:
         raise KeyError(f"No subject {subject_id!r} in the vocabulary; close: {close}") from None
 
 
+@cache
+def _phrase_table() -> dict[str, str | None]:
+    table: dict[str, str | None] = {}
+    for subject in SUBJECTS:  # canonical names first: they win over another's synonym
+        table.setdefault(subject.phrase().lower(), subject.id)
+    synonyms: dict[str, set[str]] = {}
+    for subject in SUBJECTS:
+        for name in subject.synonyms:
+            synonyms.setdefault(subject.phrase(name).lower(), set()).add(subject.id)
+    for phrase, ids in synonyms.items():
+        if phrase not in table:
+            table[phrase] = ids.pop() if len(ids) == 1 else None  # shared: ambiguous
+    return table
+
+
+def subject_of_phrase(prompt: str) -> str | None:
+    """The id of the subject a prompt names, when it is just that subject's noun phrase.
+
+    "a penguin", "An owl", "the letter A" and a synonym's phrase ("a kitty" if listed)
+    name a subject; anything more ("a penguin on a boat") or a synonym two subjects share
+    names none.
+
+    Args:
+        prompt: A content prompt.
+
+    Returns:
+        The subject id, or None.
+    """
+    return _phrase_table().get(prompt.strip().rstrip(".").lower())
+
+
 def category_counts(subjects: tuple[Subject, ...] = SUBJECTS) -> dict[str, int]:
     """Number of subjects per category, in `CATEGORIES` order."""
     counts = {category: 0 for category in CATEGORIES}

@@ -16,6 +16,7 @@ from PIL import Image
 from cli.main import main
 from feedback.scorer import ClipScorer
 from styledrop.demo import DemoConfig, demo_style_image, run_demo
+from styledrop.zoo.naming import judge_guesses
 from tests.html_report import assert_report_complete, references
 from worker import jobs
 from worker.store import Store
@@ -46,6 +47,8 @@ def test_demo_writes_adapter_grids_scores_and_report(tiny_zoo, tmp_path):
         expected = {
             "style": float(scorer.style_scores(images, reference).mean()),
             "text": float(scorer.text_scores(images, ["a cat", "a dog"]).mean()),
+            # "a cat" and "a dog" are world subjects: how often the judge names them.
+            "subject_named": np.mean(np.array(judge_guesses(scorer, images)) == ["cat", "dog"]),
         }
         assert summary["scores"][name] == pytest.approx(expected, abs=2e-3), name
         assert f"{summary['scores'][name]['style']:.4g}" in report.read_text()

@@ -40,6 +40,9 @@ def test_prompt_file_and_errors(tmp_path):
     path = tmp_path / "prompts.txt"
     path.write_text("# mine\na cat\n\na dog on a boat\n")
     assert load_prompt_set(str(path), world_only=True).prompts == ("a cat", "a dog on a boat")
+    # On the zoo a line that is a subject's phrase is that subject; elsewhere none is.
+    assert load_prompt_set(str(path), world_only=True).subjects == ("cat", None)
+    assert load_prompt_set(str(path), world_only=False).subjects == (None, None)
     (tmp_path / "empty.txt").write_text("# nothing\n")
     with pytest.raises(ValueError, match="no prompts"):
         load_prompt_set(str(tmp_path / "empty.txt"), world_only=True)
@@ -193,8 +196,8 @@ def test_evaluate_command(experiment, tiny_zoo, tmp_path, capsys):
     assert code == 0
     figures = json.loads((tmp_path / "e.json").read_text())
     assert set(figures["methods"]) == {"base + descriptor", "r1"}
-    # A prompt file names no world subjects: there is nothing for the judge to name.
-    assert "subject_named" not in figures["methods"]["r1"]
+    # "a penguin" and "a dog" are world subjects' phrases, so the judge names them too.
+    assert figures["methods"]["r1"]["subject_named"] in (0.0, 0.5, 1.0)
     assert figures["provenance"]["dtype"] == "float32"  # --dtype auto, without a GPU
     assert figures["provenance"]["reference_caption"] == "a house"  # read from the adapter
     assert assert_report_complete(tmp_path / "e.html") == 1 + 2 * 2  # reference, 2 methods
