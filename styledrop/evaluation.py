@@ -9,9 +9,9 @@ world, rounds and mapped Parti sets on the embedded zoo), the scorer also names 
 image's subject zero-shot over the whole vocabulary ("subject named": 1 when it names the
 prompt's subject, so its mean is the zero-shot top-1). Where the style has ground truth (a
 held-out style of the emoji world) each image is also scored against the true rendering of
-its prompt's subject in that style. Results: mean and standard error per method, differences between
-methods paired by prompt (the test of "B beats A"), image grids, and the provenance needed
-to reproduce them.
+its prompt's subject in that style. Results: mean and standard error per method,
+differences between methods paired by prompt (the test of "B beats A"), image grids, and
+the provenance needed to reproduce them.
 """
 
 from __future__ import annotations
