@@ -85,16 +85,14 @@ def run(args) -> None:
     import numpy as np
 
     from adapters.files import read_adapter_file
-    from muse.checkpoint import read_model_json
     from styledrop.evaluation import BASE_METHOD, Method, evaluate, write_html, write_json
     from styledrop.inputs import load_images
     from styledrop.prompt_sets import load_prompt_set
-    from styledrop.zoo.embedded import ZOO_SOURCE, embedded_base
+    from styledrop.zoo.embedded import embedded_base, is_emoji_world
 
     if args.images_per_prompt < 1:
         raise UserError("-n must be at least 1.")
     base = args.base or embedded_base()
-    record = read_model_json(base)
     adapters = parse_adapters(args.adapter)
     references = np.stack([image.pixels for image in load_images(args.reference)])
     first = read_adapter_file(adapters[0][1])
@@ -102,7 +100,7 @@ def run(args) -> None:
     caption = args.reference_caption or reference_caption_from(first.metadata, descriptor)
     if not caption:
         raise UserError("Give --reference-caption: the content of the reference ('a house').")
-    world_only = record["config"].get("source") == ZOO_SOURCE
+    world_only = is_emoji_world(base)
     try:
         prompt_set = load_prompt_set(args.prompts or "parti190", world_only)
     except ValueError as error:

@@ -79,25 +79,23 @@ def run(args) -> None:
     """Runs the subcommand with parsed arguments."""
     from tqdm import tqdm
 
-    from muse.checkpoint import read_model_json
     from styledrop.dataset import StyleExample
     from styledrop.inputs import load_images
     from styledrop.prompt_sets import load_prompt_set
     from styledrop.rounds import RoundsConfig, check_stage_settings, run_rounds, stage_settings
-    from styledrop.zoo.embedded import ZOO_SOURCE, embedded_base
+    from styledrop.zoo.embedded import embedded_base, is_emoji_world
 
     for name in ("pool_k", "images_per_prompt", "round1_steps", "round2_steps"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1.")
     base = args.base or embedded_base()
-    record = read_model_json(base)
     captions = parse_captions(args.caption, args.images)
     loaded = load_images(args.images)
     examples = [
         StyleExample(image.pixels, captions.get(path, DEFAULT_CAPTION), image.name, image.sha256)
         for path, image in zip(args.images, loaded, strict=True)
     ]
-    world_only = record["config"].get("source") == ZOO_SOURCE
+    world_only = is_emoji_world(base)
     try:
         prompts = load_prompt_set(args.prompts, world_only)
     except ValueError as error:

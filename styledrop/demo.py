@@ -31,7 +31,7 @@ from styledrop.guidance import GuidanceScales
 from styledrop.images import make_grid, save_image
 from styledrop.inputs import load_images
 from styledrop.terms import with_descriptor
-from styledrop.zoo.embedded import JUDGE_DIR, ZOO_SOURCE, embedded_base
+from styledrop.zoo.embedded import JUDGE_DIR, embedded_base, is_emoji_world
 from styledrop.zoo.naming import named_flags
 from styledrop.zoo.vocabulary import subject_of_phrase
 
@@ -171,9 +171,7 @@ def run_demo(
 
 def world_subjects(base: Path, prompts: list[str]) -> list[str | None]:
     """Each prompt's world subject (None: not a subject's phrase, or not the zoo's world)."""
-    from muse.checkpoint import read_model_json
-
-    if read_model_json(base)["config"].get("source") != ZOO_SOURCE:
+    if not is_emoji_world(base):
         return [None] * len(prompts)
     return [subject_of_phrase(prompt) for prompt in prompts]
 

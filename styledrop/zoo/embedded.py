@@ -44,6 +44,17 @@ def embedded_base() -> Path:
     return folder
 
 
+def is_emoji_world(base: str | Path) -> bool:
+    """Whether a model folder is an emoji-world zoo (its `model.json` source says so).
+
+    Such a base only knows the world's subjects: prompt sets map onto them, and the judge
+    can name the subject of its images.
+    """
+    from muse.checkpoint import read_model_json
+
+    return read_model_json(base)["config"].get("source") == ZOO_SOURCE
+
+
 def embedded_judge() -> Path:
     """The judge CLIP folder (open_clip `local-dir:` layout) of the zoo.
 

@@ -591,9 +591,10 @@ def _phrase_table() -> dict[str, str | None]:
 def subject_of_phrase(prompt: str) -> str | None:
     """The id of the subject a prompt names, when it is just that subject's noun phrase.
 
-    "a penguin", "An owl", "the letter A" and a synonym's phrase ("a kitty" if listed)
-    name a subject; anything more ("a penguin on a boat") or a synonym two subjects share
-    names none.
+    The canonical phrase ("a penguin", "An owl", "letter 'A'") or a synonym's ("a boat"
+    for the sailboat), in any case and with or without a final full stop, names a
+    subject; anything more ("a penguin on a boat") or a synonym two subjects share names
+    none.
 
     Args:
         prompt: A content prompt.

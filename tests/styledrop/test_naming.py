@@ -6,7 +6,7 @@ from feedback.scorer import ClipScorer
 from styledrop.zoo.draws import heldout_references
 from styledrop.zoo.embedded import embedded_judge
 from styledrop.zoo.naming import judge_guesses, named_flags
-from styledrop.zoo.vocabulary import SUBJECTS, get_subject
+from styledrop.zoo.vocabulary import get_subject, subject_of_phrase
 
 
 def test_zero_shot_prompts_name_the_subject_once_each():
@@ -29,4 +29,12 @@ def test_the_judge_names_watercolor_renders_and_unknown_subjects_stay_unscored()
     # Fewer candidates can only name from them.
     few = [get_subject("car"), get_subject("bus")]
     assert set(judge_guesses(scorer, images, few)) <= {"car", "bus"}
-    assert len(SUBJECTS) > 400
+
+
+def test_a_prompt_names_a_subject_only_when_it_is_its_phrase():
+    assert subject_of_phrase("a penguin") == "penguin"
+    assert subject_of_phrase("An owl.") == "owl"
+    assert subject_of_phrase("letter 'A'") == "letter_a"
+    assert subject_of_phrase("a boat") == "sailboat"  # a synonym no other subject has
+    assert subject_of_phrase("a penguin on a boat") is None
+    assert subject_of_phrase("the letter A") is None  # not how the world spells it
