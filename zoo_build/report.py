@@ -16,6 +16,13 @@ The questions, each answered on data the model in question never trained on:
   in turn): does an unknown modifier leave the content in place? `t2i_descriptor_ratio`
   is it over `t2i_top1` (target: at least 0.9), and `t2i_top1_by_descriptor` splits it by
   descriptor (about one in 20 prompts each).
+- `t2i_top1_world_style`: the same prompts with one of the world's own training styles
+  appended instead ("a penguin in greyscale", "a fox on a blue background"; one style per
+  subject in turn, `world_style_prompts`): can the base draw a subject in a style it
+  trained on, a combination it may never have seen? `t2i_world_style_ratio` is it over
+  `t2i_top1`, and `t2i_top1_by_world_style_kind` splits it by the style's stage ("fg":
+  the subject's look, e.g. greyscale or an outline; "bg": the background; "post": the
+  whole picture, a pencil sketch or a frame).
 - `recognisability_judge_prompts`: of the 24 everyday prompts of the recognisability check
   (`zoo_build.recognisability`), how many the judge names in at least 3 of 4 samples. The
   grid is also saved as a PNG beside the report, for a person to look at.
@@ -36,7 +43,8 @@ from feedback.scorer import ClipScorer
 from styledrop.images import make_grid, save_image
 from styledrop.zoo.draws import is_plain_canonical
 from styledrop.zoo.embedded import JUDGE_DIR, MANIFEST
-from styledrop.zoo.styles import LINE_ART
+from styledrop.zoo.styles import LINE_ART, NOT_FOR_LETTERS, TRAIN_STYLES, Style
+from styledrop.zoo.vocabulary import Subject
 from zoo_build.dataset import load_dataset
 from zoo_build.descriptors import HELDOUT_DESCRIPTORS
 from zoo_build.recognisability import (
@@ -73,10 +81,49 @@ def top1_by_descriptor(truth: Sequence[str], predicted: Sequence[str]) -> dict[s
     Returns:
         descriptor -> top-1 over the prompts that had it (about n / 20 each).
     """
+    groups = [HELDOUT_DESCRIPTORS[i % len(HELDOUT_DESCRIPTORS)] for i in range(len(truth))]
+    return top1_by_group(groups, truth, predicted)
+
+
+def world_style_prompts(subjects: Sequence[Subject]) -> tuple[list[str], list[Style]]:
+    """Each subject's prompt with one of the world's training styles appended, in turn.
+
+    Subject i takes the i-th style (cycling) of those its draws can have: letters skip the
+    styles that would hide a black glyph (`NOT_FOR_LETTERS`).
+
+    Args:
+        subjects: The subjects to draw.
+
+    Returns:
+        The prompts ("a penguin in greyscale") and the style of each.
+    """
+    prompts, styles = [], []
+    for i, subject in enumerate(subjects):
+        allowed = [
+            style for style in TRAIN_STYLES
+            if not (subject.kind == "letter" and style.name in NOT_FOR_LETTERS)
+        ]  # fmt: skip
+        style = allowed[i % len(allowed)]
+        prompts.append(f"{subject.phrase()} {style.suffix}")
+        styles.append(style)
+    return prompts, styles
+
+
+def top1_by_group(groups: Sequence[str], truth: Sequence[str], predicted: Sequence[str]) -> dict:
+    """Top-1 within each group of prompts.
+
+    Args:
+        groups: The group of each prompt (e.g. its style's stage).
+        truth: The subject id of each prompt.
+        predicted: The judge's guess for each.
+
+    Returns:
+        group -> top-1 over its prompts, in first-seen order.
+    """
     hits: dict[str, list[bool]] = {}
-    for i, (t, p) in enumerate(zip(truth, predicted, strict=True)):
-        hits.setdefault(HELDOUT_DESCRIPTORS[i % len(HELDOUT_DESCRIPTORS)], []).append(t == p)
-    return {descriptor: float(np.mean(values)) for descriptor, values in hits.items()}
+    for group, t, p in zip(groups, truth, predicted, strict=True):
+        hits.setdefault(group, []).append(t == p)
+    return {group: float(np.mean(values)) for group, values in hits.items()}
 
 
 def zoo_report(
@@ -100,7 +147,8 @@ def zoo_report(
         seed: Generation seed.
         batch_size: Images per compiled generation batch.
         log: Receives one line per stage.
-        descriptors: Also draw the prompts with a held-out style descriptor appended.
+        descriptors: Also draw the prompts with a held-out style descriptor appended, and
+            again with one of the world's training styles appended.
         recognisability: Also draw the recognisability check's prompts (4 samples each),
             saved as `<report name>-recognisability.png` beside the report.
 
@@ -179,6 +227,19 @@ def zoo_report(
             if figures["t2i_top1"] > 0 else float("nan")
         )  # fmt: skip
         figures["t2i_top1_by_descriptor"] = top1_by_descriptor(ids, described_pred)
+        log("base text-to-image with the world's training styles")
+        styled, styles = world_style_prompts(chosen)
+        styled_u8 = np.round(pipe.generate(styled, seed=seed, batch_size=batch_size) * 255).astype(
+            np.uint8
+        )  # [n, H, W, 3]
+        figures["t2i_top1_world_style"], styled_pred = judge_top1(scorer, styled_u8, ids, subjects)
+        figures["t2i_world_style_ratio"] = (
+            figures["t2i_top1_world_style"] / figures["t2i_top1"]
+            if figures["t2i_top1"] > 0 else float("nan")
+        )  # fmt: skip
+        figures["t2i_top1_by_world_style_kind"] = top1_by_group(
+            [style.kind for style in styles], ids, styled_pred
+        )
     if recognisability:
         log(f"recognisability check: {len(RECOGNISABILITY_PROMPTS)} prompts")
         checked_u8 = np.round(
@@ -219,6 +280,11 @@ def zoo_report(
         report.figures(described_u8, [
             d if p == t else f"{d} (judge: {p})"
             for d, p, t in zip(described, described_pred, ids, strict=True)
+        ])  # fmt: skip
+        report.heading("The same prompts with one of the world's training styles appended")
+        report.figures(styled_u8, [
+            d if p == t else f"{d} (judge: {p})"
+            for d, p, t in zip(styled, styled_pred, ids, strict=True)
         ])  # fmt: skip
     if recognisability:
         report.heading(

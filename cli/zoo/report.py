@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="generation seed")
     parser.add_argument(
         "--no-descriptors", action="store_true",
-        help="skip drawing the prompts again with a held-out style descriptor appended",
+        help="skip drawing the prompts again with a held-out style descriptor appended, and"
+        " with one of the world's training styles appended",
     )  # fmt: skip
     parser.add_argument(
         "--no-recognisability", action="store_true",

@@ -13,10 +13,12 @@ from cli.main import main
 from muse import checkpoint
 from muse.folder_layout import TRANSFORMER_FILE
 from styledrop.zoo import embedded
+from styledrop.zoo.styles import NOT_FOR_LETTERS, TRAIN_STYLES
+from styledrop.zoo.vocabulary import get_subject
 from tests.html_report import assert_report_complete
 from zoo_build.descriptors import HELDOUT_DESCRIPTORS
 from zoo_build.recognisability import SAMPLE_PROMPTS
-from zoo_build.report import spread, zoo_report
+from zoo_build.report import spread, top1_by_group, world_style_prompts, zoo_report
 
 
 def test_assembled_zoo_stores_float16_with_a_complete_manifest(tiny_zoo):
@@ -72,11 +74,16 @@ def test_report_figures_and_html(tiny_zoo, tmp_path):
     by_descriptor = figures["t2i_top1_by_descriptor"]
     assert set(by_descriptor) <= set(HELDOUT_DESCRIPTORS) and by_descriptor
     assert all(0.0 <= value <= 1.0 for value in by_descriptor.values())
+    # The world's own styles: 3 subjects take the first 3 training styles, all "fg".
+    assert 0.0 <= figures["t2i_top1_world_style"] <= 1.0
+    assert "t2i_world_style_ratio" in figures
+    assert set(figures["t2i_top1_by_world_style_kind"]) == {"fg"}
     page = (tmp_path / "report.html").read_text()
     pictures = list((tmp_path / "report_files").glob("*.png"))
     assert page.count("<img") == len(pictures) > 3 + 3 + 16
     assert assert_report_complete(tmp_path / "report.html") == len(pictures)
     assert "held-out style descriptor" in page and HELDOUT_DESCRIPTORS[0] in page
+    assert "training styles appended" in page and TRAIN_STYLES[0].suffix in page
     # The recognisability check: 24 prompts x 4 samples, also saved as one grid.
     assert figures["recognisability_prompts"] == len(SAMPLE_PROMPTS) == 24
     counts = figures["recognisability_judge_by_prompt"]
@@ -97,7 +104,7 @@ def test_report_command_prints_one_json_line(tiny_zoo, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     figures = json.loads(lines[-1])
     assert figures["t2i_subjects"] == 2 and figures["vocabulary_size"] == 6
-    assert "t2i_top1_descriptor" not in figures
+    assert "t2i_top1_descriptor" not in figures and "t2i_top1_world_style" not in figures
     assert "recognisability_judge_prompts" not in figures
     assert not (tmp_path / "r-recognisability.png").exists()
 
@@ -112,3 +119,18 @@ def test_top1_by_descriptor_groups_prompts_by_their_descriptor():
     assert split[HELDOUT_DESCRIPTORS[0]] == 0.5  # prompts 0 (wrong) and 20 (right)
     assert split[HELDOUT_DESCRIPTORS[1]] == 0.5  # prompts 1 (wrong) and 21 (right)
     assert split[HELDOUT_DESCRIPTORS[2]] == 1.0
+
+
+def test_world_style_prompts_cycle_the_training_styles_letters_keep_visible():
+    penguin, letter = get_subject("penguin"), get_subject("letter_a")
+    prompts, styles = world_style_prompts([penguin] * len(TRAIN_STYLES))
+    assert styles == list(TRAIN_STYLES)
+    assert prompts[0] == f"a penguin {TRAIN_STYLES[0].suffix}"
+    assert all(not style.heldout for style in styles)
+    _, letter_styles = world_style_prompts([letter] * len(TRAIN_STYLES))
+    assert not {style.name for style in letter_styles} & NOT_FOR_LETTERS
+
+
+def test_top1_by_group_keeps_first_seen_order():
+    split = top1_by_group(["bg", "fg", "bg"], ["a", "b", "c"], ["a", "x", "x"])
+    assert split == {"bg": 0.5, "fg": 0.0}
