@@ -22,7 +22,19 @@ descriptor drawn afresh for each caption at each step (`zoo_build.descriptors`):
   position match the teacher's, so what the base learned from the world's captions,
   style words included, still holds.
 
-Both are mean squared errors relative to the teacher's mean square. The held-out
+Both are mean squared errors relative to the teacher's mean square. With
+`subject_weight` > 0 a third term asks the opposite of the world's own styles, which must
+keep counting: that they leave the subject readable. The pooled embedding of "a penguin"
+plus one of the world's training styles ("in greyscale", "as a pencil sketch"; drawn
+afresh) must have the teacher's pooled embedding of "a penguin" as its nearest plain
+subject prompt (cross-entropy over all subjects, `subject_retention_loss`). On the
+committed zoo the world's style phrases turn the pooled embedding toward the style: for
+"in greyscale" the nearest plain prompt is the subject's own for 5% of the subjects, and
+the base, conditioned on it in every layer, draws greyscale blobs (docs/zoo.md, "The
+world's own styles"). This term changes how the world's styled captions embed, so a base
+must be trained (or continued) on the new encoder.
+
+The held-out
 descriptors (`HELDOUT_DESCRIPTORS`, whose distinctive words no made-up one uses) measure
 whether it generalises. The run record is the starting encoder's record with a
 `descriptor_invariance` entry added (settings and figures before and after), which `zoo
@@ -47,9 +59,15 @@ from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR
 from muse.text_encoder import TextEncoder
 from muse.tokenizer import tokenize
 from styledrop.fingerprint import settings_fingerprint
-from styledrop.zoo.vocabulary import SUBJECTS
+from styledrop.zoo.vocabulary import SUBJECTS, Subject
 from zoo_build.contrastive import end_of_step, load_checkpoint, save_checkpoint, step_generator
-from zoo_build.descriptors import HELDOUT_DESCRIPTORS, check_descriptor_words, made_up_descriptor
+from zoo_build.descriptors import (
+    HELDOUT_DESCRIPTORS,
+    check_descriptor_words,
+    made_up_descriptor,
+    training_styles_for,
+    world_style_prompts,
+)
 from zoo_build.machine import machine_description
 from zoo_build.run_files import (
     INVARIANCE_CHECKPOINT_FILE,
@@ -72,6 +90,8 @@ class InvarianceConfig:
         learning_rate: Peak AdamW learning rate (linear warm-up, cosine decay).
         warmup_steps: Warm-up length.
         keep_weight: Weight of the keeping loss against the invariance loss.
+        subject_weight: Weight of the subject-retention loss (0: none, as the first runs).
+        subject_temperature: Softmax temperature of that loss's cosine logits.
         descriptor_words: Word source of the made-up descriptors, "open" or "curated"
             (`zoo_build.descriptors.made_up_descriptor`; runs recorded without this
             setting used "curated").
@@ -85,6 +105,8 @@ class InvarianceConfig:
     learning_rate: float = 3e-4
     warmup_steps: int = 50
     keep_weight: float = 4.0
+    subject_weight: float = 0.0
+    subject_temperature: float = 0.05
     descriptor_words: str = "open"
     seed: int = 0
     init_from: str = ""
@@ -96,11 +118,17 @@ class InvarianceConfig:
     def fingerprint(self) -> str:
         """What a checkpoint must match to be resumed.
 
-        Runs from before `descriptor_words` existed used "curated"; their checkpoints still
-        resume with it.
+        Runs from before `descriptor_words` existed used "curated", and those from before
+        the subject-retention loss had none; their checkpoints still resume.
         """
         return settings_fingerprint(
-            self, skip=("checkpoint_every",), added_later={"descriptor_words": "curated"}
+            self,
+            skip=("checkpoint_every",),
+            added_later={
+                "descriptor_words": "curated",
+                "subject_weight": 0.0,
+                "subject_temperature": 0.05,
+            },
         )
 
 
@@ -183,6 +211,83 @@ def invariance_losses(
     }
 
 
+def _pooled(model, tokenizer, texts: Sequence[str]) -> torch.Tensor:
+    """Unit pooled embeddings [N, P] of `texts`, in batches of 512."""
+    out = [
+        _outputs(model, torch.from_numpy(tokenize(tokenizer, list(texts[i : i + 512]))))[1]
+        for i in range(0, len(texts), 512)
+    ]
+    return F.normalize(torch.cat(out), dim=-1)
+
+
+def subject_anchors(model, tokenizer, subjects: Sequence[Subject] = SUBJECTS) -> torch.Tensor:
+    """Each subject's plain prompt ("a penguin") as `model` pools it: unit [S, P], no grad."""
+    with torch.no_grad():
+        return _pooled(model, tokenizer, [s.phrase() for s in subjects])
+
+
+def world_style_batch(
+    rng: np.random.Generator, subjects: Sequence[Subject], count: int
+) -> tuple[list[str], torch.Tensor]:
+    """`count` random subjects, each with one of its training styles appended.
+
+    Args:
+        rng: The step's generator.
+        subjects: The subjects to draw from (their order gives the labels).
+        count: Captions to make.
+
+    Returns:
+        The captions ("a fox on a blue background") and each one's subject row [count].
+    """
+    rows = rng.integers(len(subjects), size=count)
+    captions = []
+    for row in rows:
+        styles = training_styles_for(subjects[row])
+        style = styles[rng.integers(len(styles))]
+        captions.append(f"{subjects[row].phrase()} {style.suffix}")
+    return captions, torch.as_tensor(rows, dtype=torch.long)
+
+
+def subject_retention_loss(
+    student, tokenizer, captions: Sequence[str], labels: torch.Tensor, anchors: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:  # fmt: skip
+    """Cross-entropy of naming each caption's subject from its pooled embedding.
+
+    Args:
+        student: The text model being trained.
+        tokenizer: Its tokenizer.
+        captions: B subject prompts with a world style appended.
+        labels: [B] row of each caption's subject in `anchors`.
+        anchors: [S, P] unit pooled embeddings of the plain subject prompts (the teacher's).
+        temperature: Softmax temperature of the cosine logits.
+    """
+    ids = torch.from_numpy(tokenize(tokenizer, list(captions)))  # [B, L]
+    pooled = F.normalize(_outputs(student, ids)[1], dim=-1)  # [B, P]
+    return F.cross_entropy(pooled @ anchors.T / temperature, labels)
+
+
+def world_style_figures(model, tokenizer, subjects=SUBJECTS) -> dict[str, float]:
+    """How much of the subject the pooled embedding keeps under the world's own styles.
+
+    Each subject's plain prompt gets one of its training styles, in turn, as `zoo report`
+    draws them (`world_style_prompts`).
+
+    Returns:
+        {"world_style_pooled_cosine": mean cosine of each styled prompt's pooled embedding
+        with its plain prompt's, "world_style_subject_top1": how often its own plain prompt
+        is the nearest of all subjects'}.
+    """
+    with torch.no_grad():
+        plain = subject_anchors(model, tokenizer, subjects)  # [S, P]
+        styled = _pooled(model, tokenizer, world_style_prompts(subjects)[0])  # [S, P]
+    nearest = (styled @ plain.T).argmax(1)
+    return {
+        "world_style_pooled_cosine": float((styled * plain).sum(-1).mean()),
+        "world_style_subject_top1": float((nearest == torch.arange(len(subjects))).float().mean()),
+    }
+
+
 def descriptor_figures(model, tokenizer, subjects=SUBJECTS) -> dict[str, float]:
     """How far a held-out descriptor moves each subject's embeddings (no training here).
 
@@ -192,7 +297,7 @@ def descriptor_figures(model, tokenizer, subjects=SUBJECTS) -> dict[str, float]:
     Returns:
         {"heldout_pooled_cosine": mean cosine of the pooled embeddings with and without the
         descriptor, "heldout_pooled_error": their relative squared error, "heldout_tail_error":
-        that of the states from the caption's end on}.
+        that of the states from the caption's end on}, and `world_style_figures`.
     """
     plain = [s.phrase() for s in subjects]
     count = len(HELDOUT_DESCRIPTORS)
@@ -212,6 +317,7 @@ def descriptor_figures(model, tokenizer, subjects=SUBJECTS) -> dict[str, float]:
         "heldout_pooled_cosine": float(cosine),
         "heldout_pooled_error": float(_relative_mse(described_pooled, plain_pooled)),
         "heldout_tail_error": float(_relative_mse(described_states, tail, mask)),
+        **world_style_figures(model, tokenizer, subjects),
     }
 
 
@@ -279,6 +385,7 @@ def train_descriptor_invariance(
     optimizer = torch.optim.AdamW(student.parameters(), lr=0.0, weight_decay=0.0)
     checkpoint = out_dir / INVARIANCE_CHECKPOINT_FILE
     start = load_checkpoint(checkpoint, student, optimizer, config.fingerprint())
+    anchors = subject_anchors(teacher, tokenizer) if config.subject_weight > 0 else None
     rate = StepRate(start, config.steps)
     with (out_dir / INVARIANCE_LOG_FILE).open("a") as log:
         for step in range(start + 1, config.steps + 1):
@@ -294,6 +401,12 @@ def train_descriptor_invariance(
             invariance = losses["invariance_pooled"] + losses["invariance_tail"]
             keep = losses["keep_pooled"] + losses["keep_states"]
             loss = invariance + config.keep_weight * keep
+            if anchors is not None:
+                styled, labels = world_style_batch(rng, SUBJECTS, config.batch_size)
+                losses["subject_retention"] = subject_retention_loss(
+                    student, tokenizer, styled, labels, anchors, config.subject_temperature
+                )
+                loss = loss + config.subject_weight * losses["subject_retention"]
             lr = warmup_cosine_lr(step, config.learning_rate, config.warmup_steps, config.steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr

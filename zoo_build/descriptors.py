@@ -18,14 +18,21 @@ measure that:
   templates, with generated identifiers like "[Q*]". A base trained on the curated list
   keeps 0.91 of its top-1 under curated descriptors and 0.17 under the held-out ones: it
   learns to ignore those 60 words, not descriptors (docs/zoo.md).
+- `world_style_prompts(subjects)`: the other side, each subject's prompt with one of the
+  world's own training styles appended ("a penguin in greyscale"), which the encoder must
+  read as a style and the base must draw: `zoo report`'s `t2i_top1_world_style`.
 """
 
 from __future__ import annotations
 
 import functools
 import string
+from collections.abc import Sequence
 
 import numpy as np
+
+from styledrop.zoo.styles import NOT_FOR_LETTERS, TRAIN_STYLES, Style
+from styledrop.zoo.vocabulary import Subject
 
 # Word sources of `made_up_descriptor`.
 DESCRIPTOR_WORDS = ("curated", "open")
@@ -226,3 +233,34 @@ def _excluded_words() -> frozenset[str]:
 def held_out_distinctive_words() -> set[str]:
     """The words of the held-out descriptors that mark them (all but `COMMON_WORDS`)."""
     return {w for d in HELDOUT_DESCRIPTORS for w in d.split()} - COMMON_WORDS
+
+
+def training_styles_for(subject: Subject) -> list[Style]:
+    """The world's training styles a draw of `subject` can have.
+
+    Letters skip the styles that would hide a black glyph (`NOT_FOR_LETTERS`).
+    """
+    return [
+        style for style in TRAIN_STYLES
+        if not (subject.kind == "letter" and style.name in NOT_FOR_LETTERS)
+    ]  # fmt: skip
+
+
+def world_style_prompts(subjects: Sequence[Subject]) -> tuple[list[str], list[Style]]:
+    """Each subject's prompt with one of the world's training styles appended, in turn.
+
+    Subject i takes the i-th (cycling) of its `training_styles_for`.
+
+    Args:
+        subjects: The subjects to draw.
+
+    Returns:
+        The prompts ("a penguin in greyscale") and the style of each.
+    """
+    prompts, styles = [], []
+    for i, subject in enumerate(subjects):
+        allowed = training_styles_for(subject)
+        style = allowed[i % len(allowed)]
+        prompts.append(f"{subject.phrase()} {style.suffix}")
+        styles.append(style)
+    return prompts, styles

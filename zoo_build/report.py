@@ -43,10 +43,9 @@ from feedback.scorer import ClipScorer
 from styledrop.images import make_grid, save_image
 from styledrop.zoo.draws import is_plain_canonical
 from styledrop.zoo.embedded import JUDGE_DIR, MANIFEST
-from styledrop.zoo.styles import LINE_ART, NOT_FOR_LETTERS, TRAIN_STYLES, Style
-from styledrop.zoo.vocabulary import Subject
+from styledrop.zoo.styles import LINE_ART
 from zoo_build.dataset import load_dataset
-from zoo_build.descriptors import HELDOUT_DESCRIPTORS
+from zoo_build.descriptors import HELDOUT_DESCRIPTORS, world_style_prompts
 from zoo_build.recognisability import (
     RECOGNISABILITY_PROMPTS,
     SAMPLE_PROMPTS,
@@ -83,30 +82,6 @@ def top1_by_descriptor(truth: Sequence[str], predicted: Sequence[str]) -> dict[s
     """
     groups = [HELDOUT_DESCRIPTORS[i % len(HELDOUT_DESCRIPTORS)] for i in range(len(truth))]
     return top1_by_group(groups, truth, predicted)
-
-
-def world_style_prompts(subjects: Sequence[Subject]) -> tuple[list[str], list[Style]]:
-    """Each subject's prompt with one of the world's training styles appended, in turn.
-
-    Subject i takes the i-th style (cycling) of those its draws can have: letters skip the
-    styles that would hide a black glyph (`NOT_FOR_LETTERS`).
-
-    Args:
-        subjects: The subjects to draw.
-
-    Returns:
-        The prompts ("a penguin in greyscale") and the style of each.
-    """
-    prompts, styles = [], []
-    for i, subject in enumerate(subjects):
-        allowed = [
-            style for style in TRAIN_STYLES
-            if not (subject.kind == "letter" and style.name in NOT_FOR_LETTERS)
-        ]  # fmt: skip
-        style = allowed[i % len(allowed)]
-        prompts.append(f"{subject.phrase()} {style.suffix}")
-        styles.append(style)
-    return prompts, styles
 
 
 def top1_by_group(groups: Sequence[str], truth: Sequence[str], predicted: Sequence[str]) -> dict:

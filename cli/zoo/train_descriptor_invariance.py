@@ -35,6 +35,12 @@ OPTIONS = (
         "keep_weight",
         "weight of keeping the world's own texts as the starting encoder embeds them",
     ),
+    Option(
+        "--subject-weight",
+        "subject_weight",
+        "weight of keeping the subject readable in the pooled embedding when one of the"
+        " world's own styles is appended (0: off; the base must then be trained on the result)",
+    ),
     Option("--seed", "seed", "seed of each step's texts and descriptors"),
     DESCRIPTOR_WORDS_OPTION,
     Option("--checkpoint-every", "checkpoint_every", "steps between checkpoints"),

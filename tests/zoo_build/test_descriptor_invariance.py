@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -14,6 +15,7 @@ from muse import checkpoint
 from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR
 from muse.text_encoder import TextEncoder
 from muse.tokenizer import build_open_clip_tokenizer
+from styledrop.zoo.vocabulary import get_subject
 from tests.tiny_models import tiny_text_config
 from zoo_build import descriptor_invariance as di
 from zoo_build.run_files import INVARIANCE_LOG_FILE, TEXT_EVAL_FILE
@@ -115,3 +117,44 @@ def test_word_source_is_checked_and_curated_runs_keep_their_fingerprint():
     assert '"descriptor_words": "open"' in di.InvarianceConfig().fingerprint()
     with pytest.raises(ValueError, match="descriptor_words"):
         di.InvarianceConfig(descriptor_words="closed")
+
+
+def test_subject_retention_makes_styled_prompts_name_their_subject(encoder_folder, tmp_path):
+    # Few subjects, so that the tiny encoder can learn them in a few steps.
+    subjects = [get_subject(name) for name in ("penguin", "dog", "banana", "car", "letter_a")]
+    loaded = TextEncoder.load(encoder_folder / TEXT_ENCODER_DIR,
+                              tokenizer=encoder_folder / TOKENIZER_DIR)  # fmt: skip
+    anchors = di.subject_anchors(loaded.model, loaded.tokenizer, subjects)
+    assert anchors.shape == (5, 16)
+    torch.testing.assert_close(anchors.norm(dim=-1), torch.ones(5))
+    rng = np.random.default_rng(0)
+    captions, labels = di.world_style_batch(rng, subjects, 64)
+    for caption, row in zip(captions, labels.tolist(), strict=True):
+        assert caption.startswith(subjects[row].phrase() + " ")
+    assert not any(c.startswith("letter 'A' in inverted") for c in captions)
+    student = loaded.model.train().requires_grad_(True)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = di.subject_retention_loss(student, loaded.tokenizer, captions, labels, anchors, 0.05)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0]
+    student.eval()
+    figures = di.world_style_figures(student, loaded.tokenizer, subjects)
+    assert figures["world_style_subject_top1"] == 1.0
+
+
+def test_subject_weight_adds_its_loss_to_the_log(encoder_folder, tmp_path):
+    config = _config(encoder_folder, steps=2, subject_weight=1.0)
+    di.train_descriptor_invariance(encoder_folder, tmp_path, config, texts=TEXTS)
+    log = [json.loads(line) for line in (tmp_path / INVARIANCE_LOG_FILE).read_text().splitlines()]
+    assert all(record["subject_retention"] > 0 for record in log)
+    figures = json.loads((tmp_path / TEXT_EVAL_FILE).read_text())["descriptor_invariance"]
+    for moment in ("before", "after"):
+        assert 0.0 <= figures[moment]["world_style_subject_top1"] <= 1.0
+    # Runs without the loss keep the fingerprint they were checkpointed with.
+    assert "subject_weight" not in di.InvarianceConfig().fingerprint()
+    assert '"subject_weight": 1.0' in config.fingerprint()

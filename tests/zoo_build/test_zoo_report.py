@@ -16,9 +16,9 @@ from styledrop.zoo import embedded
 from styledrop.zoo.styles import NOT_FOR_LETTERS, TRAIN_STYLES
 from styledrop.zoo.vocabulary import get_subject
 from tests.html_report import assert_report_complete
-from zoo_build.descriptors import HELDOUT_DESCRIPTORS
+from zoo_build.descriptors import HELDOUT_DESCRIPTORS, world_style_prompts
 from zoo_build.recognisability import SAMPLE_PROMPTS
-from zoo_build.report import spread, top1_by_group, world_style_prompts, zoo_report
+from zoo_build.report import spread, top1_by_group, zoo_report
 
 
 def test_assembled_zoo_stores_float16_with_a_complete_manifest(tiny_zoo):
