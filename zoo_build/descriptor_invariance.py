@@ -34,9 +34,8 @@ the base, conditioned on it in every layer, draws greyscale blobs (docs/zoo.md, 
 world's own styles"). This term changes how the world's styled captions embed, so a base
 must be trained (or continued) on the new encoder.
 
-The held-out
-descriptors (`HELDOUT_DESCRIPTORS`, whose distinctive words no made-up one uses) measure
-whether it generalises. The run record is the starting encoder's record with a
+The held-out descriptors (`HELDOUT_DESCRIPTORS`, whose distinctive words no made-up one
+uses) measure whether it generalises. The run record is the starting encoder's record with a
 `descriptor_invariance` entry added (settings and figures before and after), which `zoo
 assemble` keeps in the manifest as the text encoder's record.
 """

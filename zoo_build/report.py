@@ -70,6 +70,21 @@ def _captions(truth: Sequence[str], predicted: Sequence[str]) -> list[str]:
     return [t if t == p else f"{t} (judge: {p})" for t, p in zip(truth, predicted, strict=True)]
 
 
+def _prompt_captions(
+    prompts: Sequence[str], truth: Sequence[str], predicted: Sequence[str]
+) -> list[str]:
+    """Each prompt, with the judge's guess where it is not the prompt's subject."""
+    return [
+        prompt if t == p else f"{prompt} (judge: {p})"
+        for prompt, t, p in zip(prompts, truth, predicted, strict=True)
+    ]
+
+
+def _ratio(value: float, base: float) -> float:
+    """Value / base, NaN where base is 0."""
+    return value / base if base > 0 else float("nan")
+
+
 def top1_by_descriptor(truth: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
     """Top-1 of the descriptor draws per held-out descriptor (prompt i has descriptor i % 20).
 
@@ -197,10 +212,8 @@ def zoo_report(
         figures["t2i_top1_descriptor"], described_pred = judge_top1(
             scorer, described_u8, ids, subjects
         )
-        figures["t2i_descriptor_ratio"] = (
-            figures["t2i_top1_descriptor"] / figures["t2i_top1"]
-            if figures["t2i_top1"] > 0 else float("nan")
-        )  # fmt: skip
+        top1 = figures["t2i_top1"]
+        figures["t2i_descriptor_ratio"] = _ratio(figures["t2i_top1_descriptor"], top1)
         figures["t2i_top1_by_descriptor"] = top1_by_descriptor(ids, described_pred)
         log("base text-to-image with the world's training styles")
         styled, styles = world_style_prompts(chosen)
@@ -208,10 +221,7 @@ def zoo_report(
             np.uint8
         )  # [n, H, W, 3]
         figures["t2i_top1_world_style"], styled_pred = judge_top1(scorer, styled_u8, ids, subjects)
-        figures["t2i_world_style_ratio"] = (
-            figures["t2i_top1_world_style"] / figures["t2i_top1"]
-            if figures["t2i_top1"] > 0 else float("nan")
-        )  # fmt: skip
+        figures["t2i_world_style_ratio"] = _ratio(figures["t2i_top1_world_style"], top1)
         figures["t2i_top1_by_world_style_kind"] = top1_by_group(
             [style.kind for style in styles], ids, styled_pred
         )
@@ -252,15 +262,9 @@ def zoo_report(
     report.figures(images_u8, _captions(ids, t2i_pred))
     if descriptors:
         report.heading("The same prompts with a held-out style descriptor appended")
-        report.figures(described_u8, [
-            d if p == t else f"{d} (judge: {p})"
-            for d, p, t in zip(described, described_pred, ids, strict=True)
-        ])  # fmt: skip
+        report.figures(described_u8, _prompt_captions(described, ids, described_pred))
         report.heading("The same prompts with one of the world's training styles appended")
-        report.figures(styled_u8, [
-            d if p == t else f"{d} (judge: {p})"
-            for d, p, t in zip(styled, styled_pred, ids, strict=True)
-        ])  # fmt: skip
+        report.figures(styled_u8, _prompt_captions(styled, ids, styled_pred))
     if recognisability:
         report.heading(
             f"Recognisability check ({SAMPLES_PER_PROMPT} samples per prompt; grid:"
