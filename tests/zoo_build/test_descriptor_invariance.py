@@ -119,7 +119,7 @@ def test_word_source_is_checked_and_curated_runs_keep_their_fingerprint():
         di.InvarianceConfig(descriptor_words="closed")
 
 
-def test_subject_retention_makes_styled_prompts_name_their_subject(encoder_folder, tmp_path):
+def test_subject_retention_makes_styled_prompts_name_their_subject(encoder_folder):
     # Few subjects, so that the tiny encoder can learn them in a few steps.
     subjects = [get_subject(name) for name in ("penguin", "dog", "banana", "car", "letter_a")]
     loaded = TextEncoder.load(encoder_folder / TEXT_ENCODER_DIR,
