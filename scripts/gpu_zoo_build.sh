@@ -81,6 +81,7 @@ tiny=(--size 32 --subjects penguin,dog,cat,banana,car,letter_a
       --vq-channels 8,16 --vq-codes 32 --vq-batch 8 --vq-warmup 5 --vq-max-steps 40
       --base-width 32 --base-layers 2 --base-descriptor-pairs 1 --base-batch 8 --base-warmup 5
       --base-max-steps 30
+      --text-retention-steps 2 --text-batch 8
       --probe-steps 3 --reserve-s 5 --samples-per-prompt 1)
 
 if [ "$rehearse" = 1 ]; then

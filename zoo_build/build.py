@@ -3,7 +3,10 @@
 The stages, on whatever JAX backend is present (a lent GPU, or this CPU):
 
 1. Render the emoji world from a data pack (`zoo_build.pack`): no fonts needed.
-2. The text encoder: the committed zoo's (default), or another run folder.
+2. The text encoder: the committed zoo's (default), or another run folder, fine-tuned so
+   that style words leave the subject readable (descriptor invariance with subject
+   retention, `zoo_build.descriptor_invariance`; seconds on a GPU), within a cap on its
+   share of the budget; cut at the cap, the build goes on with the encoder as given.
 3. The VQ tokenizer: a few probe steps time one step, the step count is set so the run
    fills its share of the time left, then it trains with a full warm-up + cosine schedule.
 4. The base U-ViT on the new tokens, sized the same way to the rest of the budget.
@@ -50,6 +53,11 @@ VQ_RUN, BASE_RUN, ZOO_DIR, PARTS_DIR = "vq", "base", "zoo", "parts"
 VQ_OUTPUTS = (VQ_FILE, VQ_CONFIG_FILE, VQ_INFO_FILE)
 PROBE_VQ, PROBE_BASE = "probe-vq", "probe-base"
 XLA_CACHE_DIR = "xla-cache"
+TEXT_RUN = "text"
+# The text stage as measured on CPU (docs/zoo.md, "The world's own styles"), and the most of
+# the budget it may take.
+TEXT_SUBJECT_WEIGHT = 0.2
+TEXT_STAGE_SHARE = 0.15
 
 
 class BuildConfigError(ValueError):
@@ -89,6 +97,10 @@ class BuildConfig:
         sample_prompts: Prompts of the sample grid drawn by the new zoo at the end.
         samples_per_prompt: Images per prompt in that grid (0: no grid).
         text_dir: Folder with text_encoder/ and tokenizer/ (None: the committed zoo's).
+        text_retention_steps: Steps of the text stage, which fine-tunes that encoder for
+            descriptor invariance with subject retention before the base trains on it (0:
+            the encoder as given).
+        text_batch: Captions per step of the text stage.
         judge_dir: Folder with judge/ (None: the committed zoo's).
         seed: Seed of every trainer.
         shard_bytes: Largest shard file.
@@ -120,6 +132,8 @@ class BuildConfig:
     sample_prompts: tuple[str, ...] = SAMPLE_PROMPTS
     samples_per_prompt: int = SAMPLES_PER_PROMPT
     text_dir: str | None = None
+    text_retention_steps: int = 400
+    text_batch: int = 128
     judge_dir: str | None = None
     seed: int = 0
     shard_bytes: int = DEFAULT_SHARD_BYTES
@@ -131,6 +145,10 @@ class BuildConfig:
         if self.base_dtype not in ("auto", "float32", "bfloat16"):
             raise BuildConfigError(
                 f"base_dtype must be auto, float32 or bfloat16: {self.base_dtype}"
+            )
+        if self.text_retention_steps < 0 or self.text_batch < 1:
+            raise BuildConfigError(
+                "text_retention_steps must be 0 or more and text_batch at least 1."
             )
         if not 0.0 < self.vq_share < 1.0:
             raise BuildConfigError("vq_share must lie strictly between 0 and 1.")
@@ -271,13 +289,18 @@ def build_zoo(
     rec.event("render", seconds=rec.elapsed() - began, images=data["counts"]["total"],
               subjects=data["subjects"], size=config.size)  # fmt: skip
 
-    # 2. The text encoder (and the judge) of the committed zoo, unless given.
+    # 2. The text encoder (and the judge) of the committed zoo, unless given; then the text
+    # stage on it.
     parts = out_dir / PARTS_DIR
     text_source = Path(config.text_dir) if config.text_dir else zoo_dir()
     _copy_part(text_source, (TEXT_ENCODER_DIR, TOKENIZER_DIR), parts / "text")
     judge_source = Path(config.judge_dir) if config.judge_dir else zoo_dir()
     _copy_part(judge_source, (JUDGE_DIR,), parts / "judge")
     rec.event("text_encoder", source=str(text_source), judge=str(judge_source))
+    if config.text_retention_steps:
+        text_part = _text_stage(parts / "text", out_dir / TEXT_RUN, config, rec)
+    else:
+        text_part = parts / "text"
 
     # 3. The VQ tokenizer.
     sizes = dataclasses.replace(
@@ -319,7 +342,7 @@ def build_zoo(
     vq = nnx.eval_shape(lambda: VQModel(vq_cfg, rngs=nnx.Rngs(0)))
     weights.load_params(vq, out_dir / VQ_RUN / VQ_FILE)
     text = TextEncoder.load(
-        parts / "text" / TEXT_ENCODER_DIR, tokenizer=parts / "text" / TOKENIZER_DIR,
+        text_part / TEXT_ENCODER_DIR, tokenizer=text_part / TOKENIZER_DIR,
         device=default_device(),
     )  # fmt: skip
     dtype = default_compute_dtype() if config.base_dtype == "auto" else config.base_dtype
@@ -368,7 +391,7 @@ def build_zoo(
 
     # 5. Assemble and shard.
     zoo = assemble_zoo(
-        out_dir / BASE_RUN, out_dir / VQ_RUN, parts / "text", out_dir / ZOO_DIR,
+        out_dir / BASE_RUN, out_dir / VQ_RUN, text_part, out_dir / ZOO_DIR,
         judge_dir=parts / "judge", data_recipe_version=data["recipe_version"],
     )  # fmt: skip
     shards = write_shards(
@@ -388,6 +411,47 @@ def build_zoo(
                   prompts=len(config.sample_prompts),
                   per_prompt=config.samples_per_prompt)  # fmt: skip
     return zoo
+
+
+def _text_stage(source: Path, run_dir: Path, config: BuildConfig, rec: _Recorder) -> Path:
+    """Fine-tunes the encoder in `source` (`text_retention_steps` steps) into `run_dir`.
+
+    Returns:
+        The folder whose text_encoder/ and tokenizer/ the base trains on: `run_dir`, or
+        `source` when the stage reached its share of the budget first (the checkpoint stays,
+        so a rerun of the build resumes it).
+    """
+    from muse.checkpoint import sha256_file
+    from muse.text_encoder import default_device
+    from zoo_build.descriptor_invariance import InvarianceConfig, train_descriptor_invariance
+    from zoo_build.run_files import TEXT_EVAL_FILE
+
+    text_config = InvarianceConfig(
+        steps=config.text_retention_steps, batch_size=config.text_batch,
+        subject_weight=TEXT_SUBJECT_WEIGHT, seed=config.seed,
+        init_from=sha256_file(source / TEXT_ENCODER_DIR / "model.safetensors"),
+    )  # fmt: skip
+    began = rec.elapsed()
+    stop_at = began + TEXT_STAGE_SHARE * (config.time_budget_s - began)
+    device = default_device()
+    folder = train_descriptor_invariance(
+        source, run_dir, text_config, should_stop=lambda: rec.elapsed() > stop_at, device=device
+    )
+    if folder is None:
+        rec.event("text_retention", seconds=rec.elapsed() - began, complete=False,
+                  device=device, used=str(source))  # fmt: skip
+        return source
+    figures = json.loads((run_dir / TEXT_EVAL_FILE).read_text())["descriptor_invariance"]
+    rec.event(
+        "text_retention", seconds=rec.elapsed() - began, complete=True, device=device,
+        steps=config.text_retention_steps,
+        world_style_subject_top1=figures["before"]["world_style_subject_top1"],
+        world_style_subject_top1_after=figures["after"]["world_style_subject_top1"],
+        heldout_pooled_cosine=figures["before"]["heldout_pooled_cosine"],
+        heldout_pooled_cosine_after=figures["after"]["heldout_pooled_cosine"],
+        world_pooled_error=figures["after"]["world_pooled_error"],
+    )  # fmt: skip
+    return run_dir
 
 
 def draw_samples(zoo: Path, prompts: tuple[str, ...], per_prompt: int, seed: int):

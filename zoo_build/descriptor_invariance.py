@@ -150,10 +150,15 @@ def tail_alignment(
         (index [B, L] into the plain caption's positions, mask [B, L] of the positions at
         or after the described caption's end); position p >= end_d takes p - end_d + end_p.
     """
-    positions = torch.arange(length)[None, :]  # [1, L]
+    positions = torch.arange(length, device=described_end.device)[None, :]  # [1, L]
     mask = positions >= described_end[:, None]  # [B, L]
     index = (positions - described_end[:, None] + plain_end[:, None]).clamp(0, length - 1)
     return index, mask
+
+
+def _token_ids(model, tokenizer, texts: Sequence[str]) -> torch.Tensor:
+    """Token ids [B, L] of `texts`, on the device `model` runs on."""
+    return torch.from_numpy(tokenize(tokenizer, list(texts))).to(model.device)
 
 
 def _outputs(model, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,8 +194,8 @@ def invariance_losses(
         mean squared errors (see the module docstring).
     """
     described = [f"{c} {d}" for c, d in zip(captions, descriptors, strict=True)]
-    plain_ids = torch.from_numpy(tokenize(tokenizer, list(captions)))  # [B, L]
-    described_ids = torch.from_numpy(tokenize(tokenizer, described))  # [B, L]
+    plain_ids = _token_ids(student, tokenizer, captions)  # [B, L]
+    described_ids = _token_ids(student, tokenizer, described)  # [B, L]
     with torch.no_grad():
         teacher_states, teacher_pooled = _outputs(teacher, plain_ids)
     plain_states, plain_pooled = _outputs(student, plain_ids)
@@ -213,7 +218,7 @@ def invariance_losses(
 def _pooled(model, tokenizer, texts: Sequence[str]) -> torch.Tensor:
     """Unit pooled embeddings [N, P] of `texts`, in batches of 512."""
     out = [
-        _outputs(model, torch.from_numpy(tokenize(tokenizer, list(texts[i : i + 512]))))[1]
+        _outputs(model, _token_ids(model, tokenizer, texts[i : i + 512]))[1]
         for i in range(0, len(texts), 512)
     ]
     return F.normalize(torch.cat(out), dim=-1)
@@ -261,9 +266,9 @@ def subject_retention_loss(
         anchors: [S, P] unit pooled embeddings of the plain subject prompts (the teacher's).
         temperature: Softmax temperature of the cosine logits.
     """
-    ids = torch.from_numpy(tokenize(tokenizer, list(captions)))  # [B, L]
+    ids = _token_ids(student, tokenizer, captions)  # [B, L]
     pooled = F.normalize(_outputs(student, ids)[1], dim=-1)  # [B, P]
-    return F.cross_entropy(pooled @ anchors.T / temperature, labels)
+    return F.cross_entropy(pooled @ anchors.T / temperature, labels.to(pooled.device))
 
 
 def world_style_figures(model, tokenizer, subjects=SUBJECTS) -> dict[str, float]:
@@ -280,7 +285,7 @@ def world_style_figures(model, tokenizer, subjects=SUBJECTS) -> dict[str, float]
     with torch.no_grad():
         plain = subject_anchors(model, tokenizer, subjects)  # [S, P]
         styled = _pooled(model, tokenizer, world_style_prompts(subjects)[0])  # [S, P]
-    nearest = (styled @ plain.T).argmax(1)
+    nearest = (styled @ plain.T).argmax(1).cpu()
     return {
         "world_style_pooled_cosine": float((styled * plain).sum(-1).mean()),
         "world_style_subject_top1": float((nearest == torch.arange(len(subjects))).float().mean()),
@@ -301,8 +306,8 @@ def descriptor_figures(model, tokenizer, subjects=SUBJECTS) -> dict[str, float]:
     plain = [s.phrase() for s in subjects]
     count = len(HELDOUT_DESCRIPTORS)
     described = [f"{p} {HELDOUT_DESCRIPTORS[i % count]}" for i, p in enumerate(plain)]
-    plain_ids = torch.from_numpy(tokenize(tokenizer, plain))
-    described_ids = torch.from_numpy(tokenize(tokenizer, described))
+    plain_ids = _token_ids(model, tokenizer, plain)
+    described_ids = _token_ids(model, tokenizer, described)
     with torch.no_grad():
         plain_states, plain_pooled = _outputs(model, plain_ids)
         described_states, described_pooled = _outputs(model, described_ids)
@@ -331,7 +336,7 @@ def keeping_figures(
     errors = {"world_pooled_error": [], "world_states_error": []}
     with torch.no_grad():
         for start in range(0, len(texts), 512):
-            ids = torch.from_numpy(tokenize(tokenizer, list(texts[start : start + 512])))
+            ids = _token_ids(student, tokenizer, texts[start : start + 512])
             s_states, s_pooled = _outputs(student, ids)
             t_states, t_pooled = _outputs(teacher, ids)
             errors["world_pooled_error"].append(float(_relative_mse(s_pooled, t_pooled)))
@@ -346,6 +351,7 @@ def train_descriptor_invariance(
     progress: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     texts: Sequence[str] | None = None,
+    device: str = "cpu",
 ) -> Path | None:
     """Fine-tunes (or resumes) a text encoder for descriptor invariance.
 
@@ -359,6 +365,7 @@ def train_descriptor_invariance(
         progress: Called after each step with its losses, steps_per_s and eta_s.
         should_stop: Polled after each step; True checkpoints and returns None.
         texts: The captions (default: `world_texts()`, every text of the world).
+        device: Torch device of the student and the teacher ("cuda" on a lent GPU).
 
     Returns:
         The new `text_encoder/` folder (None when stopped early).
@@ -377,7 +384,9 @@ def train_descriptor_invariance(
             f"{digest!r}; set init_from to the sha256 of the encoder you start from."
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    loaded = TextEncoder.load(text_dir / TEXT_ENCODER_DIR, tokenizer=text_dir / TOKENIZER_DIR)
+    loaded = TextEncoder.load(
+        text_dir / TEXT_ENCODER_DIR, tokenizer=text_dir / TOKENIZER_DIR, device=device
+    )
     tokenizer, teacher = loaded.tokenizer, loaded.model  # teacher: eval, no gradients
     student = copy.deepcopy(teacher).requires_grad_(True).train()
     texts = list(world_texts() if texts is None else texts)

@@ -23,6 +23,7 @@ from cli.zoo.options import (
 )
 from muse import checkpoint as model_checkpoint
 from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR
+from muse.text_encoder import default_device
 from zoo_build.descriptor_invariance import InvarianceConfig, train_descriptor_invariance
 from zoo_build.run_files import TEXT_EVAL_FILE
 
@@ -94,8 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     with progress_bar(config.steps, "descriptor invariance", figures) as show:
         folder = train_descriptor_invariance(
-            args.text, args.out, config, progress=show, should_stop=deadline(args.time_limit)
-        )
+            args.text, args.out, config, progress=show,
+            should_stop=deadline(args.time_limit), device=default_device(),
+        )  # fmt: skip
     if folder is None:
         print(f"Stopped at the time limit; checkpoint in {args.out}. Rerun to resume.")
         return 0

@@ -62,7 +62,7 @@ def test_the_rehearsal_trains_assembles_and_shards_a_zoo(tmp_path):
         "vq-00001-of-00001.safetensors", "zoo-00001-of-00001.safetensors",
     ])  # fmt: skip
     assert list(stages) == [
-        "environment", "render", "text_encoder", "vq", "base", "assemble"
+        "environment", "render", "text_encoder", "text_retention", "vq", "base", "assemble"
     ]  # fmt: skip
     assert stages["environment"]["jax_backend"] == "cpu"
     assert stages["render"]["subjects"] == len(TINY_SUBJECTS)
@@ -71,14 +71,20 @@ def test_the_rehearsal_trains_assembles_and_shards_a_zoo(tmp_path):
     manifest = json.loads((zoo / "manifest.json").read_text())
     for name, digest in manifest["files"].items():
         assert sha256_file(zoo / name) == digest
-    # Each part says where it was trained; the text encoder and the judge come from the
-    # committed zoo with that zoo's records.
+    # Each part says where it was trained. The judge is the committed zoo's; the text
+    # encoder is the committed one after the text stage, whose record keeps the earlier ones.
     training = manifest["training"]
     for part in ("vq", "base"):
         assert training[part]["machine"]["jax_backend"] == "cpu"
         assert training[part]["machine"]["cpu_cores"] >= 1
     committed = json.loads((embedded.EMBEDDED_ZOO / "manifest.json").read_text())["training"]
-    assert training["text"] == committed["text"] and training["judge"] == committed["judge"]
+    assert training["judge"] == committed["judge"]
+    text_stage = training["text"]["descriptor_invariance"]
+    assert text_stage["train"]["steps"] == 2 and text_stage["train"]["subject_weight"] > 0
+    assert text_stage["init"] == committed["text"]["descriptor_invariance"]
+    assert stages["text_retention"]["complete"] and stages["text_retention"]["device"] == "cpu"
+    committed_text = embedded.EMBEDDED_ZOO / "text_encoder" / "model.safetensors"
+    assert manifest["files"]["text_encoder/model.safetensors"] != sha256_file(committed_text)
     vq = read_shards(out, tmp_path / "vq", prefix="vq")
     assert json.loads((vq / "vq_config.json").read_text())["num_vq_embeddings"] == 32
 
@@ -92,8 +98,8 @@ def test_the_whole_rehearsal_probes_sizes_and_draws_samples_from_the_shards(tmp_
         "vq-00001-of-00001.safetensors", "zoo-00001-of-00001.safetensors",
     ])  # fmt: skip
     assert list(stages) == [
-        "environment", "render", "text_encoder", "vq_probe", "vq", "base_probe", "base",
-        "assemble", "samples",
+        "environment", "render", "text_encoder", "text_retention", "vq_probe", "vq",
+        "base_probe", "base", "assemble", "samples",
     ]  # fmt: skip
     assert stages["vq"]["steps"] <= 40 and stages["base"]["steps_done"] <= 30  # the caps
     assert stages["vq_probe"]["step_s"] > 0 and stages["base_probe"]["first_step_s"] > 0
@@ -124,5 +130,7 @@ def test_step_counts_fill_the_time_left_within_their_bounds():
 def test_build_settings_that_cannot_work_are_refused():
     with pytest.raises(BuildConfigError, match="budget"):
         BuildConfig(time_budget_s=0)
+    with pytest.raises(BuildConfigError, match="text_retention_steps"):
+        BuildConfig(text_retention_steps=-1)
     with pytest.raises(BuildConfigError, match="divisible"):
         BuildConfig(size=62, vq_channels=(8, 16, 32))
