@@ -5,8 +5,8 @@ The stages, on whatever JAX backend is present (a lent GPU, or this CPU):
 1. Render the emoji world from a data pack (`zoo_build.pack`): no fonts needed.
 2. The text encoder: the committed zoo's (default), or another run folder, fine-tuned so
    that style words leave the subject readable (descriptor invariance with subject
-   retention, `zoo_build.descriptor_invariance`; seconds on a GPU), within a cap on its
-   share of the budget; cut at the cap, the build goes on with the encoder as given.
+   retention, `zoo_build.descriptor_invariance`), within a cap on its share of the
+   budget; cut at the cap, the build goes on with the encoder as given.
 3. The VQ tokenizer: a few probe steps time one step, the step count is set so the run
    fills its share of the time left, then it trains with a full warm-up + cosine schedule.
 4. The base U-ViT on the new tokens, sized the same way to the rest of the budget.
@@ -54,8 +54,8 @@ VQ_OUTPUTS = (VQ_FILE, VQ_CONFIG_FILE, VQ_INFO_FILE)
 PROBE_VQ, PROBE_BASE = "probe-vq", "probe-base"
 XLA_CACHE_DIR = "xla-cache"
 TEXT_RUN = "text"
-# The text stage as measured on CPU (docs/zoo.md, "The world's own styles"), and the most of
-# the budget it may take.
+# The text stage's subject weight, as measured on CPU (docs/zoo.md, "The world's own
+# styles"), and the most of the budget the stage may take.
 TEXT_SUBJECT_WEIGHT = 0.2
 TEXT_STAGE_SHARE = 0.15
 
