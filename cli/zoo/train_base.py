@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--init",
         type=Path,
         help="start from this transformer.safetensors (e.g. the committed zoo's) instead of a"
-        " random init; the run gets a fresh schedule of --steps",
+        " random init; the run gets a fresh schedule of --steps. A base of fewer layers than"
+        " --layers is deepened: the new layers start as the identity, spread between the old"
+        " ones",
     )
     add_time_limit_option(
         parser, "minutes; then checkpoint, export the weights so far and stop (rerun to resume)"

@@ -271,3 +271,23 @@ def test_warm_start_begins_from_the_given_weights(world, tmp_path):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     with pytest.raises(ValueError, match="init_from"):
         train_base(data, vq, text, tmp_path / "third", config, init_weights=first)
+
+
+def test_warm_start_deepens_a_shallower_base(world, tmp_path):
+    from muse.checkpoint import sha256_file
+
+    data, vq, text = world
+    config = BaseTrainConfig(width=32, layers=2, steps=2, batch_size=4, warmup_steps=1,
+                             checkpoint_every=0)  # fmt: skip
+    first = train_base(data, vq, text, tmp_path / "first", config)
+    deeper = BaseTrainConfig(width=32, layers=3, steps=2, batch_size=4, warmup_steps=1,
+                             learning_rate=0.0, checkpoint_every=0,
+                             init_from=sha256_file(first))  # fmt: skip
+    second = train_base(data, vq, text, tmp_path / "second", deeper, init_weights=first)
+    info = json.loads((tmp_path / "second" / "transformer_config.json").read_text())
+    assert info["transformer"]["num_hidden_layers"] == 3
+    assert info["deepened_from_layers"] == 2 and info["inserted_layers"] == [2]
+    a, b = load_file(str(first)), load_file(str(second))
+    for key in a:  # layers 0 and 1 keep their place; layer 2 is new
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert not b["transformer_layers.2.ff.out.kernel"].any()
