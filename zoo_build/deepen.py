@@ -91,7 +91,8 @@ def load_deepened(model: UVit2D, path: str | Path) -> dict:
     path = Path(path)
     model_layers = len(model.transformer_layers)
     with SafetensorsFile(path) as tensors:
-        file_layers = layer_count(tensors.shapes())
+        shapes = tensors.shapes()
+        file_layers = layer_count(shapes)
         if file_layers == model_layers:
             weights.load_params(model, path)
             return {}
@@ -113,8 +114,8 @@ def load_deepened(model: UVit2D, path: str | Path) -> dict:
                 sources[name] = name
             else:
                 sources[name] = f"{LAYER_PREFIX}{order[index]}.{rest}"
-        missing = sorted(set(sources.values()) - set(tensors.shapes()))
-        unexpected = sorted(set(tensors.shapes()) - set(sources.values()))
+        missing = sorted(set(sources.values()) - set(shapes))
+        unexpected = sorted(set(shapes) - set(sources.values()))
         if missing or unexpected:
             raise weights.WeightsError(
                 f"{path.name} does not fit the model beyond its layer count: missing"
