@@ -92,10 +92,11 @@ def load_deepened(model: UVit2D, path: str | Path) -> dict:
     model_layers = len(model.transformer_layers)
     with SafetensorsFile(path) as tensors:
         shapes = tensors.shapes()
-        file_layers = layer_count(shapes)
-        if file_layers == model_layers:
-            weights.load_params(model, path)
-            return {}
+    file_layers = layer_count(shapes)
+    if file_layers == model_layers:
+        weights.load_params(model, path)
+        return {}
+    with SafetensorsFile(path) as tensors:
         if file_layers > model_layers:
             raise weights.WeightsError(
                 f"{path.name} holds a base of {file_layers} transformer layers and the model"
