@@ -50,6 +50,11 @@ class TransformerConfig:
     num_hidden_layers: int = 22
     num_attention_heads: int = 16
     intermediate_size: int = 2816
+    # A learned embedding of each grid position, added before the transformer layers. Not
+    # in aMUSEd, whose only position signal is its depthwise convolutions: from a fully
+    # masked grid those tell apart only the cells near the border, so every interior cell
+    # gets the same first prediction (the embedded zoo's small grid needs it).
+    position_embedding: bool = False
     # Norms.
     layer_norm_eps: float = 1e-6
     ln_elementwise_affine: bool = True

@@ -49,6 +49,7 @@ from muse.layers import (
     exact_gelu,
     sinusoidal_embedding,
 )
+from muse.weights import identity
 
 _ADAPTER_GATE: contextvars.ContextVar[jax.Array | None] = contextvars.ContextVar(
     "adapter_gate", default=None
@@ -277,6 +278,12 @@ class MlmLayer(nnx.Module):
         return self.conv2(self.layer_norm(self.conv1(x)))
 
 
+def transformer_grid_cells(cfg: TransformerConfig) -> int:
+    """Cells of the grid the transformer layers see (the token grid, halved by `downsample`)."""
+    side = cfg.sample_size // 2 if cfg.downsample else cfg.sample_size
+    return side * side
+
+
 class UVit2D(nnx.Module):
     """The Muse / aMUSEd token transformer.
 
@@ -285,6 +292,10 @@ class UVit2D(nnx.Module):
         dtype: Compute dtype (float32 or bfloat16); parameters stay float32.
         rngs: Initialisation randomness.
     """
+
+    # Only the optional position embedding is a parameter of the module itself; aMUSEd's
+    # checkpoints have none, so the name is ours.
+    TORCH_PARAMS = {"position_embedding": ("position_embedding", identity)}
 
     def __init__(self, cfg: TransformerConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -309,6 +320,13 @@ class UVit2D(nnx.Module):
         )
         self.project_to_hidden = Dense(
             cfg.block_out_channels, cfg.hidden_size, use_bias=cfg.use_bias, dtype=dtype, rngs=rngs
+        )
+        # [cells of the transformer's grid, D], zero at init: a base that gains it keeps
+        # computing what it did and learns the positions from there.
+        self.position_embedding = (
+            nnx.Param(jnp.zeros((transformer_grid_cells(cfg), cfg.hidden_size), jnp.float32))
+            if cfg.position_embedding
+            else None
         )
         self.transformer_layers = nnx.List(
             [TransformerLayer(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.num_hidden_layers)]
@@ -355,6 +373,8 @@ class UVit2D(nnx.Module):
             _, height, width, channels = x.shape
             h = x.reshape(batch, height * width, channels)
             h = self.project_to_hidden(self.project_to_hidden_norm(h))  # [B, h*w, D]
+            if self.position_embedding is not None:
+                h = h + self.position_embedding[...].astype(h.dtype)  # [h*w, D] broadcast
             for layer in self.transformer_layers:
                 h = layer(h, text, cond)
             h = self.project_from_hidden(self.project_from_hidden_norm(h))  # [B, h*w, C]

@@ -80,6 +80,7 @@ tiny=(--size 32 --subjects penguin,dog,cat,banana,car,letter_a
       --draws vq=1,base=2,judge=0,eval=1,canonical=2
       --vq-channels 8,16 --vq-codes 32 --vq-batch 8 --vq-warmup 5 --vq-max-steps 40
       --base-width 32 --base-layers 2 --base-descriptor-pairs 1 --base-batch 8 --base-warmup 5
+      --base-position-embedding
       --base-max-steps 30
       --text-retention-steps 2 --text-batch 8
       --probe-steps 3 --reserve-s 5 --samples-per-prompt 1)
@@ -93,4 +94,4 @@ fi
 # The tiny build with fixed step counts (one compilation per trainer; the probes ran in the
 # CPU rehearsal) and one sample prompt: the whole path, on this machine's versions.
 build rehearsal 150 "$work/rehearsal-results" "${tiny[@]}" --probe-steps 0 --sample-prompts "a penguin"
-build real "$budget" "$out" "${extra[@]}"
+build real "$budget" "$out" --base-position-embedding "${extra[@]}"

@@ -84,6 +84,8 @@ class BuildConfig:
         base_layers: Base U-ViT transformer layers.
         base_downsample: Run the base's transformer layers on the token grid halved by a
             2x2 convolution (aMUSEd 512's design).
+        base_position_embedding: Give the base a learned embedding of each grid position,
+            so it can lay out a drawing from the text alone (not in aMUSEd).
         base_descriptor_pairs: Extra pairs per image captioned with a made-up style
             descriptor appended (`zoo_build.descriptors`), so unknown descriptors keep content.
         base_dtype: Base compute dtype: "float32", "bfloat16", or "auto" (bfloat16 on a
@@ -121,6 +123,7 @@ class BuildConfig:
     base_width: int = 256
     base_layers: int = 8
     base_downsample: bool = False
+    base_position_embedding: bool = False
     base_descriptor_pairs: int = 2
     base_dtype: str = "auto"
     base_batch: int = 128
@@ -348,7 +351,7 @@ def build_zoo(
     dtype = default_compute_dtype() if config.base_dtype == "auto" else config.base_dtype
     base_config = BaseTrainConfig(
         width=config.base_width, layers=config.base_layers, dtype=dtype,
-        downsample=config.base_downsample,
+        downsample=config.base_downsample, position_embedding=config.base_position_embedding,
         descriptor_pairs=config.base_descriptor_pairs, batch_size=config.base_batch,
         learning_rate=config.base_lr,
         warmup_steps=config.base_warmup, steps=config.base_max_steps, seed=config.seed,

@@ -1,4 +1,4 @@
-"""Starting a deeper base from a trained shallower one: new layers begin as the identity.
+"""Growing a trained base: new layers, and a new position embedding, begin as the identity.
 
 The U-ViT's transformer layers are residual: each adds the outputs of self-attention,
 cross-attention and the feed-forward to its input. With those three output projections
@@ -8,6 +8,10 @@ projections zeroed, computes exactly what the N-layer base computed. Training th
 starts from the shallower base's quality with the deeper base's capacity (the new
 layers' output projections get gradients at once; their other weights keep the model's
 random init and learn once those projections leave zero).
+
+A base trained without a position embedding (`TransformerConfig.position_embedding`)
+loads into a model with one the same way: the embedding stays at its zero init, so the
+model computes what the file's base computed until training moves it.
 
 Every other tensor must match the model's shape exactly; a base is never made shallower.
 """
@@ -32,6 +36,8 @@ RESIDUAL_OUTPUTS = (
     "ff.out.kernel",
     "ff.out.bias",
 )
+# Parameters a base may gain over its file; the model's init for them (zero) adds nothing.
+ADDABLE_PARAMS = ("position_embedding",)
 
 
 def split_layer_name(name: str) -> tuple[int | None, str]:
@@ -76,13 +82,16 @@ def load_deepened(model: UVit2D, path: str | Path) -> dict:
 
     Args:
         model: The U-ViT to fill (its new layers keep their init but for the output
-            projections of their residual branches, which are set to zero).
+            projections of their residual branches, which are set to zero; a position
+            embedding the file lacks keeps its zero init).
         path: Weights written by `muse.weights.save_params` for a base of the same
-            configuration but, possibly, fewer transformer layers.
+            configuration but, possibly, fewer transformer layers or no position embedding.
 
     Returns:
-        {} when the layer counts match (a plain load); otherwise {"deepened_from_layers":
-        N, "inserted_layers": [indices of the new identity layers in the model]}.
+        {} when the file fits the model as it is (a plain load); otherwise what was added:
+        {"deepened_from_layers": N, "inserted_layers": [indices of the new identity layers
+        in the model]} when layers were, {"added_params": [names]} when a position
+        embedding was.
 
     Raises:
         muse.weights.WeightsError: the file has more layers than the model, or any other
@@ -93,7 +102,9 @@ def load_deepened(model: UVit2D, path: str | Path) -> dict:
     with SafetensorsFile(path) as tensors:
         shapes = tensors.shapes()
     file_layers = layer_count(shapes)
-    if file_layers == model_layers:
+    current = weights.flat_params(model)
+    added = [name for name in ADDABLE_PARAMS if name in current and name not in shapes]
+    if file_layers == model_layers and not added:
         weights.load_params(model, path)
         return {}
     with SafetensorsFile(path) as tensors:
@@ -104,13 +115,14 @@ def load_deepened(model: UVit2D, path: str | Path) -> dict:
                 f" --layers {file_layers} or more."
             )
         order = layer_order(file_layers, model_layers)
-        current = weights.flat_params(model)
         sources: dict[str, str] = {}  # model name -> file name
         params: dict[str, np.ndarray] = {}
         for name, value in current.items():
             index, rest = split_layer_name(name)
             if index is not None and order[index] is None:
                 params[name] = np.zeros_like(value) if rest in RESIDUAL_OUTPUTS else value
+            elif name in added:
+                params[name] = np.zeros_like(value)
             elif index is None:
                 sources[name] = name
             else:
@@ -125,7 +137,8 @@ def load_deepened(model: UVit2D, path: str | Path) -> dict:
         for name, source in sources.items():
             params[name] = tensors.read(source)
     weights.assign(model, params, path.name)
-    return {
-        "deepened_from_layers": file_layers,
-        "inserted_layers": [i for i, source in enumerate(order) if source is None],
-    }
+    summary: dict = {"added_params": added} if added else {}
+    if file_layers < model_layers:
+        summary["deepened_from_layers"] = file_layers
+        summary["inserted_layers"] = [i for i, source in enumerate(order) if source is None]
+    return summary

@@ -13,7 +13,9 @@ sizes, or a resumed run) then share one compiled step.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -50,23 +52,49 @@ def warmup_cosine_lr(step: int, peak: float, warmup: int, total: int, floor: flo
     return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
+def scale_updates_by_name(scales: Mapping[str, float]) -> optax.GradientTransformation:
+    """Multiplies the updates of parameters whose path holds a name: a larger rate for them.
+
+    Args:
+        scales: {name: factor}; a parameter whose pytree path contains `name` has its
+            update multiplied by `factor` (others are unchanged).
+    """
+
+    def scale(path, update):
+        where = jax.tree_util.keystr(path)
+        factor = math.prod(f for name, f in scales.items() if name in where)
+        return update if factor == 1 else update * factor
+
+    def update_fn(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map_with_path(scale, updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
 def adamw_with_fed_rate(
-    weight_decay: float, clip_norm: float = 1.0
+    weight_decay: float, clip_norm: float = 1.0, rate_scales: Mapping[str, float] | None = None
 ) -> optax.GradientTransformation:
     """Global-norm clipping, then AdamW whose learning rate `feed_learning_rate` sets.
 
     Args:
         weight_decay: AdamW's decoupled weight decay.
         clip_norm: Gradients are scaled to at most this global norm.
+        rate_scales: {parameter name: factor} of parameters that learn at `factor` times
+            the fed rate (`scale_updates_by_name`); None or empty: all at the fed rate
+            (and the optimizer state has the two stages runs before this option saved).
     """
-    return optax.chain(
+    stages = [
         optax.clip_by_global_norm(clip_norm),
         optax.inject_hyperparams(optax.adamw)(learning_rate=0.0, weight_decay=weight_decay),
-    )
+    ]
+    if rate_scales:
+        stages.append(scale_updates_by_name(rate_scales))
+    return optax.chain(*stages)
 
 
 def feed_learning_rate(opt_state: tuple, value: float | jnp.ndarray) -> tuple:
     """`opt_state` of `adamw_with_fed_rate` with the rate of the next update set to `value`."""
-    clip, adamw = opt_state
+    clip, adamw, *rest = opt_state
     rate = jnp.asarray(value, dtype=jnp.asarray(adamw.hyperparams["learning_rate"]).dtype)
-    return clip, adamw._replace(hyperparams={**adamw.hyperparams, "learning_rate": rate})
+    return (clip, adamw._replace(hyperparams={**adamw.hyperparams, "learning_rate": rate}), *rest)

@@ -53,6 +53,7 @@ def zoo_transformer_config(
     width: int = 192,
     layers: int = 6,
     downsample: bool = False,
+    position_embedding: bool = False,
 ) -> TransformerConfig:
     """The small U-ViT of the emoji world: same architecture as aMUSEd, fewer channels/layers.
 
@@ -66,6 +67,8 @@ def zoo_transformer_config(
         downsample: Halve the grid (2x2 convolution) before the transformer layers and
             restore it after them, as aMUSEd 512 does: a 16 x 16 grid then costs the
             transformer what an 8 x 8 one does.
+        position_embedding: Add a learned embedding of each grid position before the
+            transformer layers (not in aMUSEd; see `TransformerConfig.position_embedding`).
     """
     return TransformerConfig(
         hidden_size=width,
@@ -85,6 +88,7 @@ def zoo_transformer_config(
         num_attention_heads=4,
         intermediate_size=2 * width,
         sample_size=grid,
+        position_embedding=position_embedding,
     )
 
 
@@ -123,6 +127,9 @@ class BaseTrainConfig:
             optimizer stay float32).
         downsample: Run the transformer layers on the token grid halved by a 2x2
             convolution (see `zoo_transformer_config`).
+        position_embedding: Give the base a learned embedding of each grid position
+            (`TransformerConfig.position_embedding`); a warm start from a base without
+            one begins it at zero.
     """
 
     width: int = 192
@@ -143,6 +150,7 @@ class BaseTrainConfig:
     descriptor_words: str = "open"
     dtype: str = "float32"
     downsample: bool = False
+    position_embedding: bool = False
 
     def __post_init__(self):
         if self.dtype not in ("float32", "bfloat16"):
@@ -161,6 +169,9 @@ class BaseTrainConfig:
         return settings_fingerprint(self, skip, added_later=_ADDED_LATER)
 
 
+# How much faster than the rest the position embedding learns (`_rate_scales`).
+POSITION_RATE_SCALE = 20.0
+
 # Settings added after the first runs, and the value the runs before them had.
 _ADDED_LATER = {
     "layers": 6,
@@ -168,6 +179,7 @@ _ADDED_LATER = {
     "dtype": "float32",
     "downsample": False,
     "descriptor_words": "curated",
+    "position_embedding": False,
 }
 
 
@@ -303,6 +315,7 @@ def train_base(
         width=config.width,
         layers=config.layers,
         downsample=config.downsample,
+        position_embedding=config.position_embedding,
     )
     model = UVit2D(model_cfg, rngs=nnx.Rngs(config.seed), dtype=jnp.dtype(config.dtype))
     digest = "" if init_weights is None else model_checkpoint.sha256_file(init_weights)
@@ -315,7 +328,8 @@ def train_base(
         summary = {**summary, **load_deepened(model, init_weights)}
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     schedule = warmup_cosine_schedule(config.learning_rate, config.warmup_steps, config.steps)
-    tx = adamw_with_fed_rate(config.weight_decay)  # the rate is fed per step: one compiled step
+    # The rate is fed per step: one compiled step.
+    tx = adamw_with_fed_rate(config.weight_decay, rate_scales=_rate_scales(config))
     opt_state = tx.init(params)
     start = 0
     saved = train_checkpoint.restore(out_dir, (params, opt_state), config.fingerprint())
@@ -347,6 +361,18 @@ def train_base(
                 return None
     train_checkpoint.save(out_dir, (params, opt_state), config.steps, config.fingerprint())
     return _export(model, params, out_dir, config, {**summary, "steps_done": config.steps})
+
+
+def _rate_scales(config: BaseTrainConfig) -> dict[str, float]:
+    """Parameters that learn faster than the rest: the position embedding, when there is one.
+
+    A position embedding that starts at zero beside trained weights has to grow to the scale
+    of the hidden states before the layers can use it; at the base's rate it barely does. On
+    the committed base, 300 steps on the plain draws with every token masked took the
+    share of tokens drawn right from the text alone from 0.50 to 0.97 with the embedding
+    at a rate of 1e-2, and to 0.50 at 3e-4 (the rest at 3e-4 in both).
+    """
+    return {"position_embedding": POSITION_RATE_SCALE} if config.position_embedding else {}
 
 
 def _export(

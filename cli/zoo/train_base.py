@@ -35,6 +35,12 @@ OPTIONS = (
         " design): a 16x16 grid then costs the transformer what an 8x8 one does",
     ),
     Option(
+        "--position-embedding",
+        "position_embedding",
+        "give the base a learned embedding of each grid position, so that it can lay out a"
+        " drawing from the text alone (with --init from a base without one, it starts at zero)",
+    ),
+    Option(
         "--descriptor-pairs",
         "descriptor_pairs",
         "extra pairs per image captioned with a made-up style descriptor appended, so that"

@@ -13,8 +13,10 @@ from zoo_build.deepen import layer_count, layer_order, load_deepened
 from zoo_build.train_base import zoo_transformer_config
 
 
-def _model(layers: int, seed: int, width: int = 32) -> UVit2D:
-    cfg = zoo_transformer_config(16, 24, 20, grid=4, width=width, layers=layers)
+def _model(layers: int, seed: int, width: int = 32, position_embedding: bool = False) -> UVit2D:
+    cfg = zoo_transformer_config(
+        16, 24, 20, grid=4, width=width, layers=layers, position_embedding=position_embedding
+    )
     return UVit2D(cfg, rngs=nnx.Rngs(seed))
 
 
@@ -75,3 +77,29 @@ def test_a_deeper_file_or_another_width_is_refused(tmp_path):
         load_deepened(_model(layers=2, seed=0), path)
     with pytest.raises(weights.WeightsError, match="wrong shape"):
         load_deepened(_model(layers=4, seed=0, width=48), path)
+
+
+def test_a_base_gains_a_position_embedding_at_zero(tmp_path):
+    source = _model(layers=2, seed=0)
+    path = tmp_path / "transformer.safetensors"
+    weights.save_params(source, path)
+    same_depth = _model(layers=2, seed=1, position_embedding=True)
+    deeper = _model(layers=3, seed=1, position_embedding=True)
+
+    assert load_deepened(same_depth, path) == {"added_params": ["position_embedding"]}
+    assert load_deepened(deeper, path) == {
+        "added_params": ["position_embedding"],
+        "deepened_from_layers": 2,
+        "inserted_layers": [2],
+    }
+
+    for model in (same_depth, deeper):
+        assert not weights.flat_params(model)["position_embedding"].any()  # [16, 32] zeros
+        np.testing.assert_allclose(_logits(model), _logits(source), atol=1e-5)
+
+
+def test_a_file_with_a_position_embedding_needs_a_model_with_one(tmp_path):
+    path = tmp_path / "transformer.safetensors"
+    weights.save_params(_model(layers=2, seed=0, position_embedding=True), path)
+    with pytest.raises(weights.WeightsError, match="position_embedding"):
+        load_deepened(_model(layers=2, seed=0), path)

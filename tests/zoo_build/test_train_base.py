@@ -120,6 +120,8 @@ def test_settings_added_later_keep_earlier_fingerprints():
     assert BaseTrainConfig(dtype="bfloat16").fingerprint() != earlier.fingerprint()
     assert "downsample" not in earlier.fingerprint()
     assert BaseTrainConfig(downsample=True).fingerprint() != earlier.fingerprint()
+    assert "position_embedding" not in earlier.fingerprint()
+    assert BaseTrainConfig(position_embedding=True).fingerprint() != earlier.fingerprint()
     # Descriptors came from the curated list before the word source was a setting.
     described = BaseTrainConfig(descriptor_pairs=2, descriptor_words="curated")
     assert "descriptor_words" not in described.fingerprint()
@@ -291,3 +293,35 @@ def test_warm_start_deepens_a_shallower_base(world, tmp_path):
     for key in a:  # layers 0 and 1 keep their place; layer 2 is new
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     assert not b["transformer_layers.2.ff.out.kernel"].any()
+
+
+def test_warm_start_gains_a_position_embedding_that_learns_and_resumes(world, tmp_path):
+    from muse.checkpoint import sha256_file
+
+    data, vq, text = world
+    config = BaseTrainConfig(width=32, steps=2, batch_size=4, warmup_steps=1, checkpoint_every=0)
+    first = train_base(data, vq, text, tmp_path / "first", config)
+    gaining = BaseTrainConfig(width=32, steps=4, batch_size=4, warmup_steps=1,
+                              checkpoint_every=2, position_embedding=True,
+                              init_from=sha256_file(first))  # fmt: skip
+    second = train_base(data, vq, text, tmp_path / "second", gaining, init_weights=first)
+    info = json.loads((tmp_path / "second" / "transformer_config.json").read_text())
+    assert info["transformer"]["position_embedding"]
+    assert info["added_params"] == ["position_embedding"]
+    trained = load_file(str(second))
+    assert trained["position_embedding"].shape == (64, 32)  # [8 x 8 cells, width]
+    assert trained["position_embedding"].any()  # it started at zero and moved
+
+    calls = {"n": 0}
+
+    def stop_after_two():
+        calls["n"] += 1
+        return calls["n"] >= 2
+
+    resumed_dir = tmp_path / "resumed"
+    stopped = train_base(data, vq, text, resumed_dir, gaining, init_weights=first,
+                         should_stop=stop_after_two)  # fmt: skip
+    assert stopped is None
+    resumed = load_file(str(train_base(data, vq, text, resumed_dir, gaining, init_weights=first)))
+    for key in trained:
+        np.testing.assert_array_equal(trained[key], resumed[key], err_msg=key)
