@@ -51,6 +51,7 @@ GUIDANCE_SCALE = 10.0  # aMUSEd's default classifier-free guidance scale
 NUM_STEPS = 12  # aMUSEd's default number of decoding steps
 LAMBDA_A, LAMBDA_B = 1.0, 5.0  # StyleDrop guidance (paper defaults)
 LORA_RANK, LORA_ALPHA, LORA_TARGETS = 16, 32.0, ("to_q", "to_k", "to_v")
+POSITION_EMBEDDING = "position_embedding"  # our U-ViT's optional parameter, not in diffusers
 POOL_SIZE = 8  # token grids in the training pool (as `variants_per_image`)
 # The zoo workloads follow the demo (`styledrop.demo`): its style image, caption,
 # descriptor and subjects (a copy: importing `styledrop.demo` would load JAX here).
@@ -195,7 +196,7 @@ def write_diffusers_checkpoint(name: str, root: Path, seed: int = 0) -> Path:
 
     tcfg, vcfg, text = model_configs(name)
     torch.manual_seed(seed)
-    transformer = diffusers.UVit2DModel(**tcfg.to_dict())
+    transformer = diffusers.UVit2DModel(**tcfg.diffusers_kwargs())
     _perturb_norms(transformer)
     vq = diffusers.VQModel(**vcfg.diffusers_kwargs())
     _perturb_norms(vq)
@@ -320,6 +321,45 @@ def diffusers_sampling(native_dir: str | Path) -> dict[str, Any]:
     }
 
 
+def add_position_embedding(transformer, values: np.ndarray) -> None:
+    """Gives a diffusers `UVit2DModel` our optional position embedding, as ours adds it.
+
+    `muse.transformer.UVit2D` adds a learned [cells, hidden] embedding to the output of
+    `project_to_hidden` when `TransformerConfig.position_embedding` is set; diffusers has no
+    such parameter. It is registered as the parameter `position_embedding` (so it goes into
+    the state dict and `save_pretrained`'s file under the name ours uses) and added by a
+    forward hook on `project_to_hidden`, so both sides compute the same function.
+
+    Args:
+        transformer: The diffusers U-ViT.
+        values: [cells, hidden_size] embedding.
+    """
+    import torch
+
+    weight = torch.nn.Parameter(torch.as_tensor(np.asarray(values, np.float32)))
+    transformer.register_parameter(POSITION_EMBEDDING, weight)
+
+    def add(module, inputs, output):  # output: [B, cells, hidden_size]
+        return output + getattr(transformer, POSITION_EMBEDDING).to(output.dtype)
+
+    transformer.project_to_hidden.register_forward_hook(add)
+
+
+def load_position_embedding(diffusers_dir: str | Path) -> np.ndarray | None:
+    """The position embedding a diffusers export holds beside the U-ViT's weights, if any.
+
+    `AmusedPipeline.from_pretrained` leaves it out (diffusers knows no such parameter, and
+    says so); `add_position_embedding` puts it back.
+    """
+    from muse.safetensors_file import SafetensorsFile
+
+    path = Path(diffusers_dir) / "transformer" / "diffusion_pytorch_model.safetensors"
+    with SafetensorsFile(path) as tensors:
+        if POSITION_EMBEDDING not in tensors.shapes():
+            return None
+        return tensors.read(POSITION_EMBEDDING)
+
+
 def torch_state(
     model, params: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]], what: str
 ) -> dict[str, np.ndarray]:
@@ -394,7 +434,10 @@ def export_diffusers(native_dir: str | Path, root: Path) -> Path:
 
     native_dir = Path(native_dir)
     config = ModelConfig.from_dict(checkpoint.read_model_json(native_dir)["config"])
-    transformer = diffusers.UVit2DModel(**config.transformer.to_dict())
+    transformer = diffusers.UVit2DModel(**config.transformer.diffusers_kwargs())
+    if config.transformer.position_embedding:  # filled from the native weights below
+        cells = load_file(str(native_dir / TRANSFORMER_FILE))[POSITION_EMBEDDING].shape[0]
+        add_position_embedding(transformer, np.zeros((cells, config.transformer.hidden_size)))
     vq = diffusers.VQModel(**config.vq.diffusers_kwargs())
     parts = (
         ("transformer", transformer, TRANSFORMER_FILE,

@@ -37,7 +37,9 @@ WORKLOAD_NOTES = {
         "The embedded zoo's committed weights on both sides: ours muse.load(zoo folder);"
         " diffusers the same tensors exported with the inverse of our conversion's layout"
         " transforms (bench.fixtures.export_diffusers, checked by converting back: every"
-        " tensor equal) into AmusedPipeline.from_pretrained. Parity: cfg_forward logits and"
+        " tensor equal) into AmusedPipeline.from_pretrained; the zoo U-ViT's position"
+        " embedding, which diffusers lacks, is added to the output of project_to_hidden by a"
+        " forward hook (bench.fixtures.add_position_embedding). Parity: cfg_forward logits and"
         " the VQ decode (pixels) of fixed tokens."
     ),
     "zoo_finetune": (

@@ -119,6 +119,9 @@ def _load(args: argparse.Namespace):
     from diffusers import AmusedPipeline
 
     pipe = AmusedPipeline.from_pretrained(args.model, torch_dtype=torch.float32)
+    position_embedding = fixtures.load_position_embedding(args.model)
+    if position_embedding is not None:  # our zoo's U-ViT adds one; diffusers has none
+        fixtures.add_position_embedding(pipe.transformer, position_embedding)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(args.device)
 

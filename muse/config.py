@@ -80,6 +80,16 @@ class TransformerConfig:
         """Returns a JSON-serialisable dict (diffusers field names)."""
         return dataclasses.asdict(self)
 
+    def diffusers_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments of the equivalent diffusers `UVit2DModel`.
+
+        That model has no position embedding: with `position_embedding`, add ours to it
+        with `bench.fixtures.add_position_embedding`.
+        """
+        values = self.to_dict()
+        del values["position_embedding"]
+        return values
+
     @classmethod
     def tiny(cls) -> TransformerConfig:
         """Test preset: every branch on, hidden (32) != block width (16)."""

@@ -114,7 +114,7 @@ def write_tiny_diffusers_checkpoint(root: Path, seed: int = 0, fp16: bool = Fals
     tcfg = TransformerConfig.tiny()
     vcfg = VQConfig.tiny()
     variant = "fp16" if fp16 else None
-    transformer = diffusers.UVit2DModel(**tcfg.to_dict())
+    transformer = diffusers.UVit2DModel(**tcfg.diffusers_kwargs())
     perturb_norms(transformer)
     vq = diffusers.VQModel(**vcfg.diffusers_kwargs())
     perturb_norms(vq)

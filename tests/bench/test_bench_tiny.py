@@ -221,7 +221,7 @@ def test_torch_state_inverts_the_conversion_layouts():
 
     cases = (
         (UVit2D(TransformerConfig.tiny(), rngs=nnx.Rngs(0)),
-         diffusers.UVit2DModel(**TransformerConfig.tiny().to_dict())),
+         diffusers.UVit2DModel(**TransformerConfig.tiny().diffusers_kwargs())),
         (VQModel(VQConfig.tiny(), rngs=nnx.Rngs(0)),
          diffusers.VQModel(**VQConfig.tiny().diffusers_kwargs())),
     )  # fmt: skip

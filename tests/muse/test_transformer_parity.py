@@ -1,5 +1,7 @@
 """The Flax U-ViT computes the same function as diffusers' UVit2DModel."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -20,7 +22,7 @@ def _torch_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
 def _perturbed_reference(cfg: TransformerConfig, seed: int = 0):
     """A random diffusers UVit2DModel whose norm weights and GRN gamma/beta are not at init."""
     torch.manual_seed(seed)
-    model = diffusers.UVit2DModel(**cfg.to_dict()).eval()
+    model = diffusers.UVit2DModel(**cfg.diffusers_kwargs()).eval()
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "norm" in name or "gamma" in name or "beta" in name:
@@ -85,6 +87,25 @@ def test_logits_match_without_resampling_or_kv_mapper():
 
 
 @pytest.mark.parity
+def test_our_position_embedding_matches_diffusers_with_it_hooked_in():
+    """The zoo's U-ViT adds a position embedding; the benchmark's reference hooks in the same."""
+    from bench.fixtures import add_position_embedding
+
+    cfg = dataclasses.replace(TransformerConfig.tiny(), position_embedding=True)
+    reference = _perturbed_reference(cfg, seed=4)
+    cells = (cfg.sample_size // 2) ** 2  # the tiny config downsamples
+    rng = np.random.default_rng(5)
+    add_position_embedding(reference, rng.standard_normal((cells, cfg.hidden_size)))
+    ours = converted(cfg, reference)
+    assert np.asarray(flat_params(ours)["position_embedding"]).any()
+    ids, hidden, pooled, micro = _inputs(cfg, batch=2)
+    with torch.no_grad():
+        expected = reference(*(torch.from_numpy(a) for a in (ids, hidden, pooled, micro))).numpy()
+    got = np.asarray(ours(jnp.asarray(ids), hidden, pooled, micro))
+    np.testing.assert_allclose(got.transpose(0, 3, 1, 2), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parity
 def test_bf16_compute_stays_close_to_fp32():
     cfg = TransformerConfig.tiny()
     reference = _perturbed_reference(cfg)
@@ -107,7 +128,7 @@ def test_real_amused_shapes_convert(preset, count):
     """The real configs: diffusers builds them on the meta device; we check names and shapes."""
     cfg = preset()
     with torch.device("meta"):
-        reference = diffusers.UVit2DModel(**cfg.to_dict())
+        reference = diffusers.UVit2DModel(**cfg.diffusers_kwargs())
     shapes = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
     assert len(shapes) == count
     abstract = nnx.eval_shape(lambda: UVit2D(cfg, rngs=nnx.Rngs(0)))
@@ -117,7 +138,7 @@ def test_real_amused_shapes_convert(preset, count):
 def test_missing_and_misshapen_tensors_are_named():
     cfg = TransformerConfig.tiny()
     abstract = nnx.eval_shape(lambda: UVit2D(cfg, rngs=nnx.Rngs(0)))
-    reference = diffusers.UVit2DModel(**cfg.to_dict())
+    reference = diffusers.UVit2DModel(**cfg.diffusers_kwargs())
     state = _torch_state(reference)
     del state["mlm_layer.conv2.weight"]
     state["encoder_proj.weight"] = np.zeros((3, 3), np.float32)
