@@ -436,8 +436,8 @@ def export_diffusers(native_dir: str | Path, root: Path) -> Path:
     config = ModelConfig.from_dict(checkpoint.read_model_json(native_dir)["config"])
     transformer = diffusers.UVit2DModel(**config.transformer.diffusers_kwargs())
     if config.transformer.position_embedding:  # filled from the native weights below
-        cells = load_file(str(native_dir / TRANSFORMER_FILE))[POSITION_EMBEDDING].shape[0]
-        add_position_embedding(transformer, np.zeros((cells, config.transformer.hidden_size)))
+        cells, width = config.transformer.layer_grid_cells, config.transformer.hidden_size
+        add_position_embedding(transformer, np.zeros((cells, width)))
     vq = diffusers.VQModel(**config.vq.diffusers_kwargs())
     parts = (
         ("transformer", transformer, TRANSFORMER_FILE,

@@ -67,6 +67,12 @@ class TransformerConfig:
         return self.vocab_size - 1
 
     @property
+    def layer_grid_cells(self) -> int:
+        """Cells of the grid the transformer layers see (the token grid, halved by `downsample`)."""
+        side = self.sample_size // 2 if self.downsample else self.sample_size
+        return side * side
+
+    @property
     def num_micro_conds(self) -> int:
         """Number of micro-conditioning scalars: width, height, crop top, crop left, aesthetic."""
         return 5

@@ -278,12 +278,6 @@ class MlmLayer(nnx.Module):
         return self.conv2(self.layer_norm(self.conv1(x)))
 
 
-def transformer_grid_cells(cfg: TransformerConfig) -> int:
-    """Cells of the grid the transformer layers see (the token grid, halved by `downsample`)."""
-    side = cfg.sample_size // 2 if cfg.downsample else cfg.sample_size
-    return side * side
-
-
 class UVit2D(nnx.Module):
     """The Muse / aMUSEd token transformer.
 
@@ -324,7 +318,7 @@ class UVit2D(nnx.Module):
         # [cells of the transformer's grid, D], zero at init: a base that gains it keeps
         # computing what it did and learns the positions from there.
         self.position_embedding = (
-            nnx.Param(jnp.zeros((transformer_grid_cells(cfg), cfg.hidden_size), jnp.float32))
+            nnx.Param(jnp.zeros((cfg.layer_grid_cells, cfg.hidden_size), jnp.float32))
             if cfg.position_embedding
             else None
         )
