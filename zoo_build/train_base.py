@@ -368,7 +368,7 @@ def _rate_scales(config: BaseTrainConfig) -> dict[str, float]:
 
     A position embedding that starts at zero beside trained weights has to grow to the scale
     of the hidden states before the layers can use it; at the base's rate it barely does. On
-    the committed base, 300 steps on the plain draws with every token masked took the
+    the zoo's base before it had one, 300 steps on the plain draws with every token masked took the
     share of tokens drawn right from the text alone from 0.50 to 0.97 with the embedding
     at a rate of 1e-2, and to 0.50 at 3e-4 (the rest at 3e-4 in both).
     """
