@@ -36,8 +36,8 @@ from styledrop.fingerprint import settings_fingerprint
 from styledrop.train_step import make_train_step
 from styledrop.zoo.draws import CANONICAL_SPLIT, is_plain_canonical
 from zoo_build.dataset import load_dataset
-from zoo_build.deepen import load_deepened
 from zoo_build.descriptors import check_descriptor_words, made_up_descriptor
+from zoo_build.grow import load_grown
 from zoo_build.machine import machine_description
 from zoo_build.run_files import BASE_CONFIG_FILE, TRAIN_LOG_FILE
 from zoo_build.run_files import POOL_FILE as POOL_FILE  # re-exported: the token pool
@@ -289,7 +289,7 @@ def train_base(
         init_weights: A `transformer.safetensors` of the same architecture to start from
             instead of the random init (float16 files load into float32 parameters); its
             sha256 must be `config.init_from`. A base of fewer layers is deepened by
-            identity layers (`zoo_build.deepen`; the exported config records it).
+            identity layers (`zoo_build.grow`; the exported config records it).
         pool: `build_pool`'s result for this data, VQ, text encoder and config, when the
             caller already has it (default: built here).
 
@@ -325,7 +325,7 @@ def train_base(
             f" {digest!r}; set init_from to the sha256 of the file you start from."
         )
     if init_weights is not None:
-        summary = {**summary, **load_deepened(model, init_weights)}
+        summary = {**summary, **load_grown(model, init_weights)}
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     schedule = warmup_cosine_schedule(config.learning_rate, config.warmup_steps, config.steps)
     # The rate is fed per step: one compiled step.

@@ -9,7 +9,7 @@ from flax import nnx
 
 from muse import weights
 from muse.transformer import UVit2D
-from zoo_build.deepen import layer_count, layer_order, load_deepened
+from zoo_build.grow import layer_count, layer_order, load_grown
 from zoo_build.train_base import zoo_transformer_config
 
 
@@ -45,7 +45,7 @@ def test_a_deepened_base_computes_what_the_shallow_one_did(tmp_path):
     deep = _model(layers=5, seed=1)
     assert not np.allclose(_logits(shallow), _logits(deep))
 
-    record = load_deepened(deep, path)
+    record = load_grown(deep, path)
 
     assert record == {"deepened_from_layers": 2, "inserted_layers": [1, 3, 4]}
     np.testing.assert_allclose(_logits(deep), _logits(shallow), atol=1e-5)
@@ -66,7 +66,7 @@ def test_the_same_layer_count_is_a_plain_load(tmp_path):
     path = tmp_path / "transformer.safetensors"
     weights.save_params(source, path)
     target = _model(layers=2, seed=1)
-    assert load_deepened(target, path) == {}
+    assert load_grown(target, path) == {}
     np.testing.assert_array_equal(_logits(target), _logits(source))
 
 
@@ -74,9 +74,9 @@ def test_a_deeper_file_or_another_width_is_refused(tmp_path):
     path = tmp_path / "transformer.safetensors"
     weights.save_params(_model(layers=3, seed=0), path)
     with pytest.raises(weights.WeightsError, match="--layers 3 or more"):
-        load_deepened(_model(layers=2, seed=0), path)
+        load_grown(_model(layers=2, seed=0), path)
     with pytest.raises(weights.WeightsError, match="wrong shape"):
-        load_deepened(_model(layers=4, seed=0, width=48), path)
+        load_grown(_model(layers=4, seed=0, width=48), path)
 
 
 def test_a_base_gains_a_position_embedding_at_zero(tmp_path):
@@ -86,8 +86,8 @@ def test_a_base_gains_a_position_embedding_at_zero(tmp_path):
     same_depth = _model(layers=2, seed=1, position_embedding=True)
     deeper = _model(layers=3, seed=1, position_embedding=True)
 
-    assert load_deepened(same_depth, path) == {"added_params": ["position_embedding"]}
-    assert load_deepened(deeper, path) == {
+    assert load_grown(same_depth, path) == {"added_params": ["position_embedding"]}
+    assert load_grown(deeper, path) == {
         "added_params": ["position_embedding"],
         "deepened_from_layers": 2,
         "inserted_layers": [2],
@@ -102,4 +102,4 @@ def test_a_file_with_a_position_embedding_needs_a_model_with_one(tmp_path):
     path = tmp_path / "transformer.safetensors"
     weights.save_params(_model(layers=2, seed=0, position_embedding=True), path)
     with pytest.raises(weights.WeightsError, match="position_embedding"):
-        load_deepened(_model(layers=2, seed=0), path)
+        load_grown(_model(layers=2, seed=0), path)

@@ -77,7 +77,7 @@ def layer_order(old: int, new: int) -> list[int | None]:
     return order
 
 
-def load_deepened(model: UVit2D, path: str | Path) -> dict:
+def load_grown(model: UVit2D, path: str | Path) -> dict:
     """Loads a base's `transformer.safetensors` into a model with as many layers or more.
 
     Args:
