@@ -80,7 +80,7 @@ tiny=(--size 32 --subjects penguin,dog,cat,banana,car,letter_a
       --draws vq=1,base=2,judge=0,eval=1,canonical=2
       --vq-channels 8,16 --vq-codes 32 --vq-batch 8 --vq-warmup 5 --vq-max-steps 40
       --base-width 32 --base-layers 2 --base-descriptor-pairs 1 --base-batch 8 --base-warmup 5
-      --base-position-embedding
+      --base-position-embedding --base-canonical-repeats 1
       --base-max-steps 30
       --text-retention-steps 2 --text-batch 8
       --probe-steps 3 --reserve-s 5 --samples-per-prompt 1)
@@ -94,4 +94,7 @@ fi
 # The tiny build with fixed step counts (one compilation per trainer; the probes ran in the
 # CPU rehearsal) and one sample prompt: the whole path, on this machine's versions.
 build rehearsal 150 "$work/rehearsal-results" "${tiny[@]}" --probe-steps 0 --sample-prompts "a penguin"
-build real "$budget" "$out" --base-position-embedding "${extra[@]}"
+# The base's data as the committed zoo's: 24 styled canonical draws per subject, the plain
+# one repeated so that it keeps a quarter of the pool (docs/zoo.md, "The world's own styles").
+build real "$budget" "$out" --base-position-embedding \
+    --draws vq=2,base=8,judge=16,eval=2,canonical=24 --base-canonical-repeats 7 "${extra[@]}"

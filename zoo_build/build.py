@@ -88,6 +88,8 @@ class BuildConfig:
             so it can lay out a drawing from the text alone (not in aMUSEd).
         base_descriptor_pairs: Extra pairs per image captioned with a made-up style
             descriptor appended (`zoo_build.descriptors`), so unknown descriptors keep content.
+        base_canonical_repeats: Extra copies of each subject's plain canonical draw in the
+            base's pool (with 24 canonical draws, 7 keeps its share at a quarter).
         base_dtype: Base compute dtype: "float32", "bfloat16", or "auto" (bfloat16 on a
             GPU, float32 elsewhere).
         base_batch: Base (image, caption) pairs per step.
@@ -125,6 +127,7 @@ class BuildConfig:
     base_downsample: bool = False
     base_position_embedding: bool = False
     base_descriptor_pairs: int = 2
+    base_canonical_repeats: int = 3
     base_dtype: str = "auto"
     base_batch: int = 128
     base_lr: float = 1e-3
@@ -352,7 +355,8 @@ def build_zoo(
     base_config = BaseTrainConfig(
         width=config.base_width, layers=config.base_layers, dtype=dtype,
         downsample=config.base_downsample, position_embedding=config.base_position_embedding,
-        descriptor_pairs=config.base_descriptor_pairs, batch_size=config.base_batch,
+        descriptor_pairs=config.base_descriptor_pairs,
+        canonical_repeats=config.base_canonical_repeats, batch_size=config.base_batch,
         learning_rate=config.base_lr,
         warmup_steps=config.base_warmup, steps=config.base_max_steps, seed=config.seed,
         checkpoint_every=1000,
