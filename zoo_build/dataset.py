@@ -255,13 +255,29 @@ def load_dataset(
     return images, records
 
 
+def _manifest(out_dir: str | Path) -> dict | None:
+    """A dataset folder's `manifest.json` (None: the folder has none)."""
+    manifest = Path(out_dir) / MANIFEST_FILE
+    if not manifest.is_file():
+        return None
+    return json.loads(manifest.read_text(encoding="utf-8"))
+
+
 def recipe_version(out_dir: str | Path) -> str | None:
     """The recipe version a dataset folder was built with (None: the folder has no manifest).
 
     Args:
         out_dir: Folder written by `build_dataset`.
     """
-    manifest = Path(out_dir) / MANIFEST_FILE
-    if not manifest.is_file():
-        return None
-    return json.loads(manifest.read_text(encoding="utf-8")).get("recipe_version")
+    manifest = _manifest(out_dir)
+    return None if manifest is None else manifest.get("recipe_version")
+
+
+def dataset_draws(out_dir: str | Path) -> dict[str, int] | None:
+    """Draws per subject per split a dataset folder was built with (None: no manifest).
+
+    Args:
+        out_dir: Folder written by `build_dataset`.
+    """
+    manifest = _manifest(out_dir)
+    return None if manifest is None else manifest.get("draws")

@@ -35,7 +35,7 @@ from styledrop.dataset import TokenPool, tokenize_images
 from styledrop.fingerprint import settings_fingerprint
 from styledrop.train_step import make_train_step
 from styledrop.zoo.draws import CANONICAL_SPLIT, is_plain_canonical
-from zoo_build.dataset import load_dataset
+from zoo_build.dataset import dataset_draws, load_dataset, recipe_version
 from zoo_build.descriptors import check_descriptor_words, made_up_descriptor
 from zoo_build.grow import load_grown
 from zoo_build.machine import machine_description
@@ -214,8 +214,9 @@ def build_pool(
         descriptor_words: Their word source ("open" or "curated").
 
     Returns:
-        The pool (one row per (image, caption) pair, canonical pairs repeated) and a summary
-        dict.
+        The pool (one row per (image, caption) pair, canonical pairs repeated) and a summary:
+        counts of images, pairs and prompts, and the dataset's recipe version and draws per
+        split (recorded with the run, so the zoo's manifest says what the base trained on).
     """
     images, records = load_dataset(data_dir)
     chosen = [
@@ -260,7 +261,10 @@ def build_pool(
         micro=jnp.asarray([side, side, 0, 0, 6], jnp.float32),
         prompts=tuple(prompts),
     )
-    summary = {"images": len(images), "pairs": len(image_rows), "prompts": len(prompts)}
+    summary = {
+        "images": len(images), "pairs": len(image_rows), "prompts": len(prompts),
+        "data_recipe_version": recipe_version(data_dir), "data_draws": dataset_draws(data_dir),
+    }  # fmt: skip
     return pool, summary
 
 

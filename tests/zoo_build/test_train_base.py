@@ -13,7 +13,7 @@ from transformers import CLIPTextModelWithProjection
 from muse.text_encoder import TextEncoder
 from muse.tokenizer import build_open_clip_tokenizer
 from tests.tiny_models import tiny_text_config, tiny_vq
-from zoo_build.dataset import build_dataset, load_dataset
+from zoo_build.dataset import build_dataset, load_dataset, recipe_version
 from zoo_build.descriptors import HELDOUT_DESCRIPTORS, made_up_words
 from zoo_build.train_base import BaseTrainConfig, build_pool, train_base
 
@@ -64,6 +64,9 @@ def test_pool_holds_the_canonical_framing_and_repeats_only_the_plain_draw(world)
 
     once, summary = build_pool(data, vq, text, captions_per_image=2, canonical_repeats=0)
     assert summary["images"] == len(plain) + len(styled)
+    # The run records the data it trained on: the dataset's recipe and its 8 canonical draws.
+    assert summary["data_recipe_version"] == recipe_version(data)
+    assert summary["data_draws"]["canonical"] == 8
     assert summary["pairs"] == pairs(plain) + pairs(styled)
     _, with_jitter = build_pool(data, vq, text, 2, canonical_repeats=0, jittered_draws=True)
     assert with_jitter["pairs"] == summary["pairs"] + pairs(jittered)
