@@ -83,8 +83,9 @@ def _warm_start_lineage(base_entry: dict, out_dir: Path) -> dict:
 
     A base warm-started from that zoo's transformer (`zoo train base --init`) gets
     {"init": that zoo's base record}, so the manifest keeps the whole recipe. The same base
-    assembled again (with another part changed: a fine-tuned text encoder, say) keeps the
-    lineage it had. Any other base gets {}.
+    run assembled again (same training settings, so the same start; with another part
+    changed, a fine-tuned text encoder, say, or its record rewritten by a rerun of the
+    finished run) keeps the lineage it had. Any other base gets {}.
 
     Args:
         base_entry: The base run's record (without its transformer config).
@@ -95,10 +96,7 @@ def _warm_start_lineage(base_entry: dict, out_dir: Path) -> dict:
     init_from = base_entry.get("train", {}).get("init_from", "")
     if init_from and previous.get("files", {}).get(TRANSFORMER_FILE) == init_from:
         return {"init": previous_base}
-    if (
-        "init" in previous_base
-        and {k: v for k, v in previous_base.items() if k != "init"} == base_entry
-    ):
+    if "init" in previous_base and previous_base.get("train") == base_entry.get("train"):
         return {"init": previous_base["init"]}
     return {}
 

@@ -235,6 +235,15 @@ def test_assembled_zoo_folder_loads_and_generates(world, tmp_path):
         ).read_text()
     )
     assert third["training"]["base"] == lineage
+    # So does the same run whose record a rerun of the finished command rewrote.
+    record = json.loads((tmp_path / "more" / "transformer_config.json").read_text())
+    record["data_draws"] = {"canonical": 8}
+    (tmp_path / "more" / "transformer_config.json").write_text(json.dumps(record))
+    fourth = json.loads(
+        (assemble_zoo(tmp_path / "more", out, out, out) / "manifest.json").read_text()
+    )
+    assert fourth["training"]["base"]["init"] == lineage["init"]
+    assert fourth["training"]["base"]["data_draws"] == {"canonical": 8}
 
 
 def test_a_zoo_folder_serves_as_the_tokenizer_of_a_base_run(tmp_path):
