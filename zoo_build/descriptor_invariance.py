@@ -64,6 +64,7 @@ from zoo_build.descriptors import (
     HELDOUT_DESCRIPTORS,
     check_descriptor_words,
     made_up_descriptor,
+    mixed_style_phrase,
     training_styles_for,
     world_style_prompts,
 )
@@ -78,6 +79,9 @@ from zoo_build.schedule import warmup_cosine_lr
 from zoo_build.step_rate import StepRate
 from zoo_build.world_tokenizer import world_texts
 
+# What the subject-retention loss appends to the subject prompts (`InvarianceConfig`).
+RETENTION_PHRASES = ("world", "mixed")
+
 
 @dataclass(frozen=True)
 class InvarianceConfig:
@@ -91,6 +95,9 @@ class InvarianceConfig:
         keep_weight: Weight of the keeping loss against the invariance loss.
         subject_weight: Weight of the subject-retention loss (0: none, as the first runs).
         subject_temperature: Softmax temperature of that loss's cosine logits.
+        retention_phrases: What that loss appends to the subject prompts: "world" (one of
+            the world's training styles) or "mixed" (half of them a `mixed_style_phrase`
+            instead).
         descriptor_words: Word source of the made-up descriptors, "open" or "curated"
             (`zoo_build.descriptors.made_up_descriptor`; runs recorded without this
             setting used "curated").
@@ -106,6 +113,7 @@ class InvarianceConfig:
     keep_weight: float = 4.0
     subject_weight: float = 0.0
     subject_temperature: float = 0.05
+    retention_phrases: str = "world"
     descriptor_words: str = "open"
     seed: int = 0
     init_from: str = ""
@@ -113,12 +121,18 @@ class InvarianceConfig:
 
     def __post_init__(self):
         check_descriptor_words(self.descriptor_words)
+        if self.retention_phrases not in RETENTION_PHRASES:
+            raise ValueError(
+                f"retention_phrases must be one of {RETENTION_PHRASES},"
+                f" got {self.retention_phrases!r}."
+            )
 
     def fingerprint(self) -> str:
         """What a checkpoint must match to be resumed.
 
-        Runs from before `descriptor_words` existed used "curated", and those from before
-        the subject-retention loss had none; their checkpoints still resume.
+        Runs from before `descriptor_words` existed used "curated", those from before
+        the subject-retention loss had none, and those from before `retention_phrases`
+        used "world"; their checkpoints still resume.
         """
         return settings_fingerprint(
             self,
@@ -127,6 +141,7 @@ class InvarianceConfig:
                 "descriptor_words": "curated",
                 "subject_weight": 0.0,
                 "subject_temperature": 0.05,
+                "retention_phrases": "world",
             },
         )
 
@@ -231,7 +246,7 @@ def subject_anchors(model, tokenizer, subjects: Sequence[Subject] = SUBJECTS) ->
 
 
 def world_style_batch(
-    rng: np.random.Generator, subjects: Sequence[Subject], count: int
+    rng: np.random.Generator, subjects: Sequence[Subject], count: int, phrases: str = "world"
 ) -> tuple[list[str], torch.Tensor]:
     """`count` random subjects, each with one of its training styles appended.
 
@@ -239,13 +254,19 @@ def world_style_batch(
         rng: The step's generator.
         subjects: The subjects to draw from (their order gives the labels).
         count: Captions to make.
+        phrases: "world" (every caption a training style) or "mixed" (the second half a
+            `mixed_style_phrase` instead); see `RETENTION_PHRASES`.
 
     Returns:
         The captions ("a fox on a blue background") and each one's subject row [count].
     """
     rows = rng.integers(len(subjects), size=count)
+    mixed_from = count // 2 if phrases == "mixed" else count
     captions = []
-    for row in rows:
+    for index, row in enumerate(rows):
+        if index >= mixed_from:
+            captions.append(f"{subjects[row].phrase()} {mixed_style_phrase(rng)}")
+            continue
         styles = training_styles_for(subjects[row])
         style = styles[rng.integers(len(styles))]
         captions.append(f"{subjects[row].phrase()} {style.suffix}")
@@ -301,7 +322,10 @@ def descriptor_figures(model, tokenizer, subjects=SUBJECTS) -> dict[str, float]:
     Returns:
         {"heldout_pooled_cosine": mean cosine of the pooled embeddings with and without the
         descriptor, "heldout_pooled_error": their relative squared error, "heldout_tail_error":
-        that of the states from the caption's end on}, and `world_style_figures`.
+        that of the states from the caption's end on, "heldout_subject_top1": how often
+        the described prompt's nearest plain prompt of all subjects' is its own (on the
+        zoo of docs/zoo.md it follows the base's `t2i_top1` under each descriptor)}, and
+        `world_style_figures`.
     """
     plain = [s.phrase() for s in subjects]
     count = len(HELDOUT_DESCRIPTORS)
@@ -317,8 +341,11 @@ def descriptor_figures(model, tokenizer, subjects=SUBJECTS) -> dict[str, float]:
     )
     tail = torch.gather(plain_states, 1, index[..., None].expand(-1, -1, plain_states.shape[-1]))
     cosine = F.cosine_similarity(described_pooled, plain_pooled, dim=-1).mean()
+    unit_plain = F.normalize(plain_pooled, dim=-1)  # [S, P]
+    nearest = (F.normalize(described_pooled, dim=-1) @ unit_plain.T).argmax(1).cpu()  # [S]
     return {
         "heldout_pooled_cosine": float(cosine),
+        "heldout_subject_top1": float((nearest == torch.arange(len(subjects))).float().mean()),
         "heldout_pooled_error": float(_relative_mse(described_pooled, plain_pooled)),
         "heldout_tail_error": float(_relative_mse(described_states, tail, mask)),
         **world_style_figures(model, tokenizer, subjects),
@@ -410,7 +437,9 @@ def train_descriptor_invariance(
             keep = losses["keep_pooled"] + losses["keep_states"]
             loss = invariance + config.keep_weight * keep
             if anchors is not None:
-                styled, labels = world_style_batch(rng, SUBJECTS, config.batch_size)
+                styled, labels = world_style_batch(
+                    rng, SUBJECTS, config.batch_size, config.retention_phrases
+                )
                 losses["subject_retention"] = subject_retention_loss(
                     student, tokenizer, styled, labels, anchors, config.subject_temperature
                 )

@@ -21,6 +21,11 @@ measure that:
 - `world_style_prompts(subjects)`: the other side, each subject's prompt with one of the
   world's own training styles appended ("a penguin in greyscale"), which the encoder must
   read as a style and the base must draw: `zoo report`'s `t2i_top1_world_style`.
+- `mixed_style_phrase(rng)`: between the two, a made-up phrase that mixes the world's style
+  words with open words ("in pencil rustic outline style"), as a user's descriptor mixes
+  words the world has ("blue", "line drawing") with words it has not ("ink"). The text
+  encoder's subject-retention step asks that such phrases leave the subject readable
+  (`zoo_build.descriptor_invariance`, `retention_phrases="mixed"`).
 """
 
 from __future__ import annotations
@@ -113,6 +118,25 @@ _OPEN_TEMPLATES = (
 )
 # Open words are taken from the most frequent part of CLIP's vocabulary (its merge order).
 _OPEN_VOCABULARY_RANKS = 20_000
+
+# Templates of `mixed_style_phrase`: {s} a world style word, {w} an open word.
+_MIXED_TEMPLATES = (
+    "in {s} {w} style",
+    "in {w} {s} style",
+    "in {s} {s} {w} style",
+    "in {s} {w} {s} style",
+    "in {w} {s} {s} style",
+    "in {s} {w} {w} style",
+    "as a {s} {w}",
+    "as a {w} {s} {s}",
+    "{s} {w} style",
+    "with a {s} {w} look",
+    "in the style of a {w} {s}",
+    "on a {s} {w} background",
+    "with a {w} {s} texture",
+)
+# Function words of the world's style suffixes: not style words.
+_STYLE_FUNCTION_WORDS = frozenset({"in", "on", "as", "a", "with", "style"})
 
 
 def made_up_descriptor(rng: np.random.Generator, words: str = "curated") -> str:
@@ -233,6 +257,41 @@ def _excluded_words() -> frozenset[str]:
 def held_out_distinctive_words() -> set[str]:
     """The words of the held-out descriptors that mark them (all but `COMMON_WORDS`)."""
     return {w for d in HELDOUT_DESCRIPTORS for w in d.split()} - COMMON_WORDS
+
+
+@functools.cache
+def world_style_words() -> tuple[str, ...]:
+    """The style words of `mixed_style_phrase`: the world's, none that marks a held-out one.
+
+    The words of the world's training style suffixes ("greyscale", "pencil", "outline",
+    "background") and the held-out descriptors' common words the world also uses ("line",
+    "drawing"), less function words and every distinctive word of a held-out descriptor
+    ("sketch", "sticker", "paper"): a phrase made of them never spells a held-out
+    descriptor's mark, so the held-out measure stays held out.
+    """
+    words = {w for style in TRAIN_STYLES for w in style.suffix.split()}
+    words |= {"line", "drawing"}
+    words -= _STYLE_FUNCTION_WORDS | held_out_distinctive_words()
+    return tuple(sorted(words))
+
+
+def mixed_style_phrase(rng: np.random.Generator) -> str:
+    """A made-up style phrase mixing world style words with open words.
+
+    "in pencil rustic outline style", "as a striped lantern", "on a grey tribal background":
+    one to two of `world_style_words` and one to two `open_words` in one of
+    `_MIXED_TEMPLATES`.
+
+    Args:
+        rng: Where the choices come from.
+    """
+    template = _MIXED_TEMPLATES[int(rng.integers(len(_MIXED_TEMPLATES)))]
+    styles, vocabulary = world_style_words(), open_words()
+    while "{s}" in template:
+        template = template.replace("{s}", styles[int(rng.integers(len(styles)))], 1)
+    while "{w}" in template:
+        template = template.replace("{w}", vocabulary[int(rng.integers(len(vocabulary)))], 1)
+    return template
 
 
 def training_styles_for(subject: Subject) -> list[Style]:

@@ -24,7 +24,11 @@ from cli.zoo.options import (
 from muse import checkpoint as model_checkpoint
 from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR
 from muse.text_encoder import default_device
-from zoo_build.descriptor_invariance import InvarianceConfig, train_descriptor_invariance
+from zoo_build.descriptor_invariance import (
+    RETENTION_PHRASES,
+    InvarianceConfig,
+    train_descriptor_invariance,
+)
 from zoo_build.run_files import TEXT_EVAL_FILE
 
 OPTIONS = (
@@ -41,6 +45,14 @@ OPTIONS = (
         "subject_weight",
         "weight of keeping the subject readable in the pooled embedding when one of the"
         " world's own styles is appended (0: off; the base must then be trained on the result)",
+    ),
+    Option(
+        "--retention-phrases",
+        "retention_phrases",
+        "what --subject-weight's term appends to the subject prompts: 'world' (the world's"
+        " training styles) or 'mixed' (half of them made-up phrases mixing the world's style"
+        " words with words from outside it)",
+        choices=RETENTION_PHRASES,
     ),
     Option("--seed", "seed", "seed of each step's texts and descriptors"),
     DESCRIPTOR_WORDS_OPTION,
@@ -109,5 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" {before['heldout_pooled_cosine']:.3f} -> {after['heldout_pooled_cosine']:.3f};"
         f" world texts kept to a relative error of {after['world_pooled_error']:.4f} (pooled)"
         f" and {after['world_states_error']:.4f} (states)"
+    )
+    print(
+        "own plain prompt nearest, held-out descriptor:"
+        f" {before['heldout_subject_top1']:.3f} -> {after['heldout_subject_top1']:.3f};"
+        f" world style: {before['world_style_subject_top1']:.3f}"
+        f" -> {after['world_style_subject_top1']:.3f}"
     )
     return 0

@@ -15,6 +15,7 @@ from muse import checkpoint
 from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR
 from muse.text_encoder import TextEncoder
 from muse.tokenizer import build_open_clip_tokenizer
+from styledrop.zoo.styles import TRAIN_STYLES
 from styledrop.zoo.vocabulary import get_subject
 from tests.tiny_models import tiny_text_config
 from zoo_build import descriptor_invariance as di
@@ -158,3 +159,30 @@ def test_subject_weight_adds_its_loss_to_the_log(encoder_folder, tmp_path):
     # Runs without the loss keep the fingerprint they were checkpointed with.
     assert "subject_weight" not in di.InvarianceConfig().fingerprint()
     assert '"subject_weight": 1.0' in config.fingerprint()
+
+
+def test_mixed_retention_phrases_fill_the_second_half_and_old_runs_keep_their_fingerprint():
+    subjects = [get_subject(name) for name in ("penguin", "dog", "banana", "car", "letter_a")]
+    world = {style.suffix for style in TRAIN_STYLES}
+    captions, labels = di.world_style_batch(np.random.default_rng(0), subjects, 16, "mixed")
+    for index, (caption, row) in enumerate(zip(captions, labels.tolist(), strict=True)):
+        phrase = caption.removeprefix(subjects[row].phrase() + " ")
+        assert phrase != caption
+        assert (phrase in world) == (index < 8), caption
+    plain, _ = di.world_style_batch(np.random.default_rng(0), subjects, 16)
+    assert all(c.split(" ", 2)[-1] in world or "letter" in c for c in plain)
+    assert "retention_phrases" not in di.InvarianceConfig().fingerprint()
+    mixed = di.InvarianceConfig(subject_weight=0.4, retention_phrases="mixed")
+    assert '"retention_phrases": "mixed"' in mixed.fingerprint()
+    with pytest.raises(ValueError, match="retention_phrases"):
+        di.InvarianceConfig(retention_phrases="held_out")
+
+
+def test_the_command_line_sets_the_retention_phrases_and_refuses_others(capsys):
+    parser = cli_invariance.build_parser()
+    args = parser.parse_args(["--text", "t", "--out", "o", "--retention-phrases", "mixed"])
+    config = cli_invariance.config_from_args(di.InvarianceConfig(), args, cli_invariance.OPTIONS)
+    assert config.retention_phrases == "mixed"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--text", "t", "--out", "o", "--retention-phrases", "held_out"])
+    assert "invalid choice" in capsys.readouterr().err

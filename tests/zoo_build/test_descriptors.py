@@ -16,7 +16,9 @@ from zoo_build.descriptors import (
     held_out_distinctive_words,
     made_up_descriptor,
     made_up_words,
+    mixed_style_phrase,
     open_words,
+    world_style_words,
 )
 from zoo_build.world_tokenizer import world_texts
 
@@ -93,3 +95,26 @@ def test_generated_identifiers_never_spell_a_world_or_held_out_word():
 def test_an_unknown_word_source_is_refused():
     with pytest.raises(ValueError, match="descriptor_words"):
         made_up_descriptor(np.random.default_rng(0), "closed")
+
+
+def test_mixed_phrases_mix_world_style_words_with_open_words_and_no_held_out_mark():
+    styles = set(world_style_words())
+    suffix_words = {w for style in TRAIN_STYLES for w in style.suffix.split()}
+    assert {"greyscale", "pencil", "outline", "line", "drawing"} <= styles
+    assert styles <= suffix_words | {"line", "drawing"}
+    assert not styles & held_out_distinctive_words()  # "sketch", "sticker", "paper" stay out
+    rng = np.random.default_rng(0)
+    phrases = [mixed_style_phrase(rng) for _ in range(500)]
+    assert len(set(phrases)) > 480
+    vocabulary, templates = (
+        set(open_words()),
+        {"in", "style", "as", "a", "with", "look", "the", "of", "on", "background", "texture"},
+    )
+    for phrase in phrases:
+        words = phrase.split()
+        assert set(words) <= styles | vocabulary | templates, phrase
+        assert words[0] in {"in", "as", "with", "on"} or words[-1] == "style", phrase
+        assert set(words) & styles and set(words) & vocabulary, phrase  # both kinds
+        assert not set(words) & held_out_distinctive_words(), phrase
+    again = np.random.default_rng(0)
+    assert [mixed_style_phrase(again) for _ in range(500)] == phrases
