@@ -54,9 +54,10 @@ VQ_OUTPUTS = (VQ_FILE, VQ_CONFIG_FILE, VQ_INFO_FILE)
 PROBE_VQ, PROBE_BASE = "probe-vq", "probe-base"
 XLA_CACHE_DIR = "xla-cache"
 TEXT_RUN = "text"
-# The text stage's subject weight, as measured on CPU (docs/zoo.md, "The world's own
-# styles"), and the most of the budget the stage may take.
-TEXT_SUBJECT_WEIGHT = 0.2
+# The text stage's subject weight and retention phrases, as measured on CPU (docs/zoo.md,
+# "The world's own styles", step 5), and the most of the budget the stage may take.
+TEXT_SUBJECT_WEIGHT = 0.4
+TEXT_RETENTION_PHRASES = "mixed"
 TEXT_STAGE_SHARE = 0.15
 
 
@@ -435,7 +436,8 @@ def _text_stage(source: Path, run_dir: Path, config: BuildConfig, rec: _Recorder
 
     text_config = InvarianceConfig(
         steps=config.text_retention_steps, batch_size=config.text_batch,
-        subject_weight=TEXT_SUBJECT_WEIGHT, seed=config.seed,
+        subject_weight=TEXT_SUBJECT_WEIGHT, retention_phrases=TEXT_RETENTION_PHRASES,
+        seed=config.seed,
         init_from=sha256_file(source / TEXT_ENCODER_DIR / "model.safetensors"),
     )  # fmt: skip
     began = rec.elapsed()
@@ -456,6 +458,8 @@ def _text_stage(source: Path, run_dir: Path, config: BuildConfig, rec: _Recorder
         world_style_subject_top1_after=figures["after"]["world_style_subject_top1"],
         heldout_pooled_cosine=figures["before"]["heldout_pooled_cosine"],
         heldout_pooled_cosine_after=figures["after"]["heldout_pooled_cosine"],
+        heldout_subject_top1=figures["before"]["heldout_subject_top1"],
+        heldout_subject_top1_after=figures["after"]["heldout_subject_top1"],
         world_pooled_error=figures["after"]["world_pooled_error"],
     )  # fmt: skip
     return run_dir

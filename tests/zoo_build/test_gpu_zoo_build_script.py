@@ -81,6 +81,8 @@ def test_the_rehearsal_trains_assembles_and_shards_a_zoo(tmp_path):
     assert training["judge"] == committed["judge"]
     text_stage = training["text"]["descriptor_invariance"]
     assert text_stage["train"]["steps"] == 2 and text_stage["train"]["subject_weight"] > 0
+    assert text_stage["train"]["retention_phrases"] == "mixed"
+    assert 0.0 <= stages["text_retention"]["heldout_subject_top1_after"] <= 1.0
     assert text_stage["init"] == committed["text"]["descriptor_invariance"]
     assert stages["text_retention"]["complete"] and stages["text_retention"]["device"] == "cpu"
     committed_text = embedded.EMBEDDED_ZOO / "text_encoder" / "model.safetensors"
