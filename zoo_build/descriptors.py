@@ -187,10 +187,14 @@ def made_up_words(words: str = "curated") -> set[str]:
 
 def _open_descriptor(rng: np.random.Generator) -> str:
     template = _OPEN_TEMPLATES[int(rng.integers(len(_OPEN_TEMPLATES)))]
-    vocabulary = open_words()
-    while "{w}" in template:
-        template = template.replace("{w}", vocabulary[int(rng.integers(len(vocabulary)))], 1)
-    return template.replace("{id}", _identifier(rng))
+    return _fill(template, "{w}", open_words(), rng).replace("{id}", _identifier(rng))
+
+
+def _fill(template: str, slot: str, words: Sequence[str], rng: np.random.Generator) -> str:
+    """`template` with each `slot`, left to right, replaced by a word drawn from `words`."""
+    while slot in template:
+        template = template.replace(slot, words[int(rng.integers(len(words)))], 1)
+    return template
 
 
 def _identifier(rng: np.random.Generator) -> str:
@@ -286,12 +290,7 @@ def mixed_style_phrase(rng: np.random.Generator) -> str:
         rng: Where the choices come from.
     """
     template = _MIXED_TEMPLATES[int(rng.integers(len(_MIXED_TEMPLATES)))]
-    styles, vocabulary = world_style_words(), open_words()
-    while "{s}" in template:
-        template = template.replace("{s}", styles[int(rng.integers(len(styles)))], 1)
-    while "{w}" in template:
-        template = template.replace("{w}", vocabulary[int(rng.integers(len(vocabulary)))], 1)
-    return template
+    return _fill(_fill(template, "{s}", world_style_words(), rng), "{w}", open_words(), rng)
 
 
 def training_styles_for(subject: Subject) -> list[Style]:
