@@ -27,6 +27,9 @@ The questions, each answered on data the model in question never trained on:
   (`zoo_build.recognisability`), how many the judge names in at least 3 of 4 samples. The
   grid is also saved as a PNG beside the report, for a person to look at.
 The figures go to stdout as one JSON line and, with image grids, into an HTML report.
+With a JSON path, the report also writes which subject the judge named in each drawn
+image (`REPORT_RECORD_FORMAT`), so that two zoos scored on the same subjects can be
+compared subject by subject (`zoo_build.compare`).
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ from zoo_build.vq_metrics import reconstruct_images, reconstruction_scores
 from zoo_build.zero_shot import judge_top1, load_vocabulary
 
 DEFAULT_T2I_SUBJECTS = 128
+
+# Version tag of the per-subject record `zoo_report` writes with `json_path`.
+REPORT_RECORD_FORMAT = "styledrop-zoo-report-1"
 
 
 def spread(items: Sequence, count: int | None) -> list:
@@ -126,6 +132,7 @@ def zoo_report(
     log: Callable[[str], None] = print,
     descriptors: bool = True,
     recognisability: bool = True,
+    json_path: str | Path | None = None,
 ) -> dict:
     """Scores a zoo folder and writes the HTML report.
 
@@ -141,6 +148,8 @@ def zoo_report(
             again with one of the world's training styles appended.
         recognisability: Also draw the recognisability check's prompts (4 samples each),
             saved as `<report name>-recognisability.png` beside the report.
+        json_path: Also write the figures and, per drawn subject, whether the judge named
+            it (`REPORT_RECORD_FORMAT`; what `zoo_build.compare` reads).
 
     Returns:
         The figures (also written into the report).
@@ -200,6 +209,7 @@ def zoo_report(
     figures["t2i_top1"], t2i_pred = judge_top1(scorer, images_u8, ids, subjects)
     figures["t2i_subjects"] = len(chosen)
     figures["t2i_seconds_per_image"] = seconds / len(chosen)
+    named = {"t2i": _hits(ids, t2i_pred)}
     if descriptors:
         log(f"base text-to-image with {len(HELDOUT_DESCRIPTORS)} held-out descriptors")
         described = [
@@ -215,6 +225,7 @@ def zoo_report(
         top1 = figures["t2i_top1"]
         figures["t2i_descriptor_ratio"] = _ratio(figures["t2i_top1_descriptor"], top1)
         figures["t2i_top1_by_descriptor"] = top1_by_descriptor(ids, described_pred)
+        named["t2i_descriptor"] = _hits(ids, described_pred)
         log("base text-to-image with the world's training styles")
         styled, styles = world_style_prompts(chosen)
         styled_u8 = np.round(pipe.generate(styled, seed=seed, batch_size=batch_size) * 255).astype(
@@ -222,6 +233,7 @@ def zoo_report(
         )  # [n, H, W, 3]
         figures["t2i_top1_world_style"], styled_pred = judge_top1(scorer, styled_u8, ids, subjects)
         figures["t2i_world_style_ratio"] = _ratio(figures["t2i_top1_world_style"], top1)
+        named["t2i_world_style"] = _hits(ids, styled_pred)
         figures["t2i_top1_by_world_style_kind"] = top1_by_group(
             [style.kind for style in styles], ids, styled_pred
         )
@@ -236,10 +248,10 @@ def zoo_report(
             )
             * 255
         ).astype(np.uint8)  # [24 * 4, H, W, 3], prompt by prompt
-        named, checked_captions = named_by_judge(
+        recognised, checked_captions = named_by_judge(
             scorer, checked_u8, RECOGNISABILITY_PROMPTS, subjects, SAMPLES_PER_PROMPT
         )
-        figures |= named
+        figures |= recognised
         grid_path = Path(html_path).with_name(f"{Path(html_path).stem}-recognisability.png")
         save_image(make_grid(checked_u8, columns=2 * SAMPLES_PER_PROMPT), grid_path)
     manifest_path = zoo / MANIFEST
@@ -282,4 +294,15 @@ def zoo_report(
         report.heading(f"Judge on the held-out style '{style}'")
         report.figures(images, _captions(names, predicted))
     report.write(html_path)
+    if json_path is not None:
+        record = {
+            "format": REPORT_RECORD_FORMAT, "zoo": str(zoo), "seed": seed,
+            "figures": figures, "subjects": ids, "named": named,
+        }  # fmt: skip
+        Path(json_path).write_text(json.dumps(record, indent=1, sort_keys=True))
     return figures
+
+
+def _hits(truth: Sequence[str], predicted: Sequence[str]) -> list[int]:
+    """1 where the judge named the asked subject, else 0."""
+    return [int(p == t) for p, t in zip(predicted, truth, strict=True)]

@@ -24,6 +24,7 @@ STEPS = {
     "train base": ("cli.zoo.train_base", "main"),
     "assemble": ("cli.zoo.assemble", "main"),
     "report": ("cli.zoo.report", "main"),
+    "compare": ("cli.zoo.compare", "main"),
     "pack": ("cli.zoo.pack", "main"),
     "build": ("cli.zoo.build", "main"),
     "unshard": ("cli.zoo.unshard", "main"),
@@ -40,7 +41,8 @@ def add_parser(subparsers) -> None:
             " model (resumable: rerun the same command to continue); `zoo train"
             " descriptor-invariance` fine-tunes a trained text encoder; `zoo compact-vq` shrinks"
             " a trained tokenizer's codebook by k-means; `zoo assemble` writes"
-            " the embedded zoo folder; `zoo report` scores it (HTML + one JSON line)."
+            " the embedded zoo folder; `zoo report` scores it (HTML + one JSON line); `zoo"
+            " compare` pairs two zoos' reports subject by subject."
             " `zoo pack` writes the data pack a machine without the fonts builds from;"
             " `zoo build` trains the tokenizer and the base from it within a time budget (a"
             " GPU's minutes) and writes the zoo as shards; `zoo unshard` puts it back together."
@@ -49,7 +51,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "step",
-        choices=["data", "pack", "build", "unshard", "train", "compact-vq", "assemble", "report"],
+        choices=list(dict.fromkeys(name.split()[0] for name in STEPS)),
         help="what to do",
     )
     parser.add_argument("rest", nargs=argparse.REMAINDER, help="the step's own arguments")

@@ -31,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--html", type=Path, required=True, help="report file to write")
     parser.add_argument(
+        "--json", type=Path,
+        help="also write the figures and, per drawn subject, whether the judge named it"
+        " (what `styledrop zoo compare` pairs)",
+    )  # fmt: skip
+    parser.add_argument(
         "--t2i-subjects", type=int, default=DEFAULT_T2I_SUBJECTS,
         help="subjects the base draws, spread over the vocabulary (0: all)",
     )  # fmt: skip
@@ -53,7 +58,7 @@ def _log(line: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`styledrop zoo report [--zoo DIR] [--data DIR] --html OUT.html`.
+    """`styledrop zoo report [--zoo DIR] [--data DIR] --html OUT.html [--json OUT.json]`.
 
     Prints the figures as one JSON line on stdout, and the stages on stderr.
 
@@ -72,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         figures = zoo_report(
             zoo, data, args.html, t2i_subjects=count, seed=args.seed, log=_log,
             descriptors=not args.no_descriptors, recognisability=not args.no_recognisability,
+            json_path=args.json,
         )  # fmt: skip
     print(json.dumps(figures, sort_keys=True))
     _log(f"Wrote {args.html}")

@@ -59,7 +59,8 @@ def test_spread_picks_evenly_and_keeps_ends():
 def test_report_figures_and_html(tiny_zoo, tmp_path):
     data = tiny_zoo.parent / "data"
     figures = zoo_report(tiny_zoo, data, tmp_path / "report.html", t2i_subjects=3,
-                         batch_size=4, log=lambda _: None)  # fmt: skip
+                         batch_size=4, log=lambda _: None,
+                         json_path=tmp_path / "report.json")  # fmt: skip
     assert figures["vocabulary_size"] == 6
     assert figures["t2i_subjects"] == 3
     for key in ("vq_psnr", "judge_top1_real", "judge_top1_heldout_style", "t2i_top1"):
@@ -93,6 +94,16 @@ def test_report_figures_and_html(tiny_zoo, tmp_path):
     grid = np.asarray(Image.open(tmp_path / "report-recognisability.png"))
     assert grid.shape == (12 * 66 + 2, 8 * 66 + 2, 3)  # 12 rows of 2 prompts x 4, 2 px gaps
     assert "Recognisability check" in page
+    # The per-subject record `zoo compare` pairs: one 0/1 per drawn subject and measure,
+    # whose mean is the figure.
+    record = json.loads((tmp_path / "report.json").read_text())
+    assert record["figures"] == json.loads(json.dumps(figures))
+    assert len(record["subjects"]) == 3 and record["seed"] == 0
+    for measure, figure in (("t2i", "t2i_top1"), ("t2i_descriptor", "t2i_top1_descriptor"),
+                            ("t2i_world_style", "t2i_top1_world_style")):  # fmt: skip
+        hits = record["named"][measure]
+        assert len(hits) == 3 and set(hits) <= {0, 1}
+        assert sum(hits) / 3 == pytest.approx(figures[figure])
 
 
 def test_report_command_prints_one_json_line(tiny_zoo, tmp_path, capsys):
