@@ -20,14 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from zoo_build.recognisability import SAMPLES_PER_PROMPT, samples_to_name
 from zoo_build.report import REPORT_RECORD_FORMAT
 
 # Measures of the per-subject record, in the order they are shown.
 SUBJECT_MEASURES = ("t2i", "t2i_descriptor", "t2i_world_style")
 RECOGNISABILITY_MEASURE = "recognisability"
 RECOGNISABILITY_FIGURE = "recognisability_judge_by_prompt"
-# Samples of 4 the judge must name for a recognisability prompt to count (3 of 4).
-RECOGNISED_SAMPLES = 3
 
 
 class ReportRecordError(ValueError):
@@ -131,7 +130,8 @@ def compare_records(before: dict, after: dict) -> list[PairedDifference]:
     counts = [record["figures"].get(RECOGNISABILITY_FIGURE) for record in (before, after)]
     if all(counts):
         prompts = [prompt for prompt in counts[0] if prompt in counts[1]]
-        named = [[float(c[p] >= RECOGNISED_SAMPLES) for p in prompts] for c in counts]
+        enough = samples_to_name(SAMPLES_PER_PROMPT)
+        named = [[float(c[p] >= enough) for p in prompts] for c in counts]
         rows.append(paired_difference(RECOGNISABILITY_MEASURE, *named))
     if not rows:
         raise ReportRecordError("The two reports share no measure to compare.")

@@ -63,6 +63,11 @@ SAMPLE_PROMPTS = tuple(item.prompt for item in RECOGNISABILITY_PROMPTS)
 SAMPLES_PER_PROMPT = 4
 
 
+def samples_to_name(per_prompt: int) -> int:
+    """Samples of a prompt the judge must name for the prompt to count (3 of 4)."""
+    return math.ceil(0.75 * per_prompt)
+
+
 def named_by_judge(
     scorer: ClipScorer,
     images: np.ndarray,
@@ -96,7 +101,7 @@ def named_by_judge(
             check.prompt if guess in check.accepted else f"{check.prompt} (judge: {guess})"
             for guess in guesses
         ]
-    enough = math.ceil(0.75 * per_prompt)
+    enough = samples_to_name(per_prompt)
     figures = {
         "recognisability_judge_top1": sum(per_check.values()) / (len(checks) * per_prompt),
         "recognisability_judge_prompts": sum(count >= enough for count in per_check.values()),
