@@ -15,11 +15,13 @@ recognisability check, prompt by prompt (named in at least 3 of its 4 samples).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from feedback import metrics
 from zoo_build.recognisability import SAMPLES_PER_PROMPT, samples_to_name
 from zoo_build.report import REPORT_RECORD_FORMAT
 
@@ -42,7 +44,7 @@ class PairedDifference:
         before: Its mean on the first zoo.
         after: Its mean on the second zoo.
         difference: Mean of the per-item differences (after - before).
-        stderr: Standard error of that mean (0 with one item).
+        stderr: Standard error of that mean (NaN with one item).
         count: Items paired.
     """
 
@@ -89,16 +91,13 @@ def paired_difference(
         after: The same items on the second zoo, in the same order.
 
     Returns:
-        A `PairedDifference`.
+        A `PairedDifference` (`feedback.metrics.paired_difference` with one image per item).
     """
     if len(before) != len(after) or not before:
         raise ValueError(f"{measure}: need the same, non-zero number of items on both sides.")
-    count = len(before)
-    deltas = [b - a for a, b in zip(before, after, strict=True)]
-    mean = sum(deltas) / count
-    variance = sum((d - mean) ** 2 for d in deltas) / (count - 1) if count > 1 else 0.0
+    difference, stderr = metrics.paired_difference(np.asarray(after), np.asarray(before), 1)
     return PairedDifference(
-        measure, sum(before) / count, sum(after) / count, mean, math.sqrt(variance / count), count
+        measure, float(np.mean(before)), float(np.mean(after)), difference, stderr, len(before)
     )
 
 
