@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from muse.config import VQConfig
 from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR, VQ_FILE
 from styledrop.images import make_grid, save_image
 from styledrop.zoo.draws import DEFAULT_DRAWS
@@ -44,6 +45,7 @@ from zoo_build.pack import pack_subjects, using_pack
 from zoo_build.recognisability import SAMPLE_PROMPTS, SAMPLES_PER_PROMPT
 from zoo_build.run_files import BASE_CONFIG_FILE, VQ_CONFIG_FILE, VQ_INFO_FILE
 from zoo_build.shards import DEFAULT_MAX_SHARDS, DEFAULT_SHARD_BYTES, write_shards
+from zoo_build.zoo_size import COMMITTED_ZOO_LIMIT_BYTES, predicted_zoo_size, text_widths
 
 SAMPLES_FILE = "samples.png"
 LOG_FILE = "build_log.jsonl"
@@ -110,6 +112,8 @@ class BuildConfig:
         seed: Seed of every trainer.
         shard_bytes: Largest shard file.
         max_shards: Most files in the results folder (the device returns at most 8).
+        max_zoo_bytes: Largest assembled zoo the build accepts, checked before anything
+            trains (the repository commits at most 32 MB of zoo; 0: no limit).
     """
 
     time_budget_s: float = 420.0
@@ -123,9 +127,9 @@ class BuildConfig:
     vq_warmup: int = 100
     vq_max_steps: int = 20_000
     vq_share: float = 0.35
-    base_width: int = 256
+    base_width: int = 192
     base_layers: int = 8
-    base_downsample: bool = False
+    base_downsample: bool = True
     base_position_embedding: bool = False
     base_descriptor_pairs: int = 2
     base_canonical_repeats: int = 3
@@ -145,6 +149,7 @@ class BuildConfig:
     seed: int = 0
     shard_bytes: int = DEFAULT_SHARD_BYTES
     max_shards: int = DEFAULT_MAX_SHARDS
+    max_zoo_bytes: int = COMMITTED_ZOO_LIMIT_BYTES
 
     def __post_init__(self):
         if self.time_budget_s <= 0:
@@ -263,7 +268,6 @@ def build_zoo(
     from flax import nnx
 
     from muse import weights
-    from muse.config import VQConfig
     from muse.low_precision import default_compute_dtype
     from muse.text_encoder import TextEncoder, default_device
     from muse.vq import VQModel
@@ -281,6 +285,13 @@ def build_zoo(
     deadline = config.time_budget_s
     rec.summary["config"] = dataclasses.asdict(config)
     rec.event("environment", **machine_description())
+    text_source = Path(config.text_dir) if config.text_dir else zoo_dir()
+    judge_source = Path(config.judge_dir) if config.judge_dir else zoo_dir()
+    vq_sizes = dataclasses.replace(
+        ZOO_VQ, block_out_channels=tuple(config.vq_channels),
+        num_vq_embeddings=config.vq_codes, sample_size=config.size,
+    )  # fmt: skip
+    _check_zoo_size(config, vq_sizes, text_source, judge_source, rec)
 
     # 1. The world, rendered from the pack.
     world = out_dir / WORLD_DIR
@@ -299,9 +310,7 @@ def build_zoo(
     # 2. The text encoder (and the judge) of the committed zoo, unless given; then the text
     # stage on it.
     parts = out_dir / PARTS_DIR
-    text_source = Path(config.text_dir) if config.text_dir else zoo_dir()
     _copy_part(text_source, (TEXT_ENCODER_DIR, TOKENIZER_DIR), parts / "text")
-    judge_source = Path(config.judge_dir) if config.judge_dir else zoo_dir()
     _copy_part(judge_source, (JUDGE_DIR,), parts / "judge")
     rec.event("text_encoder", source=str(text_source), judge=str(judge_source))
     if config.text_retention_steps:
@@ -310,14 +319,10 @@ def build_zoo(
         text_part = parts / "text"
 
     # 3. The VQ tokenizer.
-    sizes = dataclasses.replace(
-        ZOO_VQ, block_out_channels=tuple(config.vq_channels),
-        num_vq_embeddings=config.vq_codes, sample_size=config.size,
-    )  # fmt: skip
     vq_config = VQTrainConfig(
-        vq=sizes, batch_size=config.vq_batch, learning_rate=config.vq_lr, steps=config.vq_max_steps,
-        warmup_steps=config.vq_warmup,
-        seed=config.seed, eval_every=0, checkpoint_every=500,
+        vq=vq_sizes, batch_size=config.vq_batch, learning_rate=config.vq_lr,
+        steps=config.vq_max_steps, warmup_steps=config.vq_warmup, seed=config.seed,
+        eval_every=0, checkpoint_every=500,
     )  # fmt: skip
     vq_budget = config.vq_share * (deadline - config.reserve_s - rec.elapsed())
     vq_began = rec.elapsed()
@@ -419,6 +424,34 @@ def build_zoo(
                   prompts=len(config.sample_prompts),
                   per_prompt=config.samples_per_prompt)  # fmt: skip
     return zoo
+
+
+def _check_zoo_size(
+    config: BuildConfig, vq: VQConfig, text_dir: Path, judge_dir: Path, rec: _Recorder
+) -> None:
+    """Logs the assembled zoo's predicted size; refuses sizes above `config.max_zoo_bytes`.
+
+    Raises:
+        BuildConfigError: the zoo would be larger than `config.max_zoo_bytes`.
+    """
+    from zoo_build.train_base import zoo_transformer_config
+
+    text_hidden, text_projection = text_widths(text_dir)
+    transformer = zoo_transformer_config(
+        config.vq_codes, text_hidden, text_projection, grid=config.size // vq.downscale_factor,
+        width=config.base_width, layers=config.base_layers, downsample=config.base_downsample,
+        position_embedding=config.base_position_embedding,
+    )  # fmt: skip
+    size = predicted_zoo_size(transformer, vq, text_dir, judge_dir)
+    rec.event("zoo_size", bytes=size.total, transformer=size.transformer, vq=size.vq,
+              text=size.text, judge=size.judge, limit=config.max_zoo_bytes)  # fmt: skip
+    if config.max_zoo_bytes and size.total > config.max_zoo_bytes:
+        raise BuildConfigError(
+            f"The zoo would be {size.describe()}, above --max-zoo-bytes"
+            f" {config.max_zoo_bytes / 1e6:.1f} MB (the most the repository commits). Nothing"
+            " was trained. Lower --base-width, --base-layers, --vq-codes or --vq-channels, or"
+            " raise --max-zoo-bytes (0: no limit) for a zoo that will not be committed."
+        )
 
 
 def _text_stage(source: Path, run_dir: Path, config: BuildConfig, rec: _Recorder) -> Path:

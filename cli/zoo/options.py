@@ -32,7 +32,8 @@ class Option:
             ("vq.num_vq_embeddings").
         help: Help text (None: none).
         type: Parses the text (default: the type of the field's default; a bool field is
-            a flag that sets True).
+            a switch: `--flag` sets True, and where the default is True `--no-flag` sets
+            False).
         choices: The values allowed.
     """
 
@@ -88,9 +89,9 @@ def add_config_options(
         default = field_value(defaults, option.field)
         kwargs: dict[str, Any] = {} if option.help is None else {"help": option.help}
         if isinstance(default, bool) and option.type is None:
-            if default:
-                raise TypeError(f"{option.flag}: a flag can only switch on a False default.")
-            parser.add_argument(option.flag, action="store_true", **kwargs)
+            # A switch; one that is on by default also gets its --no- form.
+            action = argparse.BooleanOptionalAction if default else "store_true"
+            parser.add_argument(option.flag, action=action, default=default, **kwargs)
             continue
         kind = option.type or (type(default) if isinstance(default, (int, float, str)) else None)
         if kind is None:

@@ -7,6 +7,7 @@ sharding and the sample grid. What the device tool brings back must fit its limi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,9 +19,15 @@ import pytest
 import muse
 from muse.checkpoint import sha256_file
 from styledrop.zoo import embedded
-from zoo_build.build import BuildConfig, BuildConfigError, _sized_steps
+from zoo_build.build import BuildConfig, BuildConfigError, _sized_steps, build_zoo
 from zoo_build.pack import write_pack
 from zoo_build.shards import read_shards
+from zoo_build.zoo_size import (
+    COMMITTED_ZOO_LIMIT_BYTES,
+    METADATA_BYTES,
+    folder_bytes,
+    predicted_zoo_size,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "gpu_zoo_build.sh"
@@ -62,7 +69,8 @@ def test_the_rehearsal_trains_assembles_and_shards_a_zoo(tmp_path):
         "vq-00001-of-00001.safetensors", "zoo-00001-of-00001.safetensors",
     ])  # fmt: skip
     assert list(stages) == [
-        "environment", "render", "text_encoder", "text_retention", "vq", "base", "assemble"
+        "environment", "zoo_size", "render", "text_encoder", "text_retention", "vq", "base",
+        "assemble",
     ]  # fmt: skip
     assert stages["environment"]["jax_backend"] == "cpu"
     assert stages["render"]["subjects"] == len(TINY_SUBJECTS)
@@ -71,6 +79,10 @@ def test_the_rehearsal_trains_assembles_and_shards_a_zoo(tmp_path):
     manifest = json.loads((zoo / "manifest.json").read_text())
     for name, digest in manifest["files"].items():
         assert sha256_file(zoo / name) == digest
+    # The size checked before training is the assembled zoo's, up to its metadata estimate.
+    assembled = folder_bytes(zoo)
+    assert 0 <= stages["zoo_size"]["bytes"] - assembled <= METADATA_BYTES
+    assert stages["zoo_size"]["limit"] == COMMITTED_ZOO_LIMIT_BYTES
     # Each part says where it was trained. The judge is the committed zoo's; the text
     # encoder is the committed one after the text stage, whose record keeps the earlier ones.
     training = manifest["training"]
@@ -100,7 +112,7 @@ def test_the_whole_rehearsal_probes_sizes_and_draws_samples_from_the_shards(tmp_
         "vq-00001-of-00001.safetensors", "zoo-00001-of-00001.safetensors",
     ])  # fmt: skip
     assert list(stages) == [
-        "environment", "render", "text_encoder", "text_retention", "vq_probe", "vq",
+        "environment", "zoo_size", "render", "text_encoder", "text_retention", "vq_probe", "vq",
         "base_probe", "base", "assemble", "samples",
     ]  # fmt: skip
     assert stages["vq"]["steps"] <= 40 and stages["base"]["steps_done"] <= 30  # the caps
@@ -109,6 +121,51 @@ def test_the_whole_rehearsal_probes_sizes_and_draws_samples_from_the_shards(tmp_
     zoo = read_shards(out, tmp_path / "zoo")
     images = muse.load(zoo).generate("a penguin", num_images_per_prompt=1, num_steps=2)
     assert images.shape == (1, 32, 32, 3)
+
+
+def test_a_zoo_above_the_size_limit_is_refused_before_anything_renders(tmp_path):
+    pack = tmp_path / "pack.npz"
+    write_pack(pack, TINY_SUBJECTS[:1])
+    config = BuildConfig(max_zoo_bytes=20_000_000)  # the defaults make a zoo of about 29 MB
+    with pytest.raises(BuildConfigError, match=r"would be 29\.\d MB .*--base-width"):
+        build_zoo(pack, tmp_path / "work", config, echo=lambda line: None)
+    assert not (tmp_path / "work" / "world").exists()
+    logged = json.loads((tmp_path / "work" / "results" / "build_summary.json").read_text())
+    assert logged["stages"]["zoo_size"]["bytes"] > 20_000_000
+
+
+def test_the_default_build_fits_the_committed_zoo_limit():
+    """What the GPU call builds by default can be committed (at most 32 MB)."""
+    from zoo_build.train_base import zoo_transformer_config
+    from zoo_build.vq_train_config import ZOO_VQ
+
+    config = BuildConfig(base_position_embedding=True)
+    grid = config.size // 2 ** (len(config.vq_channels) - 1)
+    transformer = zoo_transformer_config(
+        config.vq_codes, 128, 128, grid=grid, width=config.base_width,
+        layers=config.base_layers, downsample=config.base_downsample, position_embedding=True,
+    )  # fmt: skip
+    vq = dataclasses.replace(
+        ZOO_VQ, block_out_channels=config.vq_channels, num_vq_embeddings=config.vq_codes,
+        sample_size=config.size,
+    )  # fmt: skip
+    zoo = embedded.EMBEDDED_ZOO
+    size = predicted_zoo_size(transformer, vq, zoo, zoo)
+    assert size.total <= config.max_zoo_bytes == COMMITTED_ZOO_LIMIT_BYTES
+    assert size.transformer > size.vq > 0 and size.text > 0 and size.judge > 0
+
+
+def test_switches_on_by_default_can_be_turned_off_on_the_command_line(tmp_path):
+    from cli.zoo import build as cli_build
+
+    parser = cli_build.build_parser()
+    required = ["--data", "pack.npz", "--out", str(tmp_path)]
+    defaults = cli_build.config_from_args(BuildConfig(), parser.parse_args(required),
+                                          cli_build.OPTIONS)  # fmt: skip
+    assert defaults.base_downsample is True and defaults.base_position_embedding is False
+    args = parser.parse_args([*required, "--no-base-downsample", "--base-position-embedding"])
+    changed = cli_build.config_from_args(BuildConfig(), args, cli_build.OPTIONS)
+    assert changed.base_downsample is False and changed.base_position_embedding is True
 
 
 def test_without_a_gpu_the_script_refuses_unless_rehearsing(tmp_path):
