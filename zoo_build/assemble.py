@@ -78,8 +78,8 @@ def copy_as_float16(source: Path, dest: Path) -> None:
     save_file(cast, str(dest))
 
 
-def _warm_start_lineage(base_entry: dict, out_dir: Path) -> dict:
-    """The earlier base training records to keep, from the zoo already in out_dir.
+def _warm_start_lineage(base_entry: dict, zoo_dir: Path) -> dict:
+    """The earlier base training records to keep, from the zoo in `zoo_dir`.
 
     A base warm-started from that zoo's transformer (`zoo train base --init`) gets
     {"init": that zoo's base record}, so the manifest keeps the whole recipe. The same base
@@ -89,9 +89,9 @@ def _warm_start_lineage(base_entry: dict, out_dir: Path) -> dict:
 
     Args:
         base_entry: The base run's record (without its transformer config).
-        out_dir: The zoo folder about to be replaced.
+        zoo_dir: The zoo folder about to be replaced, or the one the base continued.
     """
-    previous = _optional_json(out_dir / MANIFEST)
+    previous = _optional_json(zoo_dir / MANIFEST)
     previous_base = previous.get("training", {}).get("base", {})
     init_from = base_entry.get("train", {}).get("init_from", "")
     if init_from and previous.get("files", {}).get(TRANSFORMER_FILE) == init_from:
@@ -110,6 +110,7 @@ def assemble_zoo(
     judge_dir: str | Path | None = None,
     data_recipe_version: str = "",
     guidance_scale: float = ZOO_GUIDANCE_SCALE,
+    lineage_from: str | Path | None = None,
 ) -> Path:
     """Writes the native model folder of the zoo from the training run folders.
 
@@ -126,6 +127,9 @@ def assemble_zoo(
             given.
         data_recipe_version: The dataset recipe the parts were trained on.
         guidance_scale: Default classifier-free guidance scale of the base.
+        lineage_from: The zoo whose base the base run was warm-started from, when it is
+            not the one in `out_dir` (`zoo build --init`); its base record is kept the same
+            way.
 
     Returns:
         `out_dir`.
@@ -159,7 +163,8 @@ def assemble_zoo(
     text_info = part_record(text_dir, TEXT_EVAL_FILE, "text")
     judge_info = {} if judge_dir is None else part_record(judge_dir, JUDGE_EVAL_FILE, "judge")
     base_entry = {k: v for k, v in base_info.items() if k != "transformer"}
-    base_entry.update(_warm_start_lineage(base_entry, out_dir))
+    lineage_zoo = out_dir if lineage_from is None else Path(lineage_from)
+    base_entry.update(_warm_start_lineage(base_entry, lineage_zoo))
     manifest = {
         "source": ZOO_SOURCE,
         "data_recipe_version": data_recipe_version,

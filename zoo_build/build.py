@@ -18,7 +18,9 @@ gets `build_log.jsonl` (one line per event, appended as it happens), `build_summ
 (rewritten after each event), the VQ's shards once it is trained (`vq-*.safetensors`) and
 the zoo's shards at the end (`zoo-*.safetensors`), so a run cut short still returns what
 it finished. Each trainer checkpoints in the work folder, so rerunning the same command
-on the same folders resumes.
+on the same folders resumes. A later build can continue the zoo an earlier one returned
+(`init_dir`, `zoo_build.continuation`): it keeps that zoo's VQ and gives the whole budget
+to its base.
 """
 
 from __future__ import annotations
@@ -40,10 +42,16 @@ from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR, VQ_FILE
 from styledrop.images import make_grid, save_image
 from styledrop.zoo.draws import DEFAULT_DRAWS
 from styledrop.zoo.embedded import JUDGE_DIR, MANIFEST, zoo_dir
+from zoo_build.continuation import (
+    ContinuationError,
+    EarlierZoo,
+    check_continuable,
+    read_earlier_zoo,
+)
 from zoo_build.machine import machine_description
 from zoo_build.pack import pack_subjects, using_pack
 from zoo_build.recognisability import SAMPLE_PROMPTS, SAMPLES_PER_PROMPT
-from zoo_build.run_files import BASE_CONFIG_FILE, VQ_CONFIG_FILE, VQ_INFO_FILE
+from zoo_build.run_files import BASE_CONFIG_FILE, VQ_CONFIG_FILE, VQ_INFO_FILE, vq_config_dict
 from zoo_build.shards import DEFAULT_MAX_SHARDS, DEFAULT_SHARD_BYTES, write_shards
 from zoo_build.zoo_size import COMMITTED_ZOO_LIMIT_BYTES, predicted_zoo_size, text_widths
 
@@ -109,7 +117,12 @@ class BuildConfig:
             the encoder as given).
         text_batch: Captions per step of the text stage.
         judge_dir: Folder with judge/ (None: the committed zoo's).
-        seed: Seed of every trainer.
+        init_dir: A zoo an earlier build returned (`zoo unshard`), to continue: its VQ is
+            kept (no VQ stage; the vq_* settings do not apply), its text encoder and judge
+            are used unless others are given, and its base starts the base run
+            (`zoo_build.continuation`).
+        seed: Seed of the world's split and of every trainer (a continued base adds the
+            number of base runs before it, so that it draws other batches).
         shard_bytes: Largest shard file.
         max_shards: Most files in the results folder (the device returns at most 8).
         max_zoo_bytes: Largest assembled zoo the build accepts, checked before anything
@@ -146,6 +159,7 @@ class BuildConfig:
     text_retention_steps: int = 400
     text_batch: int = 128
     judge_dir: str | None = None
+    init_dir: str | None = None
     seed: int = 0
     shard_bytes: int = DEFAULT_SHARD_BYTES
     max_shards: int = DEFAULT_MAX_SHARDS
@@ -268,13 +282,13 @@ def build_zoo(
     from flax import nnx
 
     from muse import weights
+    from muse.checkpoint import sha256_file
     from muse.low_precision import default_compute_dtype
     from muse.text_encoder import TextEncoder, default_device
     from muse.vq import VQModel
     from zoo_build.assemble import assemble_zoo
     from zoo_build.dataset import build_dataset
     from zoo_build.train_base import BaseTrainConfig, build_pool, train_base
-    from zoo_build.train_vq import VQTrainConfig, train_vq
     from zoo_build.vq_train_config import ZOO_VQ
 
     out_dir = Path(out_dir)
@@ -285,13 +299,24 @@ def build_zoo(
     deadline = config.time_budget_s
     rec.summary["config"] = dataclasses.asdict(config)
     rec.event("environment", **machine_description())
-    text_source = Path(config.text_dir) if config.text_dir else zoo_dir()
+    earlier = _earlier_zoo(config)
+    if earlier is None:
+        vq_sizes = dataclasses.replace(
+            ZOO_VQ, block_out_channels=tuple(config.vq_channels),
+            num_vq_embeddings=config.vq_codes, sample_size=config.size,
+        )  # fmt: skip
+        given = zoo_dir()
+    else:
+        vq_sizes, given = earlier.vq, earlier.folder
+        rec.event("continue", zoo=str(earlier.folder), base_runs=earlier.base_runs)
+    text_source = Path(config.text_dir) if config.text_dir else given
     judge_source = Path(config.judge_dir) if config.judge_dir else zoo_dir()
-    vq_sizes = dataclasses.replace(
-        ZOO_VQ, block_out_channels=tuple(config.vq_channels),
-        num_vq_embeddings=config.vq_codes, sample_size=config.size,
-    )  # fmt: skip
-    _check_zoo_size(config, vq_sizes, text_source, judge_source, rec)
+    if config.judge_dir is None and earlier is not None and earlier.has_judge:
+        judge_source = earlier.folder
+    position_embedding = config.base_position_embedding or (
+        earlier is not None and earlier.transformer.position_embedding
+    )
+    _check_zoo_size(config, vq_sizes, position_embedding, text_source, judge_source, rec)
 
     # 1. The world, rendered from the pack.
     world = out_dir / WORLD_DIR
@@ -307,8 +332,8 @@ def build_zoo(
     rec.event("render", seconds=rec.elapsed() - began, images=data["counts"]["total"],
               subjects=data["subjects"], size=config.size)  # fmt: skip
 
-    # 2. The text encoder (and the judge) of the committed zoo, unless given; then the text
-    # stage on it.
+    # 2. The text encoder (and the judge) of the zoo continued or else the committed zoo,
+    # unless given; then the text stage on it.
     parts = out_dir / PARTS_DIR
     _copy_part(text_source, (TEXT_ENCODER_DIR, TOKENIZER_DIR), parts / "text")
     _copy_part(judge_source, (JUDGE_DIR,), parts / "judge")
@@ -318,7 +343,122 @@ def build_zoo(
     else:
         text_part = parts / "text"
 
-    # 3. The VQ tokenizer.
+    # 3. The VQ tokenizer, unless the zoo continued has one.
+    if earlier is not None:
+        vq_dir, vq_shards = earlier.folder, []
+        rec.event("vq", kept=str(earlier.folder), codes=vq_sizes.num_vq_embeddings)
+    else:
+        vq_dir = out_dir / VQ_RUN
+        vq_shards = _vq_stage(world, out_dir, parts, results, vq_sizes, config, rec)
+
+    # 4. The base U-ViT on the tokens.
+    vq_cfg = VQConfig.from_dict(vq_config_dict(vq_dir))
+    vq = nnx.eval_shape(lambda: VQModel(vq_cfg, rngs=nnx.Rngs(0)))
+    weights.load_params(vq, vq_dir / VQ_FILE)
+    text = TextEncoder.load(
+        text_part / TEXT_ENCODER_DIR, tokenizer=text_part / TOKENIZER_DIR,
+        device=default_device(),
+    )  # fmt: skip
+    dtype = default_compute_dtype() if config.base_dtype == "auto" else config.base_dtype
+    init_weights = None if earlier is None else earlier.base_weights
+    base_config = BaseTrainConfig(
+        width=config.base_width, layers=config.base_layers, dtype=dtype,
+        downsample=config.base_downsample, position_embedding=position_embedding,
+        descriptor_pairs=config.base_descriptor_pairs,
+        canonical_repeats=config.base_canonical_repeats, batch_size=config.base_batch,
+        learning_rate=config.base_lr, warmup_steps=config.base_warmup,
+        steps=config.base_max_steps, checkpoint_every=1000,
+        # A continuation draws other batches, masks and made-up descriptors than the runs
+        # before it.
+        seed=config.seed + (0 if earlier is None else earlier.base_runs),
+        init_from="" if init_weights is None else sha256_file(init_weights),
+    )  # fmt: skip
+    base_began = rec.elapsed()
+    # Tokenized and encoded once, for the probe and the run.
+    pool = build_pool(
+        world, vq, text, base_config.captions_per_image, base_config.canonical_repeats,
+        base_config.jittered_draws, base_config.descriptor_pairs, base_config.seed,
+        base_config.descriptor_words,
+    )  # fmt: skip
+    if config.probe_steps:
+        probe = dataclasses.replace(base_config, steps=10**9, checkpoint_every=0)
+        shutil.rmtree(out_dir / PROBE_BASE, ignore_errors=True)
+        counter = {"steps": 0}
+
+        def run_probe(hook):
+            def count(event):
+                counter["steps"] += 1
+                hook(event)
+
+            train_base(world, vq, text, out_dir / PROBE_BASE, probe, progress=count,
+                       should_stop=lambda: counter["steps"] >= config.probe_steps,
+                       init_weights=init_weights, pool=pool)  # fmt: skip
+
+        first_s, step_s = _timed_steps(run_probe)
+        left = deadline - config.reserve_s - rec.elapsed()
+        steps = _sized_steps(left - first_s, step_s, 2 * config.base_warmup,
+                             config.base_max_steps)  # fmt: skip
+        rec.event("base_probe", first_step_s=first_s, step_s=step_s, steps=steps)
+        base_config = dataclasses.replace(base_config, steps=steps)
+    stop_at = deadline - config.reserve_s
+    train_base(world, vq, text, out_dir / BASE_RUN, base_config,
+               should_stop=lambda: rec.elapsed() > stop_at, init_weights=init_weights,
+               pool=pool)  # fmt: skip
+    base_info = json.loads((out_dir / BASE_RUN / BASE_CONFIG_FILE).read_text())
+    rec.event("base", seconds=rec.elapsed() - base_began, steps=base_config.steps,
+              steps_done=base_info.get("steps_done"),
+              complete=base_info.get("complete"))  # fmt: skip
+
+    # 5. Assemble and shard.
+    zoo = assemble_zoo(
+        out_dir / BASE_RUN, vq_dir, text_part, out_dir / ZOO_DIR,
+        judge_dir=parts / "judge", data_recipe_version=data["recipe_version"],
+        lineage_from=None if earlier is None else earlier.folder,
+    )  # fmt: skip
+    shards = write_shards(
+        zoo, results, prefix="zoo", max_shard_bytes=config.shard_bytes,
+        # What else the results folder holds: the VQ's shards, the log, the summary, samples.
+        max_shards=config.max_shards - len(vq_shards) - 3,
+    )  # fmt: skip
+    rec.event("assemble", zoo=str(zoo), shards=len(shards),
+              mib=round(sum(p.stat().st_size for p in shards) / 2**20, 2))  # fmt: skip
+
+    # 6. What the new zoo draws.
+    if config.samples_per_prompt and config.sample_prompts:
+        began = rec.elapsed()
+        grid = draw_samples(zoo, config.sample_prompts, config.samples_per_prompt, config.seed)
+        save_image(grid, results / SAMPLES_FILE)
+        rec.event("samples", seconds=rec.elapsed() - began, file=SAMPLES_FILE,
+                  prompts=len(config.sample_prompts),
+                  per_prompt=config.samples_per_prompt)  # fmt: skip
+    return zoo
+
+
+def _earlier_zoo(config: BuildConfig) -> EarlierZoo | None:
+    """The zoo `config.init_dir` names, checked against the settings; None without one.
+
+    Raises:
+        BuildConfigError: it is not a zoo folder, or the settings cannot continue it.
+    """
+    if config.init_dir is None:
+        return None
+    try:
+        earlier = read_earlier_zoo(config.init_dir)
+        check_continuable(earlier, config.size, config.base_width, config.base_layers,
+                          config.base_downsample)  # fmt: skip
+    except ContinuationError as error:
+        raise BuildConfigError(str(error)) from error
+    return earlier
+
+
+def _vq_stage(
+    world: Path, out_dir: Path, parts: Path, results: Path, vq_sizes: VQConfig,
+    config: BuildConfig, rec: _Recorder,
+) -> list[Path]:  # fmt: skip
+    """Probes, sizes and trains the VQ in `out_dir`/vq; returns the VQ's shards in `results`."""
+    from zoo_build.train_vq import VQTrainConfig, train_vq
+
+    deadline = config.time_budget_s
     vq_config = VQTrainConfig(
         vq=vq_sizes, batch_size=config.vq_batch, learning_rate=config.vq_lr,
         steps=config.vq_max_steps, warmup_steps=config.vq_warmup, seed=config.seed,
@@ -348,87 +488,13 @@ def build_zoo(
     rec.event("vq", seconds=rec.elapsed() - vq_began, steps=vq_config.steps,
               eval_psnr=vq_info.get("eval", {}).get("psnr"),
               complete=vq_info.get("complete", True), shards=len(vq_shards))  # fmt: skip
-
-    # 4. The base U-ViT on the new tokens.
-    vq_cfg = VQConfig.from_dict(json.loads((out_dir / VQ_RUN / VQ_CONFIG_FILE).read_text()))
-    vq = nnx.eval_shape(lambda: VQModel(vq_cfg, rngs=nnx.Rngs(0)))
-    weights.load_params(vq, out_dir / VQ_RUN / VQ_FILE)
-    text = TextEncoder.load(
-        text_part / TEXT_ENCODER_DIR, tokenizer=text_part / TOKENIZER_DIR,
-        device=default_device(),
-    )  # fmt: skip
-    dtype = default_compute_dtype() if config.base_dtype == "auto" else config.base_dtype
-    base_config = BaseTrainConfig(
-        width=config.base_width, layers=config.base_layers, dtype=dtype,
-        downsample=config.base_downsample, position_embedding=config.base_position_embedding,
-        descriptor_pairs=config.base_descriptor_pairs,
-        canonical_repeats=config.base_canonical_repeats, batch_size=config.base_batch,
-        learning_rate=config.base_lr,
-        warmup_steps=config.base_warmup, steps=config.base_max_steps, seed=config.seed,
-        checkpoint_every=1000,
-    )  # fmt: skip
-    base_began = rec.elapsed()
-    # Tokenized and encoded once, for the probe and the run.
-    pool = build_pool(
-        world, vq, text, base_config.captions_per_image, base_config.canonical_repeats,
-        base_config.jittered_draws, base_config.descriptor_pairs, base_config.seed,
-        base_config.descriptor_words,
-    )  # fmt: skip
-    if config.probe_steps:
-        probe = dataclasses.replace(base_config, steps=10**9, checkpoint_every=0)
-        shutil.rmtree(out_dir / PROBE_BASE, ignore_errors=True)
-        counter = {"steps": 0}
-
-        def run_probe(hook):
-            def count(event):
-                counter["steps"] += 1
-                hook(event)
-
-            train_base(world, vq, text, out_dir / PROBE_BASE, probe, progress=count,
-                       should_stop=lambda: counter["steps"] >= config.probe_steps,
-                       pool=pool)  # fmt: skip
-
-        first_s, step_s = _timed_steps(run_probe)
-        left = deadline - config.reserve_s - rec.elapsed()
-        steps = _sized_steps(left - first_s, step_s, 2 * config.base_warmup,
-                             config.base_max_steps)  # fmt: skip
-        rec.event("base_probe", first_step_s=first_s, step_s=step_s, steps=steps)
-        base_config = dataclasses.replace(base_config, steps=steps)
-    stop_at = deadline - config.reserve_s
-    train_base(world, vq, text, out_dir / BASE_RUN, base_config,
-               should_stop=lambda: rec.elapsed() > stop_at, pool=pool)  # fmt: skip
-    base_info = json.loads((out_dir / BASE_RUN / BASE_CONFIG_FILE).read_text())
-    rec.event("base", seconds=rec.elapsed() - base_began, steps=base_config.steps,
-              steps_done=base_info.get("steps_done"),
-              complete=base_info.get("complete"))  # fmt: skip
-
-    # 5. Assemble and shard.
-    zoo = assemble_zoo(
-        out_dir / BASE_RUN, out_dir / VQ_RUN, text_part, out_dir / ZOO_DIR,
-        judge_dir=parts / "judge", data_recipe_version=data["recipe_version"],
-    )  # fmt: skip
-    shards = write_shards(
-        zoo, results, prefix="zoo", max_shard_bytes=config.shard_bytes,
-        # What else the results folder holds: the VQ's shards, the log, the summary, samples.
-        max_shards=config.max_shards - len(vq_shards) - 3,
-    )  # fmt: skip
-    rec.event("assemble", zoo=str(zoo), shards=len(shards),
-              mib=round(sum(p.stat().st_size for p in shards) / 2**20, 2))  # fmt: skip
-
-    # 6. What the new zoo draws.
-    if config.samples_per_prompt and config.sample_prompts:
-        began = rec.elapsed()
-        grid = draw_samples(zoo, config.sample_prompts, config.samples_per_prompt, config.seed)
-        save_image(grid, results / SAMPLES_FILE)
-        rec.event("samples", seconds=rec.elapsed() - began, file=SAMPLES_FILE,
-                  prompts=len(config.sample_prompts),
-                  per_prompt=config.samples_per_prompt)  # fmt: skip
-    return zoo
+    return vq_shards
 
 
 def _check_zoo_size(
-    config: BuildConfig, vq: VQConfig, text_dir: Path, judge_dir: Path, rec: _Recorder
-) -> None:
+    config: BuildConfig, vq: VQConfig, position_embedding: bool, text_dir: Path,
+    judge_dir: Path, rec: _Recorder,
+) -> None:  # fmt: skip
     """Logs the assembled zoo's predicted size; refuses sizes above `config.max_zoo_bytes`.
 
     Raises:
@@ -438,9 +504,10 @@ def _check_zoo_size(
 
     text_hidden, text_projection = text_widths(text_dir)
     transformer = zoo_transformer_config(
-        config.vq_codes, text_hidden, text_projection, grid=config.size // vq.downscale_factor,
-        width=config.base_width, layers=config.base_layers, downsample=config.base_downsample,
-        position_embedding=config.base_position_embedding,
+        vq.num_vq_embeddings, text_hidden, text_projection,
+        grid=config.size // vq.downscale_factor, width=config.base_width,
+        layers=config.base_layers, downsample=config.base_downsample,
+        position_embedding=position_embedding,
     )  # fmt: skip
     size = predicted_zoo_size(transformer, vq, text_dir, judge_dir)
     rec.event("zoo_size", bytes=size.total, transformer=size.transformer, vq=size.vq,

@@ -22,7 +22,12 @@ from zoo_build.build import BuildConfig, BuildConfigError, build_zoo
 from zoo_build.pack import PackError
 
 # Options named otherwise than their fields: the other zoo steps' names.
-FLAGS = {"time_budget_s": "--time-budget", "text_dir": "--text", "judge_dir": "--judge"}
+FLAGS = {
+    "time_budget_s": "--time-budget",
+    "text_dir": "--text",
+    "judge_dir": "--judge",
+    "init_dir": "--init",
+}
 OPTIONS = documented_options(BuildConfig, FLAGS, types={"draws": split_counts})
 
 

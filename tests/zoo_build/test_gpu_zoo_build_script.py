@@ -32,6 +32,7 @@ from zoo_build.zoo_size import (
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "gpu_zoo_build.sh"
 TINY_SUBJECTS = ["penguin", "dog", "cat", "banana", "car", "letter_a"]
+TINY_DRAWS = {"vq": 1, "base": 2, "judge": 0, "eval": 1, "canonical": 2}  # the script's tiny build
 
 
 def _run(args, tmp_path, **env):
@@ -58,12 +59,19 @@ def _check_returned_files(out, expected):
     assert events == list(summary["stages"])
 
 
-def test_the_rehearsal_trains_assembles_and_shards_a_zoo(tmp_path):
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory):
     """The default run's rehearsal: a few fixed steps (one compilation per trainer)."""
+    tmp_path = tmp_path_factory.mktemp("rehearsal")
     out, stages = _rehearse(
         tmp_path, "--probe-steps", "0", "--samples-per-prompt", "0",
         "--vq-max-steps", "6", "--base-max-steps", "4",
     )  # fmt: skip
+    return tmp_path, out, stages
+
+
+def test_the_rehearsal_trains_assembles_and_shards_a_zoo(rehearsal):
+    tmp_path, out, stages = rehearsal
     _check_returned_files(out, [
         "build_log.jsonl", "build_summary.json",
         "vq-00001-of-00001.safetensors", "zoo-00001-of-00001.safetensors",
@@ -101,6 +109,58 @@ def test_the_rehearsal_trains_assembles_and_shards_a_zoo(tmp_path):
     assert manifest["files"]["text_encoder/model.safetensors"] != sha256_file(committed_text)
     vq = read_shards(out, tmp_path / "vq", prefix="vq")
     assert json.loads((vq / "vq_config.json").read_text())["num_vq_embeddings"] == 32
+
+
+def test_a_later_build_continues_the_zoo_an_earlier_one_returned(rehearsal, tmp_path):
+    """A second loan: the earlier zoo's VQ and text encoder kept, its base trained on."""
+    earlier_tmp, earlier_out, _ = rehearsal
+    earlier = read_shards(earlier_out, tmp_path / "earlier")
+    config = BuildConfig(
+        size=32, subjects=tuple(TINY_SUBJECTS), draws=TINY_DRAWS, init_dir=str(earlier),
+        base_width=32, base_layers=2, base_descriptor_pairs=1, base_batch=8, base_warmup=5,
+        base_canonical_repeats=1, base_max_steps=3, probe_steps=0, text_retention_steps=0,
+        samples_per_prompt=0, reserve_s=5,
+    )  # fmt: skip
+    out = tmp_path / "OUT"
+    zoo = build_zoo(earlier_tmp / "pack.npz", tmp_path / "work", config, results_dir=out,
+                    echo=lambda line: None)  # fmt: skip
+    stages = json.loads((out / "build_summary.json").read_text())["stages"]
+    assert list(stages) == [
+        "environment", "continue", "zoo_size", "render", "text_encoder", "vq", "base",
+        "assemble",
+    ]  # fmt: skip
+    assert stages["continue"]["base_runs"] == 1 and stages["vq"]["kept"] == str(earlier)
+    _check_returned_files(out, [
+        "build_log.jsonl", "build_summary.json", "zoo-00001-of-00001.safetensors",
+    ])  # fmt: skip
+    before = json.loads((earlier / "manifest.json").read_text())
+    after = json.loads((zoo / "manifest.json").read_text())
+    for kept in ("vqvae.safetensors", "text_encoder/model.safetensors"):
+        assert after["files"][kept] == before["files"][kept]
+    assert after["files"]["transformer.safetensors"] != before["files"]["transformer.safetensors"]
+    base = after["training"]["base"]
+    assert base["init"] == before["training"]["base"]  # the lineage goes on
+    assert base["train"]["init_from"] == sha256_file(earlier / "transformer.safetensors")
+    assert base["train"]["seed"] == before["training"]["base"]["train"]["seed"] + 1
+    assert after["training"]["vq"] == before["training"]["vq"]
+    assert 0 <= stages["zoo_size"]["bytes"] - folder_bytes(zoo) <= METADATA_BYTES
+
+
+def test_a_zoo_that_cannot_be_continued_is_refused_with_the_options_that_fit(tmp_path):
+    pack = tmp_path / "pack.npz"
+    write_pack(pack, TINY_SUBJECTS[:1])
+    committed = str(embedded.EMBEDDED_ZOO)  # width 192, 6 layers, the full 8x8 grid
+
+    def refusal(**settings):
+        with pytest.raises(BuildConfigError) as raised:
+            build_zoo(pack, tmp_path / "work", BuildConfig(**settings), echo=lambda line: None)
+        return str(raised.value)
+
+    assert "--no-base-downsample" in refusal(init_dir=committed)
+    assert "--base-width 192 --base-layers 6" in refusal(init_dir=committed, base_width=256)
+    assert "--size 64" in refusal(init_dir=committed, size=32, base_downsample=False)
+    assert "zoo unshard" in refusal(init_dir=str(tmp_path))
+    assert not (tmp_path / "work" / "world").exists()
 
 
 @pytest.mark.e2e
