@@ -91,10 +91,11 @@ class BuildConfig:
         vq_warmup: VQ warm-up steps.
         vq_max_steps: Upper bound on VQ steps (the budget may allow fewer).
         vq_share: Fraction of the time left after rendering that the VQ gets.
-        base_width: Base U-ViT width.
+        base_width: Base U-ViT width (with 8 layers, 192 keeps the zoo under 32 MB).
         base_layers: Base U-ViT transformer layers.
         base_downsample: Run the base's transformer layers on the token grid halved by a
-            2x2 convolution (aMUSEd 512's design).
+            2x2 convolution (aMUSEd 512's design; on 16x16 tokens it draws 0.8 s an image
+            on 2 CPU cores against 3.0 s on the full grid, docs/zoo.md).
         base_position_embedding: Give the base a learned embedding of each grid position,
             so it can lay out a drawing from the text alone (not in aMUSEd).
         base_descriptor_pairs: Extra pairs per image captioned with a made-up style
