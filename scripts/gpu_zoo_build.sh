@@ -96,5 +96,7 @@ fi
 build rehearsal 150 "$work/rehearsal-results" "${tiny[@]}" --probe-steps 0 --sample-prompts "a penguin"
 # The base's data as the committed zoo's: 24 styled canonical draws per subject, the plain
 # one repeated so that it keeps a quarter of the pool (docs/zoo.md, "The world's own styles").
-build real "$budget" "$out" --base-position-embedding \
+# The committed text encoder has had the text stage's fine-tune already (step 5 there), so
+# the real build takes it as it is and gives the time to the VQ and the base.
+build real "$budget" "$out" --base-position-embedding --text-retention-steps 0 \
     --draws vq=2,base=8,judge=16,eval=2,canonical=24 --base-canonical-repeats 7 "${extra[@]}"
