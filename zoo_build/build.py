@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from muse.config import VQConfig
+from muse.config import TransformerConfig, VQConfig
 from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR, VQ_FILE
 from styledrop.images import make_grid, save_image
 from styledrop.zoo.draws import DEFAULT_DRAWS
@@ -53,7 +53,12 @@ from zoo_build.pack import pack_subjects, using_pack
 from zoo_build.recognisability import SAMPLE_PROMPTS, SAMPLES_PER_PROMPT
 from zoo_build.run_files import BASE_CONFIG_FILE, VQ_CONFIG_FILE, VQ_INFO_FILE, vq_config_dict
 from zoo_build.shards import DEFAULT_MAX_SHARDS, DEFAULT_SHARD_BYTES, write_shards
-from zoo_build.zoo_size import COMMITTED_ZOO_LIMIT_BYTES, predicted_zoo_size, text_widths
+from zoo_build.zoo_size import (
+    COMMITTED_ZOO_LIMIT_BYTES,
+    ZooSize,
+    predicted_zoo_size,
+    text_widths,
+)
 
 SAMPLES_FILE = "samples.png"
 LOG_FILE = "build_log.jsonl"
@@ -290,7 +295,6 @@ def build_zoo(
     from zoo_build.assemble import assemble_zoo
     from zoo_build.dataset import build_dataset
     from zoo_build.train_base import BaseTrainConfig, build_pool, train_base
-    from zoo_build.vq_train_config import ZOO_VQ
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -301,23 +305,16 @@ def build_zoo(
     rec.summary["config"] = dataclasses.asdict(config)
     rec.event("environment", **machine_description())
     earlier = _earlier_zoo(config)
-    if earlier is None:
-        vq_sizes = dataclasses.replace(
-            ZOO_VQ, block_out_channels=tuple(config.vq_channels),
-            num_vq_embeddings=config.vq_codes, sample_size=config.size,
-        )  # fmt: skip
-        given = zoo_dir()
-    else:
-        vq_sizes, given = earlier.vq, earlier.folder
+    if earlier is not None:
         rec.event("continue", zoo=str(earlier.folder), base_runs=earlier.base_runs)
+    given = zoo_dir() if earlier is None else earlier.folder
     text_source = Path(config.text_dir) if config.text_dir else given
     judge_source = Path(config.judge_dir) if config.judge_dir else zoo_dir()
     if config.judge_dir is None and earlier is not None and earlier.has_judge:
         judge_source = earlier.folder
-    position_embedding = config.base_position_embedding or (
-        earlier is not None and earlier.transformer.position_embedding
-    )
-    _check_zoo_size(config, vq_sizes, position_embedding, text_source, judge_source, rec)
+    vq_sizes = planned_vq(config, earlier)
+    position_embedding = _position_embedding(config, earlier)
+    _check_zoo_size(config, earlier, text_source, judge_source, rec)
 
     # 1. The world, rendered from the pack.
     world = out_dir / WORLD_DIR
@@ -492,25 +489,65 @@ def _vq_stage(
     return vq_shards
 
 
+def planned_vq(config: BuildConfig, earlier: EarlierZoo | None = None) -> VQConfig:
+    """The tokenizer the build trains (or, continuing `earlier`, keeps)."""
+    from zoo_build.vq_train_config import ZOO_VQ
+
+    if earlier is not None:
+        return earlier.vq
+    return dataclasses.replace(
+        ZOO_VQ, block_out_channels=tuple(config.vq_channels),
+        num_vq_embeddings=config.vq_codes, sample_size=config.size,
+    )  # fmt: skip
+
+
+def planned_transformer(
+    config: BuildConfig, earlier: EarlierZoo | None, text_hidden: int, text_projection: int
+) -> TransformerConfig:
+    """The base U-ViT the build trains, for a text encoder of the given widths."""
+    from zoo_build.train_base import zoo_transformer_config
+
+    vq = planned_vq(config, earlier)
+    return zoo_transformer_config(
+        vq.num_vq_embeddings, text_hidden, text_projection,
+        grid=config.size // vq.downscale_factor, width=config.base_width,
+        layers=config.base_layers, downsample=config.base_downsample,
+        position_embedding=_position_embedding(config, earlier),
+    )  # fmt: skip
+
+
+def _position_embedding(config: BuildConfig, earlier: EarlierZoo | None) -> bool:
+    """Whether the base has one: asked for, or kept from the base it continues."""
+    return config.base_position_embedding or (
+        earlier is not None and earlier.transformer.position_embedding
+    )
+
+
+def planned_zoo_size(
+    config: BuildConfig, text_dir: Path, judge_dir: Path, earlier: EarlierZoo | None = None
+) -> ZooSize:
+    """The assembled zoo's bytes, predicted before anything trains (`zoo_build.zoo_size`).
+
+    Args:
+        config: The build's settings.
+        text_dir: Folder with the text_encoder/ and tokenizer/ the zoo will hold.
+        judge_dir: Folder with the judge/ it will hold.
+        earlier: The zoo the build continues, if any.
+    """
+    transformer = planned_transformer(config, earlier, *text_widths(text_dir))
+    return predicted_zoo_size(transformer, planned_vq(config, earlier), text_dir, judge_dir)
+
+
 def _check_zoo_size(
-    config: BuildConfig, vq: VQConfig, position_embedding: bool, text_dir: Path,
-    judge_dir: Path, rec: _Recorder,
+    config: BuildConfig, earlier: EarlierZoo | None, text_dir: Path, judge_dir: Path,
+    rec: _Recorder,
 ) -> None:  # fmt: skip
     """Logs the assembled zoo's predicted size; refuses sizes above `config.max_zoo_bytes`.
 
     Raises:
         BuildConfigError: the zoo would be larger than `config.max_zoo_bytes`.
     """
-    from zoo_build.train_base import zoo_transformer_config
-
-    text_hidden, text_projection = text_widths(text_dir)
-    transformer = zoo_transformer_config(
-        vq.num_vq_embeddings, text_hidden, text_projection,
-        grid=config.size // vq.downscale_factor, width=config.base_width,
-        layers=config.base_layers, downsample=config.base_downsample,
-        position_embedding=position_embedding,
-    )  # fmt: skip
-    size = predicted_zoo_size(transformer, vq, text_dir, judge_dir)
+    size = planned_zoo_size(config, text_dir, judge_dir, earlier)
     rec.event("zoo_size", bytes=size.total, transformer=size.transformer, vq=size.vq,
               text=size.text, judge=size.judge, limit=config.max_zoo_bytes)  # fmt: skip
     if config.max_zoo_bytes and size.total > config.max_zoo_bytes:

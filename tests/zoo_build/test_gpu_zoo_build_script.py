@@ -7,7 +7,6 @@ sharding and the sample grid. What the device tool brings back must fit its limi
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -19,14 +18,19 @@ import pytest
 import muse
 from muse.checkpoint import sha256_file
 from styledrop.zoo import embedded
-from zoo_build.build import BuildConfig, BuildConfigError, _sized_steps, build_zoo
+from zoo_build.build import (
+    BuildConfig,
+    BuildConfigError,
+    _sized_steps,
+    build_zoo,
+    planned_zoo_size,
+)
 from zoo_build.pack import write_pack
 from zoo_build.shards import read_shards
 from zoo_build.zoo_size import (
     COMMITTED_ZOO_LIMIT_BYTES,
     METADATA_BYTES,
     folder_bytes,
-    predicted_zoo_size,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -196,21 +200,9 @@ def test_a_zoo_above_the_size_limit_is_refused_before_anything_renders(tmp_path)
 
 def test_the_default_build_fits_the_committed_zoo_limit():
     """What the GPU call builds by default can be committed (at most 32 MB)."""
-    from zoo_build.train_base import zoo_transformer_config
-    from zoo_build.vq_train_config import ZOO_VQ
-
     config = BuildConfig(base_position_embedding=True)
-    grid = config.size // 2 ** (len(config.vq_channels) - 1)
-    transformer = zoo_transformer_config(
-        config.vq_codes, 128, 128, grid=grid, width=config.base_width,
-        layers=config.base_layers, downsample=config.base_downsample, position_embedding=True,
-    )  # fmt: skip
-    vq = dataclasses.replace(
-        ZOO_VQ, block_out_channels=config.vq_channels, num_vq_embeddings=config.vq_codes,
-        sample_size=config.size,
-    )  # fmt: skip
     zoo = embedded.EMBEDDED_ZOO
-    size = predicted_zoo_size(transformer, vq, zoo, zoo)
+    size = planned_zoo_size(config, zoo, zoo)
     assert size.total <= config.max_zoo_bytes == COMMITTED_ZOO_LIMIT_BYTES
     assert size.transformer > size.vq > 0 and size.text > 0 and size.judge > 0
 
