@@ -35,6 +35,21 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     flags = os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
 
+
+# Each xdist worker gets its share of the cores for torch's OpenMP threads. torch (the
+# judge, open_clip, the reference models) starts one thread per core in every worker; when
+# the workers already fill the cores, those threads wait for each other at every barrier
+# while another worker holds the cores: a judge test that takes 6 s alone took 36 s beside
+# one other worker, and 7 s with one thread. JAX's own thread pool does not suffer from it
+# (a VQ test file measured the same with one thread), so XLA keeps its threads. Processes
+# the tests start (CLIs, Celery workers) inherit the setting; a run without xdist keeps
+# every core.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault(
+        "OMP_NUM_THREADS",
+        str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))),
+    )
+
 import numpy as np
 import pytest
 from filelock import FileLock
