@@ -73,6 +73,10 @@ def test_demo_command_needs_a_caption_for_another_image(tmp_path, capsys):
     assert "--caption" in capsys.readouterr().err
 
 
+# Starts redis-server and a Celery worker and runs the whole demo as a job (45-65 s on 2
+# cores): CI's second step. `test_demo_writes_adapter_grids_scores_and_report` runs the
+# demo itself in the default run, and tests/worker the jobs.
+@pytest.mark.e2e
 def test_demo_command_runs_as_a_job_on_a_worker_and_stops_what_it_started(
     tiny_zoo, tmp_path, monkeypatch
 ):

@@ -122,6 +122,9 @@ def test_cancel_checkpoints_a_running_job_and_ends_a_queued_one(
     assert (skipped.status, skipped.attempts, skipped.started) == ("cancelled", 0, None)
 
 
+# A 200-step job, a worker killed mid-job and a second worker (35 s on 2 cores): CI's
+# second step, with the other faults of tests/worker/test_faults_e2e.py.
+@pytest.mark.e2e
 def test_a_killed_workers_job_is_redelivered_and_resumes(
     queue_service, worker, style_image, tiny_zoo, wait_for
 ):
