@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from worker.torch_threads import with_core_share
+
 # Nothing in the tests may reach the network: every model is built in the test.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -36,19 +38,13 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
 
 
-# Each xdist worker gets its share of the cores for torch's OpenMP threads. torch (the
-# judge, open_clip, the reference models) starts one thread per core in every worker; when
-# the workers already fill the cores, those threads wait for each other at every barrier
-# while another worker holds the cores: a judge test that takes 6 s alone took 36 s beside
-# one other worker, and 7 s with one thread. JAX's own thread pool does not suffer from it
-# (a VQ test file measured the same with one thread), so XLA keeps its threads. Processes
-# the tests start (CLIs, Celery workers) inherit the setting; a run without xdist keeps
-# every core.
-if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-    os.environ.setdefault(
-        "OMP_NUM_THREADS",
-        str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))),
-    )
+# Each xdist worker gets its share of the cores for torch's OpenMP threads, which otherwise
+# wait for each other's at every barrier while another worker holds the cores (a judge test
+# took 36 s instead of 6; `worker.torch_threads`). Set before torch is imported; processes
+# the tests start (CLIs, Celery workers) inherit it; a run without xdist keeps every core.
+os.environ.update(
+    with_core_share(os.environ, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+)
 
 import numpy as np
 import pytest

@@ -21,6 +21,7 @@ from worker.app import BROKER_ENV
 from worker.local_redis import LocalRedis
 from worker.processes import stop_process
 from worker.store import DEFAULT_STORE, STORE_ENV
+from worker.torch_threads import with_core_share
 
 
 def store_root(store: str | None) -> str:
@@ -82,17 +83,10 @@ class LocalService:
     def worker_env(self) -> dict[str, str]:
         """The workers' environment: `env`, with each worker's share of the cores for torch.
 
-        torch starts one OpenMP thread per core in every process. Several workers on one
-        machine, each scoring with CLIP, would wait for each other's threads at every
-        barrier: a judge run that took 6 s alone took 36 s beside one other busy process
-        on 2 cores, and 7 s with one thread (JAX's thread pool does not suffer from it).
-        An `OMP_NUM_THREADS` the operator set is kept.
+        Several workers scoring with CLIP would otherwise wait for each other's threads
+        (`worker.torch_threads`).
         """
-        env = self.env
-        if self.worker_count > 1 and "OMP_NUM_THREADS" not in env:
-            share = max(1, (os.cpu_count() or 1) // self.worker_count)
-            env["OMP_NUM_THREADS"] = str(share)
-        return env
+        return with_core_share(self.env, self.worker_count)
 
     def start(self) -> LocalService:
         """Starts Redis (when no broker is given) and the workers.
