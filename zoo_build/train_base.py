@@ -43,6 +43,7 @@ from zoo_build.run_files import BASE_CONFIG_FILE, TRAIN_LOG_FILE
 from zoo_build.run_files import POOL_FILE as POOL_FILE  # re-exported: the token pool
 from zoo_build.schedule import adamw_with_fed_rate, feed_learning_rate, warmup_cosine_schedule
 from zoo_build.step_rate import StepRate
+from zoo_build.transplant import load_transplanted
 
 
 def zoo_transformer_config(
@@ -130,6 +131,13 @@ class BaseTrainConfig:
         position_embedding: Give the base a learned embedding of each grid position
             (`TransformerConfig.position_embedding`); a warm start from a base without
             one begins it at zero.
+        transplant: The warm start is a base of another tokenizer (codebook or token
+            grid) with the same transformer: copy the tensors whose names and shapes
+            match and keep the init of the rest (`zoo_build.transplant`).
+        train_only_new: With `transplant`, only the tensors that kept their init learn and
+            the transplanted ones stay as they are, so that the new ones learn to feed the
+            trained transformer before it trains too (a second run, `--init` this one's
+            weights, trains all).
     """
 
     width: int = 192
@@ -151,11 +159,15 @@ class BaseTrainConfig:
     dtype: str = "float32"
     downsample: bool = False
     position_embedding: bool = False
+    transplant: bool = False
+    train_only_new: bool = False
 
     def __post_init__(self):
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}.")
         check_descriptor_words(self.descriptor_words)
+        if self.train_only_new and not self.transplant:
+            raise ValueError("train_only_new keeps a transplant's tensors: set transplant too.")
 
     def fingerprint(self) -> str:
         """What a checkpoint must match to be resumed.
@@ -180,6 +192,8 @@ _ADDED_LATER = {
     "downsample": False,
     "descriptor_words": "curated",
     "position_embedding": False,
+    "transplant": False,
+    "train_only_new": False,
 }
 
 
@@ -293,7 +307,9 @@ def train_base(
         init_weights: A `transformer.safetensors` of the same architecture to start from
             instead of the random init (float16 files load into float32 parameters); its
             sha256 must be `config.init_from`. A base of fewer layers is deepened by
-            identity layers (`zoo_build.grow`; the exported config records it).
+            identity layers (`zoo_build.grow`; the exported config records it); with
+            `config.transplant`, a base of another tokenizer gives the tensors that fit
+            (`zoo_build.transplant`).
         pool: `build_pool`'s result for this data, VQ, text encoder and config, when the
             caller already has it (default: built here).
 
@@ -301,8 +317,11 @@ def train_base(
         Path of the final weights (None when stopped early).
 
     Raises:
-        ValueError: `init_weights` and `config.init_from` disagree.
+        ValueError: `init_weights` and `config.init_from` disagree, or a transplant has
+            no `init_weights`.
     """
+    if config.transplant and init_weights is None:
+        raise ValueError("A transplant starts from another base: pass its init_weights.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pool, summary = pool or build_pool(
@@ -329,11 +348,15 @@ def train_base(
             f" {digest!r}; set init_from to the sha256 of the file you start from."
         )
     if init_weights is not None:
-        summary = {**summary, **load_grown(model, init_weights)}
+        load = load_transplanted if config.transplant else load_grown
+        summary = {**summary, **load(model, init_weights)}
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     schedule = warmup_cosine_schedule(config.learning_rate, config.warmup_steps, config.steps)
     # The rate is fed per step: one compiled step.
-    tx = adamw_with_fed_rate(config.weight_decay, rate_scales=_rate_scales(config))
+    trainable = summary["kept_init"] if config.train_only_new else None
+    tx = adamw_with_fed_rate(
+        config.weight_decay, rate_scales=_rate_scales(config), trainable=trainable
+    )
     opt_state = tx.init(params)
     start = 0
     saved = train_checkpoint.restore(out_dir, (params, opt_state), config.fingerprint())

@@ -61,6 +61,21 @@ OPTIONS = (
         "extra copies of each subject's plain canonical draw in the training pool",
     ),
     Option(
+        "--transplant",
+        "transplant",
+        "with --init from a base of another tokenizer and the same transformer (the 8x8"
+        " zoo's for a 16x16 base with --downsample): copy every tensor whose name and shape"
+        " match and keep the init of the rest (token embedding, output head, the 2x2"
+        " down- and up-sampling)",
+    ),
+    Option(
+        "--train-only-new",
+        "train_only_new",
+        "with --transplant, train only the tensors that kept their init and leave the"
+        " transplanted transformer as it is; a second run with --init this run's weights"
+        " trains everything",
+    ),
+    Option(
         "--jittered-draws",
         "jittered_draws",
         "also train on the base split's shifted and scaled draws (the emoji-world-1 recipe)",

@@ -1,0 +1,79 @@
+"""Starting a base from one of another tokenizer: its transformer carries over.
+
+A base on a 16x16 grid whose layers run on the grid halved by a 2x2 convolution
+(`zoo_transformer_config(downsample=True)`) runs its convolutional stages, its transformer
+layers and its position embedding on an 8x8 grid of hidden states, as a base on an 8x8
+grid without the halving does. With the same width, depth, heads and text encoder, every
+tensor but four has the same name and shape in both: the token embedding and the output
+projection (one row and one column per code of the tokenizer), and the 2x2 down- and
+up-sampling convolutions the halving adds. Each cell of the halved grid covers the same
+8 x 8 pixels of a 64 px image as a token of the 8x8 tokenizer, so the layers' knowledge of
+what to draw where from the text applies as it is; the new tensors have to learn to
+translate the new tokenizer's codes into the hidden states the layers expect, and back.
+
+`load_transplanted` copies every tensor whose name and shape match and keeps the model's
+own init for the rest, so a base for a new tokenizer starts from the trained layers of a
+base for the old one instead of from noise (`zoo train base --init BASE --transplant`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from muse import weights
+from muse.safetensors_file import SafetensorsFile
+from muse.transformer import UVit2D
+from zoo_build.grow import split_layer_name
+
+
+def load_transplanted(model: UVit2D, path: str | Path) -> dict:
+    """Loads the tensors of a base's weights file that fit `model`; the rest keep their init.
+
+    Args:
+        model: The U-ViT to fill, for another tokenizer (its codebook or token grid may
+            differ from the file's base) but with the same transformer: width, layer
+            count, heads and text conditioning.
+        path: Weights written by `muse.weights.save_params` (float16 files load into
+            float32 parameters).
+
+    Returns:
+        {"transplanted_params": how many tensors were copied, "kept_init": the names of
+        the model's tensors that kept their init, "unused_from_file": the names of the
+        file's tensors the model has no place for}.
+
+    Raises:
+        muse.weights.WeightsError: a transformer layer's tensor (or the position
+            embedding, when both have one) is missing from the file or of another shape:
+            the transformer differs and nothing would carry over.
+    """
+    path = Path(path)
+    current = weights.flat_params(model)
+    with SafetensorsFile(path) as tensors:
+        shapes = {name: tuple(shape) for name, shape in tensors.shapes().items()}
+        fits = {name for name, value in current.items() if shapes.get(name) == value.shape}
+        needed = [
+            name for name in current
+            if split_layer_name(name)[0] is not None
+            or (name == "position_embedding" and name in shapes)
+        ]  # fmt: skip
+        misfits = [name for name in needed if name not in fits]
+        if misfits:
+            shown = [
+                f"{name}: file {shapes.get(name, 'missing')}, model {current[name].shape}"
+                for name in misfits[:5]
+            ]
+            raise weights.WeightsError(
+                f"{path.name} has another transformer than the model ({len(misfits)} tensors"
+                f" differ: {'; '.join(shown)}). A transplant keeps the transformer: pass the"
+                " file's --width and --layers, and a downsampled grid whose half is the file's"
+                " grid."
+            )
+        params = {
+            name: tensors.read(name) if name in fits else value for name, value in current.items()
+        }
+    weights.assign(model, params, path.name)
+    return {
+        "transplanted_params": len(fits),
+        "kept_init": sorted(set(current) - fits),
+        "unused_from_file": sorted(set(shapes) - fits),
+    }
