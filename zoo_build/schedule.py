@@ -13,7 +13,7 @@ sizes, or a resumed run) then share one compiled step.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -73,7 +73,10 @@ def scale_updates_by_name(scales: Mapping[str, float]) -> optax.GradientTransfor
 
 
 def adamw_with_fed_rate(
-    weight_decay: float, clip_norm: float = 1.0, rate_scales: Mapping[str, float] | None = None
+    weight_decay: float,
+    clip_norm: float = 1.0,
+    rate_scales: Mapping[str, float] | None = None,
+    trainable: Collection[str] | None = None,
 ) -> optax.GradientTransformation:
     """Global-norm clipping, then AdamW whose learning rate `feed_learning_rate` sets.
 
@@ -83,6 +86,8 @@ def adamw_with_fed_rate(
         rate_scales: {parameter name: factor} of parameters that learn at `factor` times
             the fed rate (`scale_updates_by_name`); None or empty: all at the fed rate
             (and the optimizer state has the two stages runs before this option saved).
+        trainable: Dotted names of the only parameters that learn (`train_only`); None:
+            all of them.
     """
     stages = [
         optax.clip_by_global_norm(clip_norm),
@@ -90,6 +95,8 @@ def adamw_with_fed_rate(
     ]
     if rate_scales:
         stages.append(scale_updates_by_name(rate_scales))
+    if trainable is not None:
+        stages.append(train_only(trainable))
     return optax.chain(*stages)
 
 
@@ -98,3 +105,30 @@ def feed_learning_rate(opt_state: tuple, value: float | jnp.ndarray) -> tuple:
     clip, adamw, *rest = opt_state
     rate = jnp.asarray(value, dtype=jnp.asarray(adamw.hyperparams["learning_rate"]).dtype)
     return (clip, adamw._replace(hyperparams={**adamw.hyperparams, "learning_rate": rate}), *rest)
+
+
+def dotted_name(path: tuple) -> str:
+    """The dotted parameter name of a pytree path into an `nnx.State` ("embed.conv.kernel")."""
+    return ".".join(str(key.key) for key in path if isinstance(key, jax.tree_util.DictKey))
+
+
+def train_only(names: Collection[str]) -> optax.GradientTransformation:
+    """Zeroes the updates of every parameter but `names`: the others stay where they are.
+
+    Weight decay is part of AdamW's update, so a parameter outside `names` does not move at
+    all. Its gradient still counts in the global norm the first stage clips to.
+
+    Args:
+        names: Dotted parameter names ("embed.embeddings.embedding"), as
+            `muse.weights.flat_params` gives them.
+    """
+    keep = frozenset(names)
+
+    def update_fn(updates, state, params=None):
+        del params
+        zeroed = jax.tree_util.tree_map_with_path(
+            lambda path, u: u if dotted_name(path) in keep else jnp.zeros_like(u), updates
+        )
+        return zeroed, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)

@@ -337,3 +337,41 @@ def test_warm_start_gains_a_position_embedding_that_learns_and_resumes(world, tm
     resumed = load_file(str(train_base(data, vq, text, resumed_dir, gaining, init_weights=first)))
     for key in trained:
         np.testing.assert_array_equal(trained[key], resumed[key], err_msg=key)
+
+
+def test_a_transplant_trains_only_its_new_tensors_when_asked(world, tmp_path):
+    from flax import nnx
+
+    from muse import weights
+    from muse.checkpoint import sha256_file
+    from muse.transformer import UVit2D
+    from zoo_build.train_base import zoo_transformer_config
+
+    data, vq, text = world
+    # A base of another tokenizer: 12 codes on a 4x4 grid, the halved grid of the world's 8x8.
+    hidden, pooled = text.model.config.hidden_size, text.model.config.projection_dim
+    source_cfg = zoo_transformer_config(
+        12, hidden, pooled, grid=4, width=32, layers=2, position_embedding=True
+    )
+    path = tmp_path / "source.safetensors"
+    weights.save_params(UVit2D(source_cfg, rngs=nnx.Rngs(5)), path)
+    source = load_file(str(path))
+
+    def run(name: str, learning_rate: float) -> dict:
+        config = BaseTrainConfig(width=32, layers=2, steps=2, batch_size=4, warmup_steps=1,
+                                 learning_rate=learning_rate, checkpoint_every=0,
+                                 downsample=True, position_embedding=True, transplant=True,
+                                 train_only_new=True, init_from=sha256_file(path))  # fmt: skip
+        weights_file = train_base(data, vq, text, tmp_path / name, config, init_weights=path)
+        return load_file(str(weights_file))
+
+    trained, still = run("trained", 1e-3), run("still", 0.0)
+    info = json.loads((tmp_path / "trained" / "transformer_config.json").read_text())
+    assert "embed.embeddings.embedding" in info["kept_init"]
+    for name, value in trained.items():
+        if name in info["kept_init"]:  # learned from the same init
+            assert not np.array_equal(value, still[name]), name
+        else:  # the transplanted transformer stays as the file has it
+            np.testing.assert_array_equal(value, source[name], err_msg=name)
+    with pytest.raises(ValueError, match="set transplant"):
+        BaseTrainConfig(train_only_new=True)
