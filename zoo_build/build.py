@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from muse.config import TransformerConfig, VQConfig
-from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR, VQ_FILE
+from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR, TRANSFORMER_FILE, VQ_FILE
 from styledrop.images import make_grid, save_image
 from styledrop.zoo.draws import DEFAULT_DRAWS
 from styledrop.zoo.embedded import JUDGE_DIR, MANIFEST, zoo_dir
@@ -69,6 +69,7 @@ VQ_OUTPUTS = (VQ_FILE, VQ_CONFIG_FILE, VQ_INFO_FILE)
 PROBE_VQ, PROBE_BASE = "probe-vq", "probe-base"
 XLA_CACHE_DIR = "xla-cache"
 TEXT_RUN = "text"
+TRANSPLANT_RUN = "base-transplant"
 # The text stage's subject weight and retention phrases, as measured on CPU (docs/zoo.md,
 # "The world's own styles", step 5), and the most of the budget the stage may take.
 TEXT_SUBJECT_WEIGHT = 0.4
@@ -113,6 +114,12 @@ class BuildConfig:
         base_lr: Base peak learning rate.
         base_warmup: Base warm-up steps.
         base_max_steps: Upper bound on base steps.
+        base_transplant: A base's `transformer.safetensors` (the committed zoo's, say) with
+            the base_width and base_layers asked for, whose transformer the new base starts
+            from (`zoo_build.transplant`): first `base_transplant_steps` steps train only
+            the tensors for the new tokenizer, then the base run trains everything (None:
+            a random init).
+        base_transplant_steps: Steps of that first run (its warm-up is a sixth of them).
         probe_steps: Steps timed before each trainer is sized (0: train the max steps).
         reserve_s: Seconds kept back for assembling, sharding and the sample grid.
         sample_prompts: Prompts of the sample grid drawn by the new zoo at the end.
@@ -157,6 +164,8 @@ class BuildConfig:
     base_lr: float = 1e-3
     base_warmup: int = 200
     base_max_steps: int = 50_000
+    base_transplant: str | None = None
+    base_transplant_steps: int = 300
     probe_steps: int = 20
     reserve_s: float = 30.0
     sample_prompts: tuple[str, ...] = SAMPLE_PROMPTS
@@ -182,6 +191,12 @@ class BuildConfig:
             raise BuildConfigError(
                 "text_retention_steps must be 0 or more and text_batch at least 1."
             )
+        if self.base_transplant is not None and self.init_dir is not None:
+            raise BuildConfigError(
+                "A continued zoo's base starts the base run: drop --base-transplant or --init."
+            )
+        if self.base_transplant_steps < 1:
+            raise BuildConfigError("base_transplant_steps must be at least 1.")
         if not 0.0 < self.vq_share < 1.0:
             raise BuildConfigError("vq_share must lie strictly between 0 and 1.")
         if self.size % 2 ** (len(self.vq_channels) - 1):
@@ -314,6 +329,7 @@ def build_zoo(
         judge_source = earlier.folder
     vq_sizes = planned_vq(config, earlier)
     position_embedding = _position_embedding(config, earlier)
+    _check_transplant(config)
     _check_zoo_size(config, earlier, text_source, judge_source, rec)
 
     # 1. The world, rendered from the pack.
@@ -378,6 +394,13 @@ def build_zoo(
         base_config.jittered_draws, base_config.descriptor_pairs, base_config.seed,
         base_config.descriptor_words,
     )  # fmt: skip
+    stop_at = deadline - config.reserve_s
+    if config.base_transplant is not None:
+        init_weights = _transplant_stage(
+            world, vq, text, out_dir / TRANSPLANT_RUN, base_config, config, pool,
+            lambda: rec.elapsed() > stop_at, rec,
+        )  # fmt: skip
+        base_config = dataclasses.replace(base_config, init_from=sha256_file(init_weights))
     if config.probe_steps:
         probe = dataclasses.replace(base_config, steps=10**9, checkpoint_every=0)
         shutil.rmtree(out_dir / PROBE_BASE, ignore_errors=True)
@@ -398,7 +421,6 @@ def build_zoo(
                              config.base_max_steps)  # fmt: skip
         rec.event("base_probe", first_step_s=first_s, step_s=step_s, steps=steps)
         base_config = dataclasses.replace(base_config, steps=steps)
-    stop_at = deadline - config.reserve_s
     train_base(world, vq, text, out_dir / BASE_RUN, base_config,
                should_stop=lambda: rec.elapsed() > stop_at, init_weights=init_weights,
                pool=pool)  # fmt: skip
@@ -447,6 +469,46 @@ def _earlier_zoo(config: BuildConfig) -> EarlierZoo | None:
     except ContinuationError as error:
         raise BuildConfigError(str(error)) from error
     return earlier
+
+
+def _check_transplant(config: BuildConfig) -> None:
+    """Refuses a transplant whose base has another transformer, before anything trains.
+
+    Raises:
+        BuildConfigError: the file is missing, or its width or layer count differ.
+    """
+    if config.base_transplant is None:
+        return
+    from zoo_build.transplant import TransplantError, check_transplantable
+
+    try:
+        check_transplantable(config.base_transplant, config.base_width, config.base_layers)
+    except TransplantError as error:
+        raise BuildConfigError(str(error)) from error
+
+
+def _transplant_stage(
+    world: Path, vq, text, run_dir: Path, base_config, config: BuildConfig, pool,
+    should_stop: Callable[[], bool], rec: _Recorder,
+) -> Path:  # fmt: skip
+    """Trains the tensors a transplanted base lacks; returns the base run's initial weights."""
+    from muse.checkpoint import sha256_file
+    from zoo_build.train_base import train_base
+
+    began = rec.elapsed()
+    source = Path(config.base_transplant)
+    steps = config.base_transplant_steps
+    first = dataclasses.replace(
+        base_config, steps=steps, warmup_steps=max(1, steps // 6), transplant=True,
+        train_only_new=True, init_from=sha256_file(source), checkpoint_every=100,
+    )  # fmt: skip
+    train_base(world, vq, text, run_dir, first, should_stop=should_stop, init_weights=source,
+               pool=pool)  # fmt: skip
+    info = json.loads((run_dir / BASE_CONFIG_FILE).read_text())
+    rec.event("base_transplant", seconds=rec.elapsed() - began, source=str(source),
+              source_sha256=first.init_from, steps=steps, steps_done=info["steps_done"],
+              trained=info["kept_init"])  # fmt: skip
+    return run_dir / TRANSFORMER_FILE
 
 
 def _vq_stage(

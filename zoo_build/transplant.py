@@ -23,7 +23,36 @@ from pathlib import Path
 from muse import weights
 from muse.safetensors_file import SafetensorsFile
 from muse.transformer import UVit2D
-from zoo_build.grow import split_layer_name
+from zoo_build.grow import layer_count, split_layer_name
+
+# A tensor whose first axis is the transformer's width.
+_WIDTH_TENSOR = "transformer_layers.0.attn1.to_q.kernel"
+
+
+class TransplantError(ValueError):
+    """A base cannot give its transformer to the model asked for."""
+
+
+def check_transplantable(path: str | Path, width: int, layers: int) -> None:
+    """Checks, from the file's header alone, that a base's transformer fits `width` x `layers`.
+
+    Raises:
+        TransplantError: the file is missing or unreadable, or its width or layer count
+            differ (the message gives the options that fit).
+    """
+    path = Path(path)
+    try:
+        with SafetensorsFile(path) as tensors:
+            shapes = tensors.shapes()
+    except (OSError, ValueError) as error:
+        raise TransplantError(f"Cannot read the base to transplant, {path}: {error}") from error
+    found_width = int(shapes[_WIDTH_TENSOR][0]) if _WIDTH_TENSOR in shapes else None
+    found = (found_width, layer_count(shapes))
+    if found != (width, layers):
+        raise TransplantError(
+            f"{path} holds a transformer of width {found[0]} and {found[1]} layers; a"
+            f" transplant keeps it: pass --base-width {found[0]} --base-layers {found[1]}."
+        )
 
 
 def load_transplanted(model: UVit2D, path: str | Path) -> dict:

@@ -7,6 +7,7 @@ sharding and the sample grid. What the device tool brings back must fit its limi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -148,6 +149,50 @@ def test_a_later_build_continues_the_zoo_an_earlier_one_returned(rehearsal, tmp_
     assert base["train"]["seed"] == before["training"]["base"]["train"]["seed"] + 1
     assert after["training"]["vq"] == before["training"]["vq"]
     assert 0 <= stages["zoo_size"]["bytes"] - folder_bytes(zoo) <= METADATA_BYTES
+
+
+def test_a_build_transplants_a_bases_transformer_onto_its_new_tokenizer(rehearsal, tmp_path):
+    """A new VQ of other codes; the base starts from the rehearsal zoo's transformer."""
+    from safetensors.numpy import load_file
+
+    earlier_tmp, earlier_out, _ = rehearsal
+    source = read_shards(earlier_out, tmp_path / "earlier") / "transformer.safetensors"
+    config = BuildConfig(
+        size=32, subjects=tuple(TINY_SUBJECTS), draws=TINY_DRAWS, vq_channels=(8, 16),
+        vq_codes=24, vq_batch=8, vq_warmup=1, vq_max_steps=2, base_width=32, base_layers=2,
+        base_position_embedding=True, base_descriptor_pairs=1, base_batch=8, base_warmup=1,
+        base_canonical_repeats=1, base_max_steps=2, base_transplant=str(source),
+        base_transplant_steps=2, probe_steps=0, text_retention_steps=0, samples_per_prompt=0,
+        reserve_s=5,
+    )  # fmt: skip
+    out = tmp_path / "OUT"
+    zoo = build_zoo(earlier_tmp / "pack.npz", tmp_path / "work", config, results_dir=out,
+                    echo=lambda line: None)  # fmt: skip
+    stages = json.loads((out / "build_summary.json").read_text())["stages"]
+    assert list(stages) == [
+        "environment", "zoo_size", "render", "text_encoder", "vq", "base_transplant", "base",
+        "assemble",
+    ]  # fmt: skip
+    # Only the tensors of the 24 codes (the rehearsal's VQ has 32) trained first.
+    assert stages["base_transplant"]["trained"] == [
+        "embed.embeddings.embedding", "mlm_layer.conv2.kernel",
+    ]  # fmt: skip
+    assert stages["base_transplant"]["steps_done"] == 2
+    first = tmp_path / "work" / "base-transplant" / "transformer.safetensors"
+    base = json.loads((zoo / "manifest.json").read_text())["training"]["base"]
+    assert base["train"]["init_from"] == sha256_file(first)
+    given, after_first = load_file(str(source)), load_file(str(first))
+    for name in given:
+        if name not in stages["base_transplant"]["trained"]:  # as the source had them
+            assert (given[name].astype("float32") == after_first[name]).all(), name
+    assert (
+        load_file(str(zoo / "transformer.safetensors"))["embed.embeddings.embedding"].shape[0] == 25
+    )
+    with pytest.raises(BuildConfigError, match="--base-width 32 --base-layers 2"):
+        build_zoo(earlier_tmp / "pack.npz", tmp_path / "other",
+                  dataclasses.replace(config, base_layers=3), echo=lambda line: None)  # fmt: skip
+    with pytest.raises(BuildConfigError, match="--init"):
+        dataclasses.replace(config, init_dir=str(earlier_tmp))
 
 
 def test_a_zoo_that_cannot_be_continued_is_refused_with_the_options_that_fit(tmp_path):
