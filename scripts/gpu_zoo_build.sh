@@ -94,9 +94,22 @@ fi
 # The tiny build with fixed step counts (one compilation per trainer; the probes ran in the
 # CPU rehearsal) and one sample prompt: the whole path, on this machine's versions.
 build rehearsal 150 "$work/rehearsal-results" "${tiny[@]}" --probe-steps 0 --sample-prompts "a penguin"
+# The transplant path the real build takes, on the same tiny sizes: a VQ of other codes, a
+# base starting from the rehearsal's transformer.
+build transplant 150 "$work/transplant-results" "${tiny[@]}" --probe-steps 0 \
+    --samples-per-prompt 0 --vq-codes 24 --vq-max-steps 2 --base-max-steps 2 \
+    --text-retention-steps 0 --base-transplant "$work/rehearsal/zoo/transformer.safetensors" \
+    --base-transplant-steps 2
 # The base's data as the committed zoo's: 24 styled canonical draws per subject, the plain
 # one repeated so that it keeps a quarter of the pool (docs/zoo.md, "The world's own styles").
 # The committed text encoder has had the text stage's fine-tune already (step 5 there), so
 # the real build takes it as it is and gives the time to the VQ and the base.
+# The base starts from the committed base's transformer (width 192, 6 layers; on the
+# halved 16x16 grid its layers see the 8x8 grid they were trained on): only the tensors of
+# the new tokenizer train first, then everything ("Transplant" in docs/zoo.md). A later
+# loan continues its own zoo instead (--init).
+transplant=(--base-layers 6 --base-transplant styledrop/zoo/weights/transformer.safetensors)
+case " ${extra[*]} " in *" --init "*) transplant=() ;; esac
 build real "$budget" "$out" --base-position-embedding --text-retention-steps 0 \
-    --draws vq=2,base=8,judge=16,eval=2,canonical=24 --base-canonical-repeats 7 "${extra[@]}"
+    --draws vq=2,base=8,judge=16,eval=2,canonical=24 --base-canonical-repeats 7 \
+    "${transplant[@]}" "${extra[@]}"
