@@ -3,13 +3,14 @@
 A base on a 16x16 grid whose layers run on the grid halved by a 2x2 convolution
 (`zoo_transformer_config(downsample=True)`) runs its convolutional stages, its transformer
 layers and its position embedding on an 8x8 grid of hidden states, as a base on an 8x8
-grid without the halving does. With the same width, depth, heads and text encoder, every
-tensor but four has the same name and shape in both: the token embedding and the output
-projection (one row and one column per code of the tokenizer), and the 2x2 down- and
-up-sampling convolutions the halving adds. Each cell of the halved grid covers the same
-8 x 8 pixels of a 64 px image as a token of the 8x8 tokenizer, so the layers' knowledge of
-what to draw where from the text applies as it is; the new tensors have to learn to
-translate the new tokenizer's codes into the hidden states the layers expect, and back.
+grid without the halving does. With the same width, depth, heads and text encoder, all
+tensors but six have the same name and shape in both: the token embedding and the output
+projection (one row and one column per code of the tokenizer), and the kernels and norms
+of the 2x2 down- and up-sampling convolutions the halving adds. Each cell of the halved
+grid covers the same 8 x 8 pixels of a 64 px image as a token of the 8x8 tokenizer, so the
+layers' knowledge of what to draw where from the text applies as it is; the new tensors
+have to learn to translate the new tokenizer's codes into the hidden states the layers
+expect, and back.
 
 `load_transplanted` copies every tensor whose name and shape match and keeps the model's
 own init for the rest, so a base for a new tokenizer starts from the trained layers of a
