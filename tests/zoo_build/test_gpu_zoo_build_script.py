@@ -55,6 +55,16 @@ def _rehearse(tmp_path, *options):
     return out, json.loads((out / "build_summary.json").read_text())["stages"]
 
 
+def _tiny_build_config(**settings) -> BuildConfig:
+    """The tiny sizes of the builds run here in-process, with `settings` on top."""
+    tiny = dict(
+        size=32, subjects=tuple(TINY_SUBJECTS), draws=TINY_DRAWS, base_width=32, base_layers=2,
+        base_descriptor_pairs=1, base_batch=8, base_canonical_repeats=1, probe_steps=0,
+        text_retention_steps=0, samples_per_prompt=0, reserve_s=5,
+    )  # fmt: skip
+    return BuildConfig(**{**tiny, **settings})
+
+
 def _check_returned_files(out, expected):
     files = sorted(p.name for p in out.iterdir())
     assert files == sorted(expected)
@@ -120,12 +130,7 @@ def test_a_later_build_continues_the_zoo_an_earlier_one_returned(rehearsal, tmp_
     """A second loan: the earlier zoo's VQ and text encoder kept, its base trained on."""
     earlier_tmp, earlier_out, _ = rehearsal
     earlier = read_shards(earlier_out, tmp_path / "earlier")
-    config = BuildConfig(
-        size=32, subjects=tuple(TINY_SUBJECTS), draws=TINY_DRAWS, init_dir=str(earlier),
-        base_width=32, base_layers=2, base_descriptor_pairs=1, base_batch=8, base_warmup=5,
-        base_canonical_repeats=1, base_max_steps=3, probe_steps=0, text_retention_steps=0,
-        samples_per_prompt=0, reserve_s=5,
-    )  # fmt: skip
+    config = _tiny_build_config(init_dir=str(earlier), base_warmup=5, base_max_steps=3)
     out = tmp_path / "OUT"
     zoo = build_zoo(earlier_tmp / "pack.npz", tmp_path / "work", config, results_dir=out,
                     echo=lambda line: None)  # fmt: skip
@@ -157,13 +162,10 @@ def test_a_build_transplants_a_bases_transformer_onto_its_new_tokenizer(rehearsa
 
     earlier_tmp, earlier_out, _ = rehearsal
     source = read_shards(earlier_out, tmp_path / "earlier") / "transformer.safetensors"
-    config = BuildConfig(
-        size=32, subjects=tuple(TINY_SUBJECTS), draws=TINY_DRAWS, vq_channels=(8, 16),
-        vq_codes=24, vq_batch=8, vq_warmup=1, vq_max_steps=2, base_width=32, base_layers=2,
-        base_position_embedding=True, base_descriptor_pairs=1, base_batch=8, base_warmup=1,
-        base_canonical_repeats=1, base_max_steps=2, base_transplant=str(source),
-        base_transplant_steps=2, probe_steps=0, text_retention_steps=0, samples_per_prompt=0,
-        reserve_s=5,
+    config = _tiny_build_config(
+        vq_channels=(8, 16), vq_codes=24, vq_batch=8, vq_warmup=1, vq_max_steps=2,
+        base_position_embedding=True, base_warmup=1, base_max_steps=2,
+        base_transplant=str(source), base_transplant_steps=2,
     )  # fmt: skip
     out = tmp_path / "OUT"
     zoo = build_zoo(earlier_tmp / "pack.npz", tmp_path / "work", config, results_dir=out,
