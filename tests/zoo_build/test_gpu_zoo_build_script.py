@@ -65,6 +65,13 @@ def _tiny_build_config(**settings) -> BuildConfig:
     return BuildConfig(**{**tiny, **settings})
 
 
+def _run_build(pack, tmp_path, config):
+    """Builds in-process into tmp_path; returns the zoo, the results folder and its stages."""
+    out = tmp_path / "OUT"
+    zoo = build_zoo(pack, tmp_path / "work", config, results_dir=out, echo=lambda line: None)
+    return zoo, out, json.loads((out / "build_summary.json").read_text())["stages"]
+
+
 def _check_returned_files(out, expected):
     files = sorted(p.name for p in out.iterdir())
     assert files == sorted(expected)
@@ -131,10 +138,7 @@ def test_a_later_build_continues_the_zoo_an_earlier_one_returned(rehearsal, tmp_
     earlier_tmp, earlier_out, _ = rehearsal
     earlier = read_shards(earlier_out, tmp_path / "earlier")
     config = _tiny_build_config(init_dir=str(earlier), base_warmup=5, base_max_steps=3)
-    out = tmp_path / "OUT"
-    zoo = build_zoo(earlier_tmp / "pack.npz", tmp_path / "work", config, results_dir=out,
-                    echo=lambda line: None)  # fmt: skip
-    stages = json.loads((out / "build_summary.json").read_text())["stages"]
+    zoo, out, stages = _run_build(earlier_tmp / "pack.npz", tmp_path, config)
     assert list(stages) == [
         "environment", "continue", "zoo_size", "render", "text_encoder", "vq", "base",
         "assemble",
@@ -167,10 +171,7 @@ def test_a_build_transplants_a_bases_transformer_onto_its_new_tokenizer(rehearsa
         base_position_embedding=True, base_warmup=1, base_max_steps=2,
         base_transplant=str(source), base_transplant_steps=2,
     )  # fmt: skip
-    out = tmp_path / "OUT"
-    zoo = build_zoo(earlier_tmp / "pack.npz", tmp_path / "work", config, results_dir=out,
-                    echo=lambda line: None)  # fmt: skip
-    stages = json.loads((out / "build_summary.json").read_text())["stages"]
+    zoo, _, stages = _run_build(earlier_tmp / "pack.npz", tmp_path, config)
     assert list(stages) == [
         "environment", "zoo_size", "render", "text_encoder", "vq", "base_transplant", "base",
         "assemble",
