@@ -12,9 +12,11 @@ layers' knowledge of what to draw where from the text applies as it is; the new 
 have to learn to translate the new tokenizer's codes into the hidden states the layers
 expect, and back.
 
-`load_transplanted` copies every tensor whose name and shape match and keeps the model's
-own init for the rest, so a base for a new tokenizer starts from the trained layers of a
-base for the old one instead of from noise (`zoo train base --init BASE --transplant`).
+`load_transplanted` copies every tensor whose name and shape match, except those six, and
+keeps the model's own init for the rest, so a base for a new tokenizer starts from the
+trained layers of a base for the old one instead of from noise (`zoo train base --init BASE
+--transplant`). The six never carry over, even where their shapes match (a 16x16 base of
+another 16x16 tokenizer with as many codes): their rows speak the old tokenizer's codes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,17 @@ from zoo_build.grow import layer_count, split_layer_name
 
 # A tensor whose first axis is the transformer's width.
 _WIDTH_TENSOR = "transformer_layers.0.attn1.to_q.kernel"
+
+# The tensors that belong to the tokenizer: the codes' embedding, the output projection onto
+# the codes, and the 2x2 convolutions between the token grid and the halved grid.
+TOKENIZER_TENSORS = (
+    "down_block.downsample.conv.kernel",
+    "down_block.downsample.norm.scale",
+    "embed.embeddings.embedding",
+    "mlm_layer.conv2.kernel",
+    "up_block.upsample.conv.kernel",
+    "up_block.upsample.norm.scale",
+)
 
 
 class TransplantError(ValueError):
@@ -59,6 +72,9 @@ def check_transplantable(path: str | Path, width: int, layers: int) -> None:
 def load_transplanted(model: UVit2D, path: str | Path) -> dict:
     """Loads the tensors of a base's weights file that fit `model`; the rest keep their init.
 
+    The tokenizer's tensors (`TOKENIZER_TENSORS`) always keep their init: the file's were
+    trained on another tokenizer's codes.
+
     Args:
         model: The U-ViT to fill, for another tokenizer (its codebook or token grid may
             differ from the file's base) but with the same transformer: width, layer
@@ -69,7 +85,7 @@ def load_transplanted(model: UVit2D, path: str | Path) -> dict:
     Returns:
         {"transplanted_params": how many tensors were copied, "kept_init": the names of
         the model's tensors that kept their init, "unused_from_file": the names of the
-        file's tensors the model has no place for}.
+        file's tensors that were not copied}.
 
     Raises:
         muse.weights.WeightsError: a transformer layer's tensor (or the position
@@ -80,7 +96,10 @@ def load_transplanted(model: UVit2D, path: str | Path) -> dict:
     current = weights.flat_params(model)
     with SafetensorsFile(path) as tensors:
         shapes = {name: tuple(shape) for name, shape in tensors.shapes().items()}
-        fits = {name for name, value in current.items() if shapes.get(name) == value.shape}
+        fits = {
+            name for name, value in current.items()
+            if shapes.get(name) == value.shape and name not in TOKENIZER_TENSORS
+        }  # fmt: skip
         needed = [
             name for name in current
             if split_layer_name(name)[0] is not None

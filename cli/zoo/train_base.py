@@ -64,9 +64,9 @@ OPTIONS = (
         "--transplant",
         "transplant",
         "with --init from a base of another tokenizer and the same transformer (the 8x8"
-        " zoo's for a 16x16 base with --downsample): copy every tensor whose name and shape"
-        " match and keep the init of the rest (token embedding, output head, the 2x2"
-        " down- and up-sampling)",
+        " zoo's for a 16x16 base with --downsample, or a 16x16 base of another 16x16"
+        " tokenizer): copy every tensor whose name and shape match, except the tokenizer's"
+        " (token embedding, output head, the 2x2 down- and up-sampling), which keep their init",
     ),
     Option(
         "--train-only-new",

@@ -54,6 +54,26 @@ def test_the_transformer_carries_over_and_the_tokenizer_parts_keep_their_init(tm
     assert after["position_embedding"].shape == (16, 32) and after["position_embedding"].any()
 
 
+def test_a_base_of_another_tokenizer_of_the_same_shapes_gives_only_its_transformer(tmp_path):
+    source = _model(codes=24, grid=8, downsample=True, seed=0)
+    path = tmp_path / "transformer.safetensors"
+    weights.save_params(source, path)
+    target = _model(codes=24, grid=8, downsample=True, seed=1)
+    before = weights.flat_params(target)
+
+    record = load_transplanted(target, path)
+
+    # Every tensor fits by shape, yet the six of the old tokenizer keep the new init.
+    after, saved = weights.flat_params(target), weights.flat_params(source)
+    assert record["kept_init"] == NEW_TENSORS == record["unused_from_file"]
+    assert record["transplanted_params"] == len(after) - len(NEW_TENSORS)
+    for name in after:
+        expected = before[name] if name in NEW_TENSORS else saved[name]
+        np.testing.assert_array_equal(after[name], expected, err_msg=name)
+        if name in NEW_TENSORS and saved[name].std() > 0:  # norms start at one in both
+            assert not np.array_equal(after[name], saved[name]), name
+
+
 def test_another_transformer_is_refused(tmp_path):
     path = tmp_path / "transformer.safetensors"
     weights.save_params(_model(codes=16, grid=4, downsample=False, seed=0), path)
