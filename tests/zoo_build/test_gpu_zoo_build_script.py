@@ -176,9 +176,12 @@ def test_a_build_transplants_a_bases_transformer_onto_its_new_tokenizer(rehearsa
         "environment", "zoo_size", "render", "text_encoder", "vq", "base_transplant", "base",
         "assemble",
     ]  # fmt: skip
-    # Only the tensors of the 24 codes (the rehearsal's VQ has 32) trained first.
+    # Only the tokenizer's tensors trained first: those of the 24 codes (the rehearsal's VQ
+    # has 32), and the 2x2 convolutions, which fit by shape but spoke the rehearsal's codes.
     assert stages["base_transplant"]["trained"] == [
+        "down_block.downsample.conv.kernel", "down_block.downsample.norm.scale",
         "embed.embeddings.embedding", "mlm_layer.conv2.kernel",
+        "up_block.upsample.conv.kernel", "up_block.upsample.norm.scale",
     ]  # fmt: skip
     assert stages["base_transplant"]["steps_done"] == 2
     first = tmp_path / "work" / "base-transplant" / "transformer.safetensors"
