@@ -8,7 +8,7 @@ from cli.clip_options import add_clip_options, load_scorer
 from cli.errors import UserError
 from cli.text_table import print_table
 from cli.training_options import add_dtype_option, compute_dtype
-from styledrop.terms import DEFAULT_LAMBDA_A, DEFAULT_LAMBDA_B, without_descriptor
+from styledrop.terms import DEFAULT_LAMBDA_A, without_descriptor
 
 
 def add_parser(subparsers) -> None:
@@ -50,7 +50,9 @@ def add_parser(subparsers) -> None:
         "--lambda-a", type=float, default=DEFAULT_LAMBDA_A, help="StyleDrop guidance"
     )
     parser.add_argument(
-        "--lambda-b", type=float, default=DEFAULT_LAMBDA_B, help="classifier-free guidance"
+        "--lambda-b",
+        type=float,
+        help="classifier-free guidance (default: the base's, else the paper's 5)",
     )
     parser.add_argument("--json", type=Path, required=True, help="figures and provenance")
     parser.add_argument("--html", type=Path, required=True, help="report with image grids")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cli.errors import UserError
-from styledrop.terms import DEFAULT_GAMMA, DEFAULT_LAMBDA_A, DEFAULT_LAMBDA_B
+from styledrop.terms import DEFAULT_GAMMA, DEFAULT_LAMBDA_A
 
 
 def add_parser(subparsers) -> None:
@@ -67,8 +67,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--lambda-b",
         type=float,
-        default=DEFAULT_LAMBDA_B,
-        help="StyleDrop classifier-free guidance",
+        help="StyleDrop classifier-free guidance (default: the base's, else the paper's 5)",
     )
     parser.add_argument(
         "--dtype", choices=["float32", "bfloat16"], default="float32", help="compute precision"
@@ -132,7 +131,7 @@ def run(args) -> None:
 
 def _generate_styled(pipe, args, progress):
     from styledrop.adapted import attach_adapter, generate_styled
-    from styledrop.guidance import GuidanceScales
+    from styledrop.guidance import model_guidance
 
     style = attach_adapter(pipe, args.adapter)
     subject = attach_adapter(pipe, args.subject_adapter) if args.subject_adapter else None
@@ -142,7 +141,7 @@ def _generate_styled(pipe, args, progress):
         args.prompt,
         num_images_per_prompt=args.num_images,
         seed=args.seed,
-        scales=GuidanceScales(args.lambda_a, args.lambda_b),
+        scales=model_guidance(pipe.config.sampling, args.lambda_a, args.lambda_b),
         negative_prompt=args.negative_prompt,
         subject=subject,
         gamma=args.gamma,

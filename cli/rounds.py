@@ -9,7 +9,7 @@ from cli.errors import UserError
 from cli.finetune import parse_captions
 from cli.text_table import print_table
 from cli.training_options import add_dtype_option, compute_dtype
-from styledrop.terms import DEFAULT_CAPTION, DEFAULT_LAMBDA_A, DEFAULT_LAMBDA_B, DEFAULT_STEPS
+from styledrop.terms import DEFAULT_CAPTION, DEFAULT_LAMBDA_A, DEFAULT_STEPS
 
 
 def add_parser(subparsers) -> None:
@@ -47,7 +47,9 @@ def add_parser(subparsers) -> None:
         "--lambda-a", type=float, default=DEFAULT_LAMBDA_A, help="StyleDrop guidance"
     )
     parser.add_argument(
-        "--lambda-b", type=float, default=DEFAULT_LAMBDA_B, help="classifier-free guidance"
+        "--lambda-b",
+        type=float,
+        help="classifier-free guidance (default: the base's, else the paper's 5)",
     )
     add_dtype_option(parser)
     add_clip_options(parser)

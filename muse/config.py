@@ -220,6 +220,10 @@ class SamplingConfig:
     token_temperature: float = 1.0
     aesthetic_score: float = 6.0
     crop_coords: tuple[int, int] = (0, 0)
+    # StyleDrop guidance (Eq. 4) lambda_B for adapted sampling on this model; None: the
+    # paper's 5. With an adapter that changes nothing, lambda_B = guidance_scale - 1 gives
+    # the logits of plain sampling at guidance_scale.
+    styledrop_lambda_b: float | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SamplingConfig:

@@ -20,7 +20,12 @@ from adapters.files import AdapterFile, read_adapter_file
 from muse import checkpoint as model_checkpoint
 from muse.pipeline import Pipeline
 from muse.transformer import current_adapter_gate
-from styledrop.guidance import GuidanceScales, style_subject_branches, styledrop_branches
+from styledrop.guidance import (
+    GuidanceScales,
+    model_guidance,
+    style_subject_branches,
+    styledrop_branches,
+)
 from styledrop.terms import DEFAULT_GAMMA, with_descriptor, without_descriptor
 
 
@@ -80,7 +85,8 @@ def generate_styled(
         prompts: Content prompts (with or without the descriptor).
         num_images_per_prompt: Images per prompt.
         seed: Randomness.
-        scales: lambda_A / lambda_B (default: the paper's lambda_B = 5, lambda_A = 1).
+        scales: lambda_A / lambda_B (default: `model_guidance` of the base: the model's
+            lambda_B, else the paper's 5; lambda_A 1).
         negative_prompt: The negative branch's prompt.
         subject: Optional subject adapter for style + subject composition.
         gamma: Subject weight for the composition.
@@ -91,7 +97,7 @@ def generate_styled(
     Returns:
         [len(prompts) * num_images_per_prompt, H, W, 3] float32 images in [0, 1].
     """
-    scales = scales or GuidanceScales()
+    scales = scales or model_guidance(pipe.config.sampling)
     descriptor = style.descriptor
     styled = [with_descriptor(p, descriptor) for p in prompts for _ in range(num_images_per_prompt)]
     negatives = [negative_prompt] * len(styled)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from feedback.scorer import ClipScorer
 from styledrop.adapted import AttachedAdapter, generate_styled
 from styledrop.dataset import StyleExample
 from styledrop.finetune import FinetuneConfig, Progress, finetune
-from styledrop.guidance import GuidanceScales
+from styledrop.guidance import model_guidance
 from styledrop.images import make_grid, save_image
 from styledrop.inputs import load_images
 from styledrop.terms import with_descriptor
@@ -60,7 +60,8 @@ class DemoConfig:
         adapter: Adapter kind ("r1" is the paper's round 1).
         seed: Seed of fine-tuning and sampling.
         lambda_a: StyleDrop guidance towards the style (Eq. 4).
-        lambda_b: StyleDrop classifier-free guidance (Eq. 4).
+        lambda_b: StyleDrop classifier-free guidance (Eq. 4; None: the base's, else the
+            paper's 5; the summary records the value used).
     """
 
     caption: str = "a house"
@@ -72,7 +73,7 @@ class DemoConfig:
     adapter: str = "r1"
     seed: int = 0
     lambda_a: float = 1.0
-    lambda_b: float = 5.0
+    lambda_b: float | None = None
 
 
 def run_demo(
@@ -109,6 +110,8 @@ def run_demo(
     reference = load_images([style_path])[0]
     stage(f"loading the base ({base.name})")
     pipe = muse.load(base)
+    scales = model_guidance(pipe.config.sampling, config.lambda_a, config.lambda_b)
+    config = replace(config, lambda_a=scales.lambda_a, lambda_b=scales.lambda_b)
     styled_prompts = [with_descriptor(p, config.descriptor) for p in config.prompts]
 
     stage("baseline: the base with the descriptor only")
@@ -139,7 +142,7 @@ def run_demo(
     styled = generate_styled(
         pipe, attached, list(config.prompts),
         num_images_per_prompt=config.images_per_prompt, seed=config.seed,
-        scales=GuidanceScales(config.lambda_a, config.lambda_b),
+        scales=scales,
     )  # fmt: skip
 
     stage("scoring with the judge CLIP")

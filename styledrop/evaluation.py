@@ -170,18 +170,19 @@ def draw(
     descriptor: str,
     images_per_prompt: int,
     seed: int,
-    lambda_a: float = 1.0,
-    lambda_b: float = 5.0,
+    lambda_a: float | None = None,
+    lambda_b: float | None = None,
     progress: Callable[[int, int], None] | None = None,
     dtype: str = "float32",
 ) -> np.ndarray:
     """uint8 [len(prompts) * n, H, W, 3]: one method's images (a fresh base per method).
 
-    `dtype` is the base model's compute dtype (float32 or bfloat16).
+    `dtype` is the base model's compute dtype (float32 or bfloat16); lambdas left None are
+    the base's (`styledrop.guidance.model_guidance`).
     """
     import muse
     from styledrop.adapted import attach_adapter, generate_styled
-    from styledrop.guidance import GuidanceScales
+    from styledrop.guidance import model_guidance
     from styledrop.terms import with_descriptor
 
     pipe = muse.load(base, dtype=dtype)
@@ -194,7 +195,7 @@ def draw(
         style = attach_adapter(pipe, method.adapter)
         images = generate_styled(
             pipe, style, list(prompts), num_images_per_prompt=images_per_prompt, seed=seed,
-            scales=GuidanceScales(lambda_a, lambda_b), progress=progress,
+            scales=model_guidance(pipe.config.sampling, lambda_a, lambda_b), progress=progress,
         )  # fmt: skip
     return _to_uint8(images)
 
@@ -261,8 +262,8 @@ def evaluate(
     *,
     images_per_prompt: int = 8,
     seed: int = 0,
-    lambda_a: float = 1.0,
-    lambda_b: float = 5.0,
+    lambda_a: float | None = None,
+    lambda_b: float | None = None,
     heldout_style: str | None = None,
     dtype: str = "float32",
     log: Callable[[str], None] = lambda _line: None,
@@ -279,8 +280,8 @@ def evaluate(
         scorer: The CLIP scorer.
         images_per_prompt: n (the paper: 8).
         seed: Sampling seed, the same for every method.
-        lambda_a: StyleDrop guidance towards the style.
-        lambda_b: StyleDrop classifier-free guidance.
+        lambda_a: StyleDrop guidance towards the style (None: the paper's 1).
+        lambda_b: StyleDrop classifier-free guidance (None: the base's, else the paper's 5).
         heldout_style: An emoji-world held-out style name: also score against ground truth.
         dtype: The base model's compute dtype (float32 or bfloat16).
         log: Receives a line per method.
@@ -288,7 +289,10 @@ def evaluate(
     Returns:
         The evaluation.
     """
+    from styledrop.guidance import folder_guidance
+
     base = Path(base)
+    scales = folder_guidance(base, lambda_a, lambda_b)
     n = images_per_prompt
     content = [p for p in prompt_set.prompts for _ in range(n)]
     truths = None
@@ -299,8 +303,8 @@ def evaluate(
     results = []
     for method in methods:
         log(f"{method.name}: drawing {len(content)} images")
-        images = draw(base, method, prompt_set.prompts, descriptor, n, seed, lambda_a, lambda_b,
-                      dtype=dtype)  # fmt: skip
+        images = draw(base, method, prompt_set.prompts, descriptor, n, seed, scales.lambda_a,
+                      scales.lambda_b, dtype=dtype)  # fmt: skip
         result = score_method(scorer, method.name, images, content, references,
                               reference_caption, truths, subjects)  # fmt: skip
         if method.adapter is not None:
@@ -315,8 +319,8 @@ def evaluate(
         "references": len(references),
         "images_per_prompt": n,
         "seed": seed,
-        "lambda_a": lambda_a,
-        "lambda_b": lambda_b,
+        "lambda_a": scales.lambda_a,
+        "lambda_b": scales.lambda_b,
         "clip": scorer.name,
         "heldout_style": heldout_style,
         "dtype": dtype,

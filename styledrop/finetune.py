@@ -31,7 +31,7 @@ from muse.transformer import current_adapter_gate
 from styledrop import train_checkpoint
 from styledrop.dataset import StyleExample, build_token_pool
 from styledrop.fingerprint import settings_fingerprint
-from styledrop.guidance import GuidanceScales, styledrop_branches
+from styledrop.guidance import model_guidance, styledrop_branches
 from styledrop.terms import add_descriptor
 from styledrop.train_step import make_train_step
 
@@ -250,7 +250,7 @@ def preview_images(
     if not prompts:
         return np.zeros((0, pipe.image_size, pipe.image_size, 3), np.float32)
     branches = styledrop_branches(
-        prompts, [""] * len(prompts), GuidanceScales(), adapter_index=index,
+        prompts, [""] * len(prompts), model_guidance(pipe.config.sampling), adapter_index=index,
         num_adapters=index + 1,
     )  # fmt: skip
     ids = pipe.sample_tokens(branches, seed=config.preview_seed)

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from muse.checkpoint import read_model_json
+from muse.config import ModelConfig, SamplingConfig
 from muse.pipeline import Branch
 from styledrop.terms import DEFAULT_LAMBDA_A, DEFAULT_LAMBDA_B
 
@@ -33,6 +36,40 @@ class GuidanceScales:
 
     lambda_a: float = DEFAULT_LAMBDA_A
     lambda_b: float = DEFAULT_LAMBDA_B
+
+
+def model_guidance(
+    sampling: SamplingConfig, lambda_a: float | None = None, lambda_b: float | None = None
+) -> GuidanceScales:
+    """The scales to sample one model with: those given, else the model's, else the paper's.
+
+    A model may store its own lambda_B (`styledrop_lambda_b` in its sampling settings,
+    `zoo assemble --styledrop-lambda-b`): on the 16x16 zoo the paper's 5 alone cost most
+    of the subjects, and its own classifier-free strength (guidance 1.5, lambda_B 0.5)
+    kept them (docs/experiments.md, "Guidance strength on the zoo").
+
+    Args:
+        sampling: The model's sampling settings (`Pipeline.config.sampling`).
+        lambda_a: lambda_A, or None for the paper's 1.
+        lambda_b: lambda_B, or None for the model's (the paper's 5 if it stores none).
+
+    Returns:
+        Concrete scales.
+    """
+    if lambda_b is None:
+        lambda_b = sampling.styledrop_lambda_b
+    return GuidanceScales(
+        DEFAULT_LAMBDA_A if lambda_a is None else lambda_a,
+        DEFAULT_LAMBDA_B if lambda_b is None else lambda_b,
+    )
+
+
+def folder_guidance(
+    base: str | Path, lambda_a: float | None = None, lambda_b: float | None = None
+) -> GuidanceScales:
+    """`model_guidance` for a model folder, from its `model.json` (no weights load)."""
+    config = ModelConfig.from_dict(read_model_json(base)["config"])
+    return model_guidance(config.sampling, lambda_a, lambda_b)
 
 
 def _gate(num_adapters: int, on: int | None) -> tuple[float, ...]:

@@ -29,6 +29,7 @@ from muse import checkpoint as model_checkpoint
 from styledrop.dataset import StyleExample
 from styledrop.evaluation import BASE_METHOD, Evaluation, Method, draw, evaluate
 from styledrop.finetune import ADAPTER_FILE, FinetuneConfig, Progress, finetune
+from styledrop.guidance import folder_guidance
 from styledrop.images import save_image
 from styledrop.prompt_sets import PromptSet, round_prompts
 
@@ -52,7 +53,8 @@ class RoundsConfig:
         eval_images_per_prompt: n, images per evaluation prompt (paper: 8).
         seed: Seed of training and sampling.
         lambda_a: StyleDrop guidance towards the style.
-        lambda_b: StyleDrop classifier-free guidance.
+        lambda_b: StyleDrop classifier-free guidance (None: the base's, else the paper's 5;
+            the stages' settings record the value used).
         dtype: The base model's compute dtype in every stage (float32 or bfloat16).
     """
 
@@ -66,7 +68,7 @@ class RoundsConfig:
     eval_images_per_prompt: int = 8
     seed: int = 0
     lambda_a: float = 1.0
-    lambda_b: float = 5.0
+    lambda_b: float | None = None
     dtype: str = "float32"
 
 
@@ -79,6 +81,7 @@ def stage_settings(
     """
     values = asdict(config)
     values.pop("eval_images_per_prompt")
+    values["lambda_b"] = folder_guidance(base, config.lambda_a, config.lambda_b).lambda_b
     return {
         **values,
         "base_sha256": model_checkpoint.base_model_hash(base),
@@ -155,7 +158,7 @@ def build_pool(
     references: np.ndarray,
     out_dir: Path,
     lambda_a: float = 1.0,
-    lambda_b: float = 5.0,
+    lambda_b: float | None = None,
     dtype: str = "float32",
 ) -> list[Candidate]:
     """Draws the candidate pool, scores it, and writes PNGs + candidates.json."""

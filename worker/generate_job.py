@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from styledrop.adapted import attach_adapter, generate_styled
-from styledrop.guidance import GuidanceScales
+from styledrop.guidance import model_guidance
 from styledrop.images import make_grid, save_image, to_uint8
 from styledrop.inputs import load_image_bytes
 from styledrop.terms import without_descriptor
@@ -116,16 +116,12 @@ def _generate(store: Store, job: jobs.Job) -> Outcome:
     """The generation job's body: samples, saves and scores the images."""
     job_id = job.id
     spec = GenerateSpec.from_dict(job.inputs)
-    defaults = GuidanceScales()
-    scales = GuidanceScales(
-        lambda_a=defaults.lambda_a if spec.lambda_a is None else spec.lambda_a,
-        lambda_b=defaults.lambda_b if spec.lambda_b is None else spec.lambda_b,
-    )
     # The judge and the references load before sampling: a missing judge fails fast.
     scorer = judge_scorer() if spec.score else None
     references = style_references(store, spec.source_job) if spec.score else []
     folder = store.pull(job_id)
     pipe = base_pipeline(spec.base)
+    scales = model_guidance(pipe.config.sampling, spec.lambda_a, spec.lambda_b)
     jobs.update(store, job.id, device=device_label())
     try:
         style = attach_adapter(pipe, store.fetch(spec.adapter))

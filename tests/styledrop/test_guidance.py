@@ -9,9 +9,15 @@ from flax import nnx
 
 import muse
 from adapters import AdapterParam, AdapterSpec, inject_adapter
-from muse.pipeline import Branch
+from muse.config import SamplingConfig
+from muse.pipeline import Branch, cfg_branches
 from muse.transformer import current_adapter_gate
-from styledrop.guidance import GuidanceScales, style_subject_branches, styledrop_branches
+from styledrop.guidance import (
+    GuidanceScales,
+    model_guidance,
+    style_subject_branches,
+    styledrop_branches,
+)
 from styledrop.terms import with_descriptor, without_descriptor
 
 
@@ -71,6 +77,30 @@ def test_eq4_matches_its_formula(two_adapter_pipe):
     g_n = pipe.guided_logits([Branch(tuple(negatives), 1.0, (0.0, 0.0))], ids)
     expected = g_a + a * (g_a - g_t) + b * (g_t - g_n)
     np.testing.assert_allclose(guided, expected, atol=1e-3, rtol=1e-4)
+
+
+def test_guidance_takes_the_given_lambdas_then_the_models_then_the_papers():
+    zoo_like = SamplingConfig(guidance_scale=1.5, styledrop_lambda_b=0.5)
+    assert model_guidance(zoo_like) == GuidanceScales(1.0, 0.5)
+    assert model_guidance(zoo_like, lambda_a=0.0, lambda_b=3.0) == GuidanceScales(0.0, 3.0)
+    assert model_guidance(SamplingConfig()) == GuidanceScales(1.0, 5.0)  # stores none
+
+
+def test_at_the_models_lambda_b_an_unchanged_adapter_gives_plain_sampling_logits(tiny_model_dir):
+    pipe = muse.load(tiny_model_dir)
+    inject_adapter(  # round 1's adapter as fitting starts: W_up is zero
+        pipe.transformer, AdapterSpec(kind="r1"), rngs=nnx.Rngs(0),
+        gate_source=current_adapter_gate,
+    )  # fmt: skip
+    prompts, negatives = ["a cat in pastel style", "a bus in pastel style"], ["", ""]
+    ids = _ids(pipe, seed=4)
+    scale = 1.5
+    scales = model_guidance(SamplingConfig(guidance_scale=scale, styledrop_lambda_b=scale - 1))
+    styled = pipe.guided_logits(styledrop_branches(prompts, negatives, scales), ids)
+    plain = pipe.guided_logits(cfg_branches(prompts, negatives, scale), ids)
+    np.testing.assert_allclose(styled, plain, atol=1e-4, rtol=1e-5)
+    paper = pipe.guided_logits(styledrop_branches(prompts, negatives, GuidanceScales()), ids)
+    assert np.abs(paper - plain).max() > 1e-2  # lambda_B 5 is another, stronger guidance
 
 
 @pytest.mark.parametrize("gamma", [0.0, 1.0])

@@ -14,6 +14,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from feedback.selection import Candidate, clip_best_per_prompt
+from styledrop.terms import DEFAULT_LAMBDA_A
 from worker import client, jobs
 from worker.finetune_spec import FinetuneOptions
 from worker.store import Store, job_key
@@ -230,6 +231,8 @@ def test_generate_page_queues_style_and_subject_with_the_chosen_weights(service)
     at.selectbox(key="gen_subject").set_value(service.subject).run()
     at.text_area(key="gen_prompts").set_value("a cat\n\na boat")
     at.slider(key="gen_lambda_a").set_value(1.5)
+    assert "gen_lambda_b" not in [s.key for s in at.slider]  # unset: the base's own
+    at.checkbox(key="gen_set_lambda_b").check().run()
     at.slider(key="gen_lambda_b").set_value(3.0)
     at.slider(key="gen_gamma").set_value(0.4)
     at.button(key="generate").click().run()
@@ -240,6 +243,16 @@ def test_generate_page_queues_style_and_subject_with_the_chosen_weights(service)
     assert job.inputs["lambda_a"] == 1.5 and job.inputs["lambda_b"] == 3.0
     assert job.inputs["subject_adapter"] == subject.artifacts["adapter"]
     assert job.inputs["gamma"] == pytest.approx(0.4)
+
+
+def test_generate_page_leaves_lambda_b_to_the_base_unless_set(service):
+    at = page("generate").run()
+    at.selectbox(key="gen_style").set_value(service.style).run()
+    at.text_area(key="gen_prompts").set_value("a cat")
+    at.button(key="generate").click().run()
+    assert not at.error, _values(at.error)
+    job = jobs.get(Store(service.store_dir), at.session_state["generate_job"])
+    assert job.inputs["lambda_b"] is None and job.inputs["lambda_a"] == DEFAULT_LAMBDA_A
 
 
 def test_the_app_and_its_pages_never_import_jax_or_torch(service):

@@ -14,6 +14,10 @@ from ui import services
 from worker import client
 
 NO_SUBJECT = ""
+LAMBDA_B_HELP = (
+    "Unset: the base model's own lambda_B if it stores one (`zoo assemble"
+    " --styledrop-lambda-b`), else the paper's 5."
+)
 
 
 @st.fragment(run_every=services.POLL_SECONDS)
@@ -47,7 +51,11 @@ a, b = st.columns(2)
 per_prompt = a.number_input("Images per prompt", min_value=1, max_value=16, value=4, key="gen_n")
 seed = b.number_input("Seed", min_value=0, value=0, key="gen_seed")
 lambda_a = st.slider("Style guidance lambda_A", 0.0, 4.0, DEFAULT_LAMBDA_A, 0.1, key="gen_lambda_a")
-lambda_b = st.slider("Text guidance lambda_B", 0.0, 10.0, DEFAULT_LAMBDA_B, 0.5, key="gen_lambda_b")
+lambda_b = None  # the base's own if it stores one, else the paper's 5
+if st.checkbox("Set text guidance lambda_B", key="gen_set_lambda_b", help=LAMBDA_B_HELP):
+    lambda_b = st.slider(
+        "Text guidance lambda_B", 0.0, 10.0, DEFAULT_LAMBDA_B, 0.5, key="gen_lambda_b"
+    )
 gamma = DEFAULT_GAMMA
 if subject:
     gamma = st.slider("Subject weight gamma", 0.0, 1.0, DEFAULT_GAMMA, 0.05, key="gen_gamma")
