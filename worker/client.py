@@ -193,8 +193,9 @@ def submit_generate(
         prompts: Content prompts (the adapter's descriptor is appended).
         num_images: Images per prompt.
         seed: Random seed.
-        lambda_a: StyleDrop guidance weight (None: the paper's default).
-        lambda_b: Classifier-free guidance weight (None: the paper's default).
+        lambda_a: StyleDrop guidance weight (None: the paper's 1).
+        lambda_b: Classifier-free guidance weight (None: the base's stored value, else
+            the paper's 5). The job record's `guidance` says which values were used.
         negative_prompt: The negative branch's prompt.
         subject: Id of another succeeded fine-tune job whose adapter is the subject
             adapter of a style + subject composition (None: style only). It must be

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -122,7 +123,7 @@ def _generate(store: Store, job: jobs.Job) -> Outcome:
     folder = store.pull(job_id)
     pipe = base_pipeline(spec.base)
     scales = model_guidance(pipe.config.sampling, spec.lambda_a, spec.lambda_b)
-    jobs.update(store, job.id, device=device_label())
+    jobs.update(store, job.id, device=device_label(), guidance=asdict(scales))
     try:
         style = attach_adapter(pipe, store.fetch(spec.adapter))
         subject = None

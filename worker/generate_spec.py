@@ -26,8 +26,8 @@ class GenerateSpec:
         num_images: Images per prompt.
         seed: Random seed (same seed, same images).
         base: Base model folder on the workers (None: the embedded default).
-        lambda_a: StyleDrop guidance weight of (adapted - base).
-        lambda_b: Classifier-free guidance weight.
+        lambda_a: StyleDrop guidance weight of (adapted - base) (None: the paper's 1).
+        lambda_b: Classifier-free guidance weight (None: the base's, else the paper's 5).
         negative_prompt: The negative branch's prompt.
         source_job: The fine-tune job that made the adapter, if any (its style images are
             the references of the style scores).

@@ -74,6 +74,9 @@ class Job:
         parent: The job it derives from (round 2: the round-1 fine-tune).
         heartbeat: When the worker running it last said it is alive (`worker.heartbeat`).
         device: What computed it: "cpu:cpu (float32)", "gpu:NVIDIA H200 (bfloat16)".
+        guidance: The StyleDrop guidance a generation job sampled with,
+            {"lambda_a": 1.0, "lambda_b": 0.5}: its inputs, else its base's, else the
+            paper's (`styledrop.guidance.model_guidance`).
     """
 
     id: str
@@ -92,6 +95,7 @@ class Job:
     parent: str | None = None
     heartbeat: str | None = None
     device: str | None = None
+    guidance: dict[str, float] | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -72,6 +72,10 @@ def test_a_generate_job_scores_every_image(queue_service, style_job, generated, 
     from styledrop.zoo.embedded import embedded_judge
 
     assert generated.inputs["score"] is True
+    # lambda_B left to the base: the tiny zoo stores none, so the paper's 5 was used.
+    assert (generated.inputs["lambda_b"], generated.guidance) == (
+        None, {"lambda_a": 1.0, "lambda_b": 5.0}
+    )  # fmt: skip
     assert generated.artifacts["scores"] == f"jobs/{generated.id}/scores.json"
     scores = client.read_scores(generated.id, store=queue_service.store)
     assert scores == queue_service.store.read_json(generated.artifacts["scores"])
@@ -96,9 +100,10 @@ def test_a_generate_job_scores_every_image(queue_service, style_job, generated, 
 
 
 def test_score_false_writes_no_scores(queue_service, style_job, generated, service):
-    job = _generate(queue_service, style_job.id, score=False, seed=SEED + 1)
+    job = _generate(queue_service, style_job.id, score=False, seed=SEED + 1, lambda_b=2.0)
     assert job.inputs["score"] is False
     done = _succeeded(queue_service, job.id)
+    assert done.guidance == {"lambda_a": 1.0, "lambda_b": 2.0}  # the given lambda_B
     assert "scores" not in done.artifacts and "image-003" in done.artifacts
     assert not queue_service.store.exists(f"jobs/{job.id}/scores.json")
     assert client.read_scores(job.id, store=queue_service.store) == []
