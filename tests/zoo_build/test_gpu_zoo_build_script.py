@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import muse
-from muse.checkpoint import sha256_file
+from muse.checkpoint import read_model_json, sha256_file
 from styledrop.zoo import embedded
 from zoo_build.build import (
     BuildConfig,
@@ -204,15 +204,20 @@ def test_a_build_transplants_a_bases_transformer_onto_its_new_tokenizer(rehearsa
 def test_a_zoo_that_cannot_be_continued_is_refused_with_the_options_that_fit(tmp_path):
     pack = tmp_path / "pack.npz"
     write_pack(pack, TINY_SUBJECTS[:1])
-    committed = str(embedded.EMBEDDED_ZOO)  # width 192, 6 layers, the full 8x8 grid
+    committed = str(embedded.EMBEDDED_ZOO)
+    base = read_model_json(committed)["config"]["transformer"]
+    width, layers, halved = base["hidden_size"], base["num_hidden_layers"], base["downsample"]
 
     def refusal(**settings):
         with pytest.raises(BuildConfigError) as raised:
             build_zoo(pack, tmp_path / "work", BuildConfig(**settings), echo=lambda line: None)
         return str(raised.value)
 
-    assert "--no-base-downsample" in refusal(init_dir=committed)
-    assert "--base-width 192 --base-layers 6" in refusal(init_dir=committed, base_width=256)
+    switch = "--base-downsample" if halved else "--no-base-downsample"
+    assert switch in refusal(init_dir=committed, base_downsample=not halved)
+    assert f"--base-width {width} --base-layers {layers}" in refusal(
+        init_dir=committed, base_width=width + 64, base_downsample=halved
+    )
     assert "--size 64" in refusal(init_dir=committed, size=32, base_downsample=False)
     assert "zoo unshard" in refusal(init_dir=str(tmp_path))
     assert not (tmp_path / "work" / "world").exists()
