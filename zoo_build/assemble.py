@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,38 @@ def _warm_start_lineage(base_entry: dict, zoo_dir: Path) -> dict:
     return {}
 
 
+def _earlier_runs_lineage(base_entry: dict, earlier_runs: Sequence[Path], zoo_dir: Path) -> None:
+    """Nests the records of the base runs a base continued under `init`, checked by sha256.
+
+    A base trained in pieces (`zoo train base --init RUN/transformer.safetensors`, one
+    piece per CPU session) records only the start of its last piece. Given the earlier
+    runs, newest first, each one's record becomes the `init` of the piece after it, and
+    the oldest gets the lineage of the zoo in `zoo_dir` (`_warm_start_lineage`).
+
+    Args:
+        base_entry: The last piece's record (changed in place).
+        earlier_runs: The earlier pieces' run folders, newest first.
+        zoo_dir: The zoo the oldest piece was warm-started from.
+
+    Raises:
+        ValueError: a run's transformer is not where the piece after it started.
+    """
+    entry = base_entry
+    for run in earlier_runs:
+        started_from = entry.get("train", {}).get("init_from", "")
+        found = checkpoint.sha256_file(run / TRANSFORMER_FILE)
+        if found != started_from:
+            raise ValueError(
+                f"{run}/{TRANSFORMER_FILE} (sha256 {found[:12]}) is not where the base run"
+                f" after it started (init_from {started_from[:12] or 'none'}): list the base"
+                " runs it continued, newest first."
+            )
+        record = {k: v for k, v in _read_json(run / BASE_CONFIG_FILE).items() if k != "transformer"}
+        entry["init"] = record
+        entry = record
+    entry.update(_warm_start_lineage(entry, zoo_dir))
+
+
 def assemble_zoo(
     base_dir: str | Path,
     vq_dir: str | Path,
@@ -124,6 +157,7 @@ def assemble_zoo(
     guidance_scale: float = ZOO_GUIDANCE_SCALE,
     styledrop_lambda_b: float | None = None,
     lineage_from: str | Path | None = None,
+    earlier_base_runs: Sequence[str | Path] = (),
 ) -> Path:
     """Writes the native model folder of the zoo from the training run folders.
 
@@ -145,6 +179,9 @@ def assemble_zoo(
         lineage_from: The zoo whose base the base run was warm-started from, when it is
             not the one in `out_dir` (`zoo build --init`); its base record is kept the same
             way.
+        earlier_base_runs: The base runs that `base_dir` continued, newest first (a base
+            trained in pieces); their records are kept nested under `init`, each checked
+            against where the next piece started.
 
     Returns:
         `out_dir`.
@@ -164,6 +201,9 @@ def assemble_zoo(
         sampling=zoo_sampling(transformer.mask_token_id, guidance_scale, styledrop_lambda_b),
         source=ZOO_SOURCE,
     )
+    base_entry = {k: v for k, v in base_info.items() if k != "transformer"}
+    lineage_zoo = out_dir if lineage_from is None else Path(lineage_from)
+    _earlier_runs_lineage(base_entry, [Path(run) for run in earlier_base_runs], lineage_zoo)
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -177,9 +217,6 @@ def assemble_zoo(
     files = sorted(p for p in staging.rglob("*") if p.is_file())
     text_info = part_record(text_dir, TEXT_EVAL_FILE, "text")
     judge_info = {} if judge_dir is None else part_record(judge_dir, JUDGE_EVAL_FILE, "judge")
-    base_entry = {k: v for k, v in base_info.items() if k != "transformer"}
-    lineage_zoo = out_dir if lineage_from is None else Path(lineage_from)
-    base_entry.update(_warm_start_lineage(base_entry, lineage_zoo))
     manifest = {
         "source": ZOO_SOURCE,
         "data_recipe_version": data_recipe_version,

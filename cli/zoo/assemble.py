@@ -45,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="StyleDrop guidance lambda_B stored with the zoo (default: none, the paper's 5"
         " applies; the 16x16 zoo measured best at 0.5, its own strength --guidance - 1)",
     )  # fmt: skip
+    parser.add_argument(
+        "--lineage-from", type=Path,
+        help="the zoo the base (or its oldest --earlier-base-runs piece) was warm-started"
+        " from, when it is not --out; its base record is kept in the manifest",
+    )  # fmt: skip
+    parser.add_argument(
+        "--earlier-base-runs", type=Path, nargs="+", default=[], metavar="RUN",
+        help="a base trained in pieces: the base runs --base continued, newest first; each"
+        " record is kept in the manifest, checked against where the next piece started",
+    )  # fmt: skip
     return parser
 
 
@@ -55,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code.
 
     Raises:
-        UserError: `--data` names a folder without a dataset manifest.
+        UserError: `--data` names a folder without a dataset manifest, or
+            `--earlier-base-runs` are not the pieces the base continued.
     """
     args = build_parser().parse_args(argv)
     recipe = ""
@@ -63,11 +74,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (args.data / MANIFEST_FILE).is_file():
             raise UserError(f"{args.data} holds no {MANIFEST_FILE}: is it a `zoo data` folder?")
         recipe = recipe_version(args.data) or ""
-    out = assemble_zoo(
-        args.base, args.vq, args.text, args.out, judge_dir=args.judge,
-        data_recipe_version=recipe, guidance_scale=args.guidance,
-        styledrop_lambda_b=args.styledrop_lambda_b,
-    )  # fmt: skip
+    try:
+        out = assemble_zoo(
+            args.base, args.vq, args.text, args.out, judge_dir=args.judge,
+            data_recipe_version=recipe, guidance_scale=args.guidance,
+            styledrop_lambda_b=args.styledrop_lambda_b, lineage_from=args.lineage_from,
+            earlier_base_runs=args.earlier_base_runs,
+        )  # fmt: skip
+    except ValueError as error:  # the pieces of a base do not chain
+        raise UserError(str(error)) from error
     manifest = json.loads((out / MANIFEST).read_text())
     print(f"Wrote {out} ({manifest['bytes'] / 1e6:.1f} MB in {len(manifest['files'])} files)")
     return 0

@@ -181,6 +181,8 @@ def test_a_run_shorter_than_its_warmup_trains(world, tmp_path):
 
 def test_assembled_zoo_folder_loads_and_generates(world, tmp_path):
     """Base + VQ + text encoder runs assemble into a native folder `muse.load` can use."""
+    import dataclasses
+
     import muse
     from muse import weights
     from muse.checkpoint import sha256_file
@@ -248,6 +250,21 @@ def test_assembled_zoo_folder_loads_and_generates(world, tmp_path):
     )
     assert fourth["training"]["base"]["init"] == lineage["init"]
     assert fourth["training"]["base"]["data_draws"] == {"canonical": 8}
+    # A base trained in pieces keeps each piece's record, checked against the next's start.
+    start = tmp_path / "more" / "transformer.safetensors"
+    piece = dataclasses.replace(more, init_from=sha256_file(start), seed=1)
+    train_base(data, vq, text, tmp_path / "piece", piece, init_weights=start)
+    pieces = assemble_zoo(
+        tmp_path / "piece", out, out, tmp_path / "pieces", lineage_from=out,
+        earlier_base_runs=[tmp_path / "more"],
+    )  # fmt: skip
+    chain = json.loads((pieces / "manifest.json").read_text())["training"]["base"]
+    assert chain["train"]["seed"] == 1 and chain["init"]["data_draws"] == {"canonical": 8}
+    assert chain["init"]["init"] == manifest["training"]["base"]  # back to the first zoo
+    with pytest.raises(ValueError, match="is not where the base run after it started"):
+        assemble_zoo(tmp_path / "piece", out, out, tmp_path / "wrong",
+                     earlier_base_runs=[tmp_path / "base"])  # fmt: skip
+    assert not (tmp_path / "wrong").exists() and not (tmp_path / "wrong.partial").exists()
 
 
 def test_a_zoo_folder_serves_as_the_tokenizer_of_a_base_run(tmp_path):
