@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cli.clip_options import add_clip_options, load_scorer
+from cli.decoding_options import add_temperature_options, checked_temperatures
 from cli.errors import UserError
 from cli.text_table import print_table
 from cli.training_options import add_dtype_option, compute_dtype
@@ -54,6 +55,7 @@ def add_parser(subparsers) -> None:
         type=float,
         help="classifier-free guidance (default: the base's, else the paper's 5)",
     )
+    add_temperature_options(parser, "", "every method's draws")
     parser.add_argument("--json", type=Path, required=True, help="figures and provenance")
     parser.add_argument("--html", type=Path, required=True, help="report with image grids")
     parser.set_defaults(run=run)
@@ -94,6 +96,7 @@ def run(args) -> None:
 
     if args.images_per_prompt < 1:
         raise UserError("-n must be at least 1.")
+    temperature, token_temperature = checked_temperatures(args, "")
     base = args.base or embedded_base()
     adapters = parse_adapters(args.adapter)
     references = np.stack([image.pixels for image in load_images(args.reference)])
@@ -115,7 +118,8 @@ def run(args) -> None:
         base, methods, prompt_set, descriptor, references, caption, scorer,
         images_per_prompt=args.images_per_prompt, seed=args.seed, lambda_a=args.lambda_a,
         lambda_b=args.lambda_b, heldout_style=args.heldout_style,
-        dtype=compute_dtype(args.dtype), log=print,
+        dtype=compute_dtype(args.dtype), temperature=temperature,
+        token_temperature=token_temperature, log=print,
     )  # fmt: skip
     write_json(evaluation, args.json)
     write_html(evaluation, args.html, references)

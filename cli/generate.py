@@ -90,6 +90,11 @@ def run(args) -> None:
         raise UserError("-n must be at least 1.")
     if args.token_temperature is not None and args.token_temperature <= 0:
         raise UserError(f"--token-temperature must be positive, got {args.token_temperature}.")
+    if args.adapter and args.guidance_scale is not None:
+        raise UserError(
+            "--guidance-scale is the base's own guidance; with --adapter, StyleDrop guidance"
+            " takes --lambda-a and --lambda-b (lambda_B = guidance scale - 1)."
+        )
     args.base = args.base or embedded_base()
     read_model_json(args.base)  # fail fast, before loading anything heavy
     temperature = None
@@ -107,7 +112,7 @@ def run(args) -> None:
             bar.update(done - bar.n)
 
         if args.adapter:
-            images = _generate_styled(pipe, args, progress)
+            images = _generate_styled(pipe, args, temperature, progress)
         else:
             images = pipe.generate(
                 args.prompt,
@@ -129,7 +134,7 @@ def run(args) -> None:
     print(f"Wrote {total} images to {args.out}")
 
 
-def _generate_styled(pipe, args, progress):
+def _generate_styled(pipe, args, temperature, progress):
     from styledrop.adapted import attach_adapter, generate_styled
     from styledrop.guidance import model_guidance
 
@@ -147,5 +152,8 @@ def _generate_styled(pipe, args, progress):
         gamma=args.gamma,
         batch_size=args.batch_size,
         progress=progress,
+        temperature=temperature,
         token_temperature=args.token_temperature,
+        num_steps=args.steps,
+        decoding=args.decoding,
     )

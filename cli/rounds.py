@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cli.clip_options import add_clip_options, load_scorer
+from cli.decoding_options import add_temperature_options, checked_temperatures
 from cli.errors import UserError
 from cli.finetune import parse_captions
 from cli.text_table import print_table
@@ -53,6 +54,7 @@ def add_parser(subparsers) -> None:
     )
     add_dtype_option(parser)
     add_clip_options(parser)
+    add_temperature_options(parser, "pool-", "the pool's draws")
     parser.add_argument(
         "--heldout-style", help="emoji-world held-out style: also score against ground truth"
     )
@@ -90,6 +92,7 @@ def run(args) -> None:
     for name in ("pool_k", "images_per_prompt", "round1_steps", "round2_steps"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1.")
+    pool_temperature, pool_token_temperature = checked_temperatures(args, "pool-")
     base = args.base or embedded_base()
     captions = parse_captions(args.caption, args.images)
     loaded = load_images(args.images)
@@ -108,7 +111,8 @@ def run(args) -> None:
         round2_steps=args.round2_steps, round2_lr=args.round2_lr,
         pool_images_per_prompt=args.pool_k, eval_images_per_prompt=args.images_per_prompt,
         seed=args.seed, lambda_a=args.lambda_a, lambda_b=args.lambda_b,
-        dtype=compute_dtype(args.dtype),
+        dtype=compute_dtype(args.dtype), pool_temperature=pool_temperature,
+        pool_token_temperature=pool_token_temperature,
     )  # fmt: skip
     try:
         check_stage_settings(

@@ -75,7 +75,10 @@ def generate_styled(
     gamma: float = DEFAULT_GAMMA,
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
+    temperature: float | tuple[float, float] | None = None,
     token_temperature: float | None = None,
+    num_steps: int | None = None,
+    decoding: str | None = None,
 ) -> np.ndarray:
     """Samples prompts in the adapter's style with StyleDrop guidance.
 
@@ -92,7 +95,11 @@ def generate_styled(
         gamma: Subject weight for the composition.
         batch_size: Images per compiled chunk.
         progress: Called with (images done, total).
+        temperature: Gumbel (choice) temperature schedule of MaskGIT decoding, start or
+            (start, end) (default: the model's; `muse.schedule.temperatures`).
         token_temperature: Softmax temperature of the token draw (default: the model's).
+        num_steps: Decoding steps (default: the model's).
+        decoding: Re-masking rule, "maskgit" or "amused" (default: the model's).
 
     Returns:
         [len(prompts) * num_images_per_prompt, H, W, 3] float32 images in [0, 1].
@@ -112,7 +119,10 @@ def generate_styled(
             styled, content, negatives, gamma, scales,
             style_index=style.index, subject_index=subject.index, num_adapters=count,
         )  # fmt: skip
-    cfg = pipe.decode_config(token_temperature=token_temperature)
+    cfg = pipe.decode_config(
+        temperature=temperature, token_temperature=token_temperature, num_steps=num_steps,
+        style=decoding,
+    )  # fmt: skip
     ids = pipe.sample_tokens(
         branches, seed=seed, decode_config=cfg, batch_size=batch_size, progress=progress
     )

@@ -27,6 +27,7 @@ from feedback.html_report import HtmlReport
 from feedback.metrics import leakage_flags, mean_stderr, paired_difference, prompt_means
 from feedback.scorer import ClipScorer
 from muse import checkpoint as model_checkpoint
+from muse.config import ModelConfig
 from styledrop.prompt_sets import PromptSet
 
 BASE_METHOD = "base + descriptor"
@@ -174,11 +175,14 @@ def draw(
     lambda_b: float | None = None,
     progress: Callable[[int, int], None] | None = None,
     dtype: str = "float32",
+    temperature: float | tuple[float, float] | None = None,
+    token_temperature: float | None = None,
 ) -> np.ndarray:
     """uint8 [len(prompts) * n, H, W, 3]: one method's images (a fresh base per method).
 
     `dtype` is the base model's compute dtype (float32 or bfloat16); lambdas left None are
-    the base's (`styledrop.guidance.model_guidance`).
+    the base's (`styledrop.guidance.model_guidance`), and so are the decoding temperatures
+    left None (choice `temperature`, `token_temperature`; `muse.pipeline.DecodeConfig`).
     """
     import muse
     from styledrop.adapted import attach_adapter, generate_styled
@@ -190,12 +194,14 @@ def draw(
         images = pipe.generate(
             [with_descriptor(p, descriptor) for p in prompts],
             num_images_per_prompt=images_per_prompt, seed=seed, progress=progress,
+            temperature=temperature, token_temperature=token_temperature,
         )  # fmt: skip
     else:
         style = attach_adapter(pipe, method.adapter)
         images = generate_styled(
             pipe, style, list(prompts), num_images_per_prompt=images_per_prompt, seed=seed,
             scales=model_guidance(pipe.config.sampling, lambda_a, lambda_b), progress=progress,
+            temperature=temperature, token_temperature=token_temperature,
         )  # fmt: skip
     return _to_uint8(images)
 
@@ -266,6 +272,8 @@ def evaluate(
     lambda_b: float | None = None,
     heldout_style: str | None = None,
     dtype: str = "float32",
+    temperature: float | tuple[float, float] | None = None,
+    token_temperature: float | None = None,
     log: Callable[[str], None] = lambda _line: None,
 ) -> Evaluation:
     """Draws and scores every method on the prompt set.
@@ -284,6 +292,8 @@ def evaluate(
         lambda_b: StyleDrop classifier-free guidance (None: the base's, else the paper's 5).
         heldout_style: An emoji-world held-out style name: also score against ground truth.
         dtype: The base model's compute dtype (float32 or bfloat16).
+        temperature: MaskGIT choice temperature of every method's draws (None: the base's).
+        token_temperature: Softmax temperature of the token draws (None: the base's).
         log: Receives a line per method.
 
     Returns:
@@ -293,6 +303,10 @@ def evaluate(
 
     base = Path(base)
     scales = folder_guidance(base, lambda_a, lambda_b)
+    sampling = ModelConfig.from_dict(model_checkpoint.read_model_json(base)["config"]).sampling
+    temperature = sampling.temperature if temperature is None else temperature
+    if token_temperature is None:
+        token_temperature = sampling.token_temperature
     n = images_per_prompt
     content = [p for p in prompt_set.prompts for _ in range(n)]
     truths = None
@@ -304,7 +318,8 @@ def evaluate(
     for method in methods:
         log(f"{method.name}: drawing {len(content)} images")
         images = draw(base, method, prompt_set.prompts, descriptor, n, seed, scales.lambda_a,
-                      scales.lambda_b, dtype=dtype)  # fmt: skip
+                      scales.lambda_b, dtype=dtype, temperature=temperature,
+                      token_temperature=token_temperature)  # fmt: skip
         result = score_method(scorer, method.name, images, content, references,
                               reference_caption, truths, subjects)  # fmt: skip
         if method.adapter is not None:
@@ -321,6 +336,8 @@ def evaluate(
         "seed": seed,
         "lambda_a": scales.lambda_a,
         "lambda_b": scales.lambda_b,
+        "temperature": temperature,
+        "token_temperature": token_temperature,
         "clip": scorer.name,
         "heldout_style": heldout_style,
         "dtype": dtype,

@@ -56,6 +56,10 @@ class RoundsConfig:
         lambda_b: StyleDrop classifier-free guidance (None: the base's, else the paper's 5;
             the stages' settings record the value used).
         dtype: The base model's compute dtype in every stage (float32 or bfloat16).
+        pool_temperature: MaskGIT choice temperature of the pool's draws (None: the base's).
+        pool_token_temperature: Softmax temperature of the pool's token draws (None: the
+            base's). The zoo samples near its modes (1 and 0.5); the paper's MaskGIT
+            settings (4.5 and 1) give feedback more varied candidates to choose from.
     """
 
     round1_steps: int = 1000
@@ -70,6 +74,8 @@ class RoundsConfig:
     lambda_a: float = 1.0
     lambda_b: float | None = None
     dtype: str = "float32"
+    pool_temperature: float | None = None
+    pool_token_temperature: float | None = None
 
 
 def stage_settings(
@@ -160,15 +166,21 @@ def build_pool(
     lambda_a: float = 1.0,
     lambda_b: float | None = None,
     dtype: str = "float32",
+    temperature: float | None = None,
+    token_temperature: float | None = None,
 ) -> list[Candidate]:
-    """Draws the candidate pool, scores it, and writes PNGs + candidates.json."""
+    """Draws the candidate pool, scores it, and writes PNGs + candidates.json.
+
+    The decoding temperatures left None are the base's.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     listing = out_dir / CANDIDATES_FILE
     if listing.is_file():
         return [Candidate(**entry) for entry in json.loads(listing.read_text())]
     method = Method("round 1", adapter)
     images = draw(base, method, prompts.prompts, descriptor, images_per_prompt, seed,
-                  lambda_a, lambda_b, dtype=dtype)  # fmt: skip
+                  lambda_a, lambda_b, dtype=dtype, temperature=temperature,
+                  token_temperature=token_temperature)  # fmt: skip
     content = [p for p in prompts.prompts for _ in range(images_per_prompt)]
     text = scorer.text_scores(images, content)
     style = scorer.style_scores(images, references)
@@ -287,7 +299,8 @@ def run_rounds(
     pool_dir = out_dir / POOL_DIR
     candidates = build_pool(
         base, round1, round_prompts(), descriptor, c.pool_images_per_prompt, c.seed, scorer,
-        references, pool_dir, c.lambda_a, c.lambda_b, c.dtype,
+        references, pool_dir, c.lambda_a, c.lambda_b, c.dtype, c.pool_temperature,
+        c.pool_token_temperature,
     )  # fmt: skip
     chosen = clip_best_per_prompt(candidates)
     control = random_selection(candidates, len(chosen), seed=c.seed)

@@ -75,6 +75,10 @@ def test_user_errors_are_one_line_not_tracebacks(tmp_path, tiny_diffusers_dir, c
         "generate", "--base", str(tmp_path), "--prompt", "x", "--out", out,
         "--token-temperature", "0",
     )  # fmt: skip
+    assert "with --adapter, StyleDrop guidance takes --lambda-a and --lambda-b" in error(
+        "generate", "--base", str(tmp_path), "--prompt", "x", "--out", out,
+        "--adapter", str(tmp_path / "a.safetensors"), "--guidance-scale", "2",
+    )  # fmt: skip
     assert "--out must end in" in error(
         "generate", "--base", str(tmp_path), "--prompt", "x", "--out", str(tmp_path / "a.gif")
     )

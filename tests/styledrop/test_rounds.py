@@ -11,6 +11,7 @@ import pytest
 from adapters.files import read_adapter_file
 from cli.main import main
 from feedback.scorer import ClipScorer
+from muse.checkpoint import read_model_json
 from styledrop.dataset import StyleExample
 from styledrop.prompt_sets import (
     PromptSet,
@@ -19,7 +20,13 @@ from styledrop.prompt_sets import (
     round_prompts,
     world_prompts,
 )
-from styledrop.rounds import SETTINGS_FILE, RoundsConfig, check_stage_settings, run_rounds
+from styledrop.rounds import (
+    SETTINGS_FILE,
+    RoundsConfig,
+    check_stage_settings,
+    run_rounds,
+    stage_settings,
+)
 from styledrop.zoo.draws import heldout_references
 from tests.html_report import assert_report_complete
 
@@ -179,6 +186,29 @@ def test_stage_settings_name_the_compute_dtype(tmp_path):
         check_stage_settings(tmp_path, {**old, "dtype": "bfloat16"})
 
 
+def test_draws_take_decoding_temperatures_and_the_pool_records_them(experiment, tiny_zoo):
+    from styledrop.evaluation import Method, draw
+
+    out, _ = experiment
+    method = Method("round 1", out / "round1" / "adapter.safetensors")
+    own = read_model_json(tiny_zoo)["config"]["sampling"]
+
+    def images(**temperatures):
+        return draw(tiny_zoo, method, ["a dog"], "in line art style", 2, 0, **temperatures)
+
+    default = images()
+    same = images(temperature=own["temperature"], token_temperature=own["token_temperature"])
+    np.testing.assert_array_equal(default, same)  # None is the base's own
+    assert not np.array_equal(default, images(temperature=4.5, token_temperature=1.0))
+    hot = RoundsConfig(pool_temperature=4.5, pool_token_temperature=1.0)
+    style, _ = heldout_references("line_art", ["house"])
+    examples = [StyleExample(style[0], "a house", "h.png", "0" * 64)]
+    settings = stage_settings(tiny_zoo, examples, "x", hot)
+    assert (settings["pool_temperature"], settings["pool_token_temperature"]) == (4.5, 1.0)
+    # Folders recorded before the setting existed drew their pools at the base's.
+    assert stage_settings(tiny_zoo, examples, "x", RoundsConfig())["pool_temperature"] is None
+
+
 def test_evaluate_command(experiment, tiny_zoo, tmp_path, capsys):
     out, _ = experiment
     reference = tmp_path / "house.png"
@@ -200,8 +230,14 @@ def test_evaluate_command(experiment, tiny_zoo, tmp_path, capsys):
     assert figures["methods"]["r1"]["subject_named"] in (0.0, 0.5, 1.0)
     assert figures["provenance"]["dtype"] == "float32"  # --dtype auto, without a GPU
     assert figures["provenance"]["reference_caption"] == "a house"  # read from the adapter
+    own = figures["provenance"]["token_temperature"]  # the base's, as none was given
+    assert own == read_model_json(tiny_zoo)["config"]["sampling"]["token_temperature"]
     assert assert_report_complete(tmp_path / "e.html") == 1 + 2 * 2  # reference, 2 methods
     assert "r1" in capsys.readouterr().out
+    args = ["evaluate", "--adapter", str(round1), "--reference", str(reference), "--json", "j",
+            "--html", "h", "--token-temperature", "0"]  # fmt: skip
+    assert main(args) == 2
+    assert "--token-temperature must be positive, got 0.0" in capsys.readouterr().err
 
 
 def test_rounds_command_reuses_the_stages_and_prints_what_feedback_picked(
