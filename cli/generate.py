@@ -31,7 +31,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--guidance-scale",
         type=float,
-        help="CFG scale (default: the model's; 10 for aMUSEd, 1.5 for the zoo)",
+        help="CFG scale of the base alone (default: the model's; 10 for aMUSEd, 1.5 for the"
+        " zoo); with --adapter, --lambda-b sets it",
     )
     parser.add_argument(
         "--steps",
