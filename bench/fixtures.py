@@ -427,13 +427,12 @@ def export_diffusers(native_dir: str | Path, root: Path) -> Path:
     from transformers import CLIPTextModelWithProjection
 
     from muse import checkpoint, weights
-    from muse.config import ModelConfig
     from muse.tokenizer import load_tokenizer
     from muse.transformer import UVit2D
     from muse.vq import VQModel
 
     native_dir = Path(native_dir)
-    config = ModelConfig.from_dict(checkpoint.read_model_json(native_dir)["config"])
+    config = checkpoint.read_model_config(native_dir)
     transformer = diffusers.UVit2DModel(**config.transformer.diffusers_kwargs())
     if config.transformer.position_embedding:  # filled from the native weights below
         cells, width = config.transformer.layer_grid_cells, config.transformer.hidden_size

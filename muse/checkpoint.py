@@ -88,6 +88,15 @@ def read_model_json(folder: str | Path) -> dict[str, Any]:
     return record
 
 
+def read_model_config(folder: str | Path) -> ModelConfig:
+    """The model's configuration (`model.json`), without loading any weights.
+
+    Raises:
+        CheckpointError: if the folder is not a converted model.
+    """
+    return ModelConfig.from_dict(read_model_json(folder)["config"])
+
+
 def base_model_hash(folder: str | Path) -> str:
     """The sha256 of the transformer weights, as recorded in `model.json`."""
     return read_model_json(folder)["sha256"][TRANSFORMER_FILE]
@@ -112,7 +121,7 @@ def load_transformer(folder: str | Path, dtype=jnp.float32) -> tuple[ModelConfig
         dtype: Compute dtype, float32 or bfloat16 (parameters stay float32).
     """
     folder = Path(folder)
-    config = ModelConfig.from_dict(read_model_json(folder)["config"])
+    config = read_model_config(folder)
     model = _load_into(
         lambda: UVit2D(config.transformer, dtype=dtype, rngs=nnx.Rngs(0)),
         folder / TRANSFORMER_FILE,
@@ -124,7 +133,7 @@ def load_transformer(folder: str | Path, dtype=jnp.float32) -> tuple[ModelConfig
 def load_vq(folder: str | Path, dtype=jnp.float32) -> VQModel:
     """Loads the VQ tokenizer of a native model folder."""
     folder = Path(folder)
-    config = ModelConfig.from_dict(read_model_json(folder)["config"])
+    config = read_model_config(folder)
     return _load_into(
         lambda: VQModel(config.vq, rngs=nnx.Rngs(0), dtype=dtype), folder / VQ_FILE, "VQ"
     )

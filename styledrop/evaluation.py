@@ -27,7 +27,6 @@ from feedback.html_report import HtmlReport
 from feedback.metrics import leakage_flags, mean_stderr, paired_difference, prompt_means
 from feedback.scorer import ClipScorer
 from muse import checkpoint as model_checkpoint
-from muse.config import ModelConfig
 from styledrop.prompt_sets import PromptSet
 
 BASE_METHOD = "base + descriptor"
@@ -303,7 +302,7 @@ def evaluate(
 
     base = Path(base)
     scales = folder_guidance(base, lambda_a, lambda_b)
-    sampling = ModelConfig.from_dict(model_checkpoint.read_model_json(base)["config"]).sampling
+    sampling = model_checkpoint.read_model_config(base).sampling
     temperature = sampling.temperature if temperature is None else temperature
     if token_temperature is None:
         token_temperature = sampling.token_temperature

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from muse.checkpoint import read_model_json
-from muse.config import ModelConfig, SamplingConfig
+from muse.checkpoint import read_model_config
+from muse.config import SamplingConfig
 from muse.pipeline import Branch
 from styledrop.terms import DEFAULT_LAMBDA_A, DEFAULT_LAMBDA_B
 
@@ -68,8 +68,7 @@ def folder_guidance(
     base: str | Path, lambda_a: float | None = None, lambda_b: float | None = None
 ) -> GuidanceScales:
     """`model_guidance` for a model folder, from its `model.json` (no weights load)."""
-    config = ModelConfig.from_dict(read_model_json(base)["config"])
-    return model_guidance(config.sampling, lambda_a, lambda_b)
+    return model_guidance(read_model_config(base).sampling, lambda_a, lambda_b)
 
 
 def _gate(num_adapters: int, on: int | None) -> tuple[float, ...]:

@@ -88,6 +88,11 @@ def stage_settings(
     values = asdict(config)
     values.pop("eval_images_per_prompt")
     values["lambda_b"] = folder_guidance(base, config.lambda_a, config.lambda_b).lambda_b
+    sampling = model_checkpoint.read_model_config(base).sampling
+    for key, own in (("pool_temperature", sampling.temperature),
+                     ("pool_token_temperature", sampling.token_temperature)):  # fmt: skip
+        value = own if values[key] is None else values[key]
+        values[key] = list(value) if isinstance(value, tuple) else value  # as JSON reads it
     return {
         **values,
         "base_sha256": model_checkpoint.base_model_hash(base),
@@ -112,6 +117,8 @@ def check_stage_settings(out_dir: Path, settings: dict) -> None:
         return
     recorded = json.loads(path.read_text())
     recorded.setdefault("dtype", "float32")  # folders older than the setting used float32
+    for key in ("pool_temperature", "pool_token_temperature"):  # older: the base's, as now
+        recorded.setdefault(key, settings.get(key))
     changed = sorted(
         k for k in settings.keys() | recorded.keys() if settings.get(k) != recorded.get(k)
     )

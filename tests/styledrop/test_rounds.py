@@ -182,6 +182,9 @@ def test_stage_settings_name_the_compute_dtype(tmp_path):
     old = {"round1_steps": 2, "descriptor": "x"}  # written before the dtype setting
     (tmp_path / SETTINGS_FILE).write_text(json.dumps(old))
     check_stage_settings(tmp_path, {**old, "dtype": "float32"})  # what it computed in
+    # Its pool was drawn at the base's temperatures, the ones recorded today.
+    pools = {"pool_temperature": 1.0, "pool_token_temperature": 0.5}
+    check_stage_settings(tmp_path, {**old, "dtype": "float32", **pools})
     with pytest.raises(ValueError, match=r"\(dtype\)"):
         check_stage_settings(tmp_path, {**old, "dtype": "bfloat16"})
 
@@ -205,8 +208,9 @@ def test_draws_take_decoding_temperatures_and_the_pool_records_them(experiment, 
     examples = [StyleExample(style[0], "a house", "h.png", "0" * 64)]
     settings = stage_settings(tiny_zoo, examples, "x", hot)
     assert (settings["pool_temperature"], settings["pool_token_temperature"]) == (4.5, 1.0)
-    # Folders recorded before the setting existed drew their pools at the base's.
-    assert stage_settings(tiny_zoo, examples, "x", RoundsConfig())["pool_temperature"] is None
+    # Left None, the base's are recorded: an edited model.json is not taken for the same pool.
+    default = stage_settings(tiny_zoo, examples, "x", RoundsConfig())
+    assert default["pool_token_temperature"] == own["token_temperature"]
 
 
 def test_evaluate_command(experiment, tiny_zoo, tmp_path, capsys):
