@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from cli.decoding_options import add_temperature_options, checked_temperatures
 from cli.errors import UserError
 from cli.training_options import (
     add_optimizer_options,
@@ -83,6 +84,7 @@ def add_parser(subparsers) -> None:
         "--no-score", dest="score", action="store_false",
         help="do not score the images with CLIP (no scores.json)",
     )  # fmt: skip
+    add_temperature_options(generate, "", "the images")
     _common(generate)
     generate.set_defaults(run=run_generate)
 
@@ -257,11 +259,13 @@ def run_generate(args) -> None:
     """Queues the generation job and prints its id (or its record with --json)."""
     from worker import client
 
+    temperature, token_temperature = checked_temperatures(args, "")
     store, app = _context(args)
     _queue_and_print(
         args, client.submit_generate, args.source, args.prompt, num_images=args.num_images,
         seed=args.seed, lambda_a=args.lambda_a, lambda_b=args.lambda_b,
-        subject=args.subject, gamma=args.gamma, score=args.score, store=store, app=app,
+        subject=args.subject, gamma=args.gamma, score=args.score, temperature=temperature,
+        token_temperature=token_temperature, store=store, app=app,
     )  # fmt: skip
 
 

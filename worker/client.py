@@ -182,6 +182,8 @@ def submit_generate(
     subject: str | None = None,
     gamma: float = DEFAULT_GAMMA,
     score: bool = True,
+    temperature: float | None = None,
+    token_temperature: float | None = None,
     store: Store | None = None,
     app: Celery | None = None,
 ) -> jobs.Job:
@@ -202,6 +204,10 @@ def submit_generate(
             trained on the same base.
         gamma: Subject weight of the composition, in [0, 1].
         score: Score every image with CLIP (`scores.json`, see `read_scores`).
+        temperature: MaskGIT choice temperature (None: the base's; the paper's 4.5 gives
+            more varied candidates for a review). The record's `decoding` says what was used.
+        token_temperature: Softmax temperature of the token draws (None: the base's;
+            the paper's 1).
         store: The store (default `$STYLEDROP_STORE`).
         app: The Celery app (default: `worker.app.app`).
 
@@ -237,6 +243,8 @@ def submit_generate(
         subject_job=subject,
         gamma=gamma,
         score=score,
+        temperature=temperature,
+        token_temperature=token_temperature,
     )
     check_broker(app)
     job = jobs.create(store, "generate", spec.to_dict(), parent=source)

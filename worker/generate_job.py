@@ -123,7 +123,12 @@ def _generate(store: Store, job: jobs.Job) -> Outcome:
     folder = store.pull(job_id)
     pipe = base_pipeline(spec.base)
     scales = model_guidance(pipe.config.sampling, spec.lambda_a, spec.lambda_b)
-    jobs.update(store, job.id, device=device_label(), guidance=asdict(scales))
+    decode = pipe.decode_config(
+        temperature=spec.temperature, token_temperature=spec.token_temperature
+    )
+    used = {"temperature": decode.temperature, "token_temperature": decode.token_temperature}
+    used = json.loads(json.dumps(used))  # a (start, end) schedule as the record reads it
+    jobs.update(store, job.id, device=device_label(), guidance=asdict(scales), decoding=used)
     try:
         style = attach_adapter(pipe, store.fetch(spec.adapter))
         subject = None
@@ -144,6 +149,7 @@ def _generate(store: Store, job: jobs.Job) -> Outcome:
             pipe, style, list(spec.prompts), num_images_per_prompt=spec.num_images,
             seed=spec.seed, scales=scales, negative_prompt=spec.negative_prompt,
             subject=subject, gamma=spec.gamma, progress=progress,
+            temperature=spec.temperature, token_temperature=spec.token_temperature,
         )  # fmt: skip
     except _CancelledError:
         return Outcome("cancelled", error="Cancelled by request before all images were made.")

@@ -36,6 +36,11 @@ class GenerateSpec:
         subject_job: The fine-tune job that made the subject adapter, if any.
         gamma: Subject weight of the composition, in [0, 1].
         score: Whether the job scores its images with CLIP (`scores.json`).
+        temperature: MaskGIT choice temperature of the draws (None: the base's; the zoo
+            samples at 1, the paper at 4.5).
+        token_temperature: Softmax temperature of the token draws (None: the base's; the
+            zoo 0.5, the paper 1). Hotter draws vary more between the images of one
+            prompt, which gives a reviewer (or CLIP) more to choose from.
     """
 
     adapter: str
@@ -51,6 +56,8 @@ class GenerateSpec:
     subject_job: str | None = None
     gamma: float = DEFAULT_GAMMA
     score: bool = True
+    temperature: float | None = None
+    token_temperature: float | None = None
 
     def __post_init__(self):
         problems = []
@@ -62,6 +69,10 @@ class GenerateSpec:
             problems.append(f"gamma must be in [0, 1], got {self.gamma}")
         if self.subject_adapter is not None and self.subject_adapter == self.adapter:
             problems.append("the subject adapter is the style adapter")
+        for name in ("temperature", "token_temperature"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                problems.append(f"{name} must be positive (or unset for the base's), got {value}")
         if problems:
             raise ValueError("Invalid generation job: " + "; ".join(problems) + ".")
 

@@ -77,6 +77,9 @@ class Job:
         guidance: The StyleDrop guidance a generation job sampled with,
             {"lambda_a": 1.0, "lambda_b": 0.5}: its inputs, else its base's, else the
             paper's (`styledrop.guidance.model_guidance`).
+        decoding: The MaskGIT temperatures a generation job sampled with,
+            {"temperature": 4.5, "token_temperature": 1.0}: its inputs, else its base's
+            (the choice temperature may be a [start, end] pair).
     """
 
     id: str
@@ -96,6 +99,7 @@ class Job:
     heartbeat: str | None = None
     device: str | None = None
     guidance: dict[str, float] | None = None
+    decoding: dict[str, Any] | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -182,6 +182,16 @@ def test_review_draws_candidates_with_the_chosen_adapter(service):
     [queued] = [j for j in jobs.list_jobs(Store(service.store_dir), kind="generate")
                 if j.inputs["prompts"] == ["a tree", "a fish"]]  # fmt: skip
     assert queued.status == "queued" and queued.inputs["source_job"] == service.style
+    # By default the candidates are drawn varied (MaskGIT's temperatures); "sharp" leaves
+    # the base's own.
+    assert (queued.inputs["temperature"], queued.inputs["token_temperature"]) == (4.5, 1.0)
+    at.text_area[0].set_value("a boat")
+    at.radio(key="review_variety").set_value("sharp")
+    at.button[0].click().run()
+    assert not at.error, _values(at.error)
+    [sharp] = [j for j in jobs.list_jobs(Store(service.store_dir), kind="generate")
+               if j.inputs["prompts"] == ["a boat"]]  # fmt: skip
+    assert (sharp.inputs["temperature"], sharp.inputs["token_temperature"]) == (None, None)
 
 
 def test_compare_shows_both_jobs_with_their_score_table(service):

@@ -99,6 +99,30 @@ def test_a_generate_job_scores_every_image(queue_service, style_job, generated, 
     )
 
 
+def test_a_generate_job_draws_and_records_the_temperatures_asked(
+    queue_service, style_job, generated, tiny_zoo
+):
+    from muse.checkpoint import read_model_config
+
+    own = read_model_config(tiny_zoo).sampling  # left unset: the base's, as recorded
+    assert generated.decoding == {
+        "temperature": json.loads(json.dumps(own.temperature)),
+        "token_temperature": own.token_temperature,
+    }
+    hot = _generate(queue_service, style_job.id, score=False, temperature=4.5,
+                    token_temperature=1.0)  # fmt: skip
+    assert (hot.inputs["temperature"], hot.inputs["token_temperature"]) == (4.5, 1.0)
+    done = _succeeded(queue_service, hot.id)
+    assert done.decoding == {"temperature": 4.5, "token_temperature": 1.0}
+    # Same seed, prompts and guidance as `generated`: only the temperatures differ.
+    assert any(
+        not np.array_equal(_pixels(queue_service, done, i), _pixels(queue_service, generated, i))
+        for i in range(4)
+    )
+    with pytest.raises(ValueError, match="token_temperature must be positive"):
+        _generate(queue_service, style_job.id, token_temperature=0.0)
+
+
 def test_score_false_writes_no_scores(queue_service, style_job, generated, service):
     job = _generate(queue_service, style_job.id, score=False, seed=SEED + 1, lambda_b=2.0)
     assert job.inputs["score"] is False

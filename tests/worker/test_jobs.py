@@ -210,6 +210,9 @@ def test_cli_submit_list_show_cancel_wait(service, capsys, style_image):
     assert json.loads(capsys.readouterr().out)["status"] == "cancelled"
     assert main(["jobs", "generate", job_id, "--prompt", "a dog", *common]) == 2
     assert "no adapter" in capsys.readouterr().err
+    hot = ["--prompt", "a dog", "--token-temperature", "0", *common]
+    assert main(["jobs", "generate", job_id, *hot]) == 2  # refused before the job is read
+    assert "--token-temperature must be positive" in capsys.readouterr().err
 
 
 def test_the_client_and_jobs_cli_do_not_import_jax(tmp_path):
@@ -238,6 +241,10 @@ def test_generate_and_round_spec_validation():
         GenerateSpec(adapter="a", prompts=("x",), gamma=1.5)
     with pytest.raises(ValueError, match="subject adapter is the style adapter"):
         GenerateSpec(adapter="a", prompts=("x",), subject_adapter="a")
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        GenerateSpec(adapter="a", prompts=("x",), temperature=-1.0)
+    old_record = GenerateSpec.from_dict({"adapter": "a", "prompts": ["x"]})  # before the field
+    assert (old_record.temperature, old_record.token_temperature) == (None, None)
     image = ImageInput(key="k", name="a.png", sha256="", caption=DEFAULT_CAPTION)
     assert FinetuneSpec(images=(image,), descriptor="d").round == 1
     with pytest.raises(ValueError, match="round"):

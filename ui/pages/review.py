@@ -1,8 +1,10 @@
 """Review: draw candidates with a round-1 adapter, pick the good ones, train round 2.
 
 The candidates are a generation job's images with their CLIP text and style scores
-(scored by the worker). "Select by CLIP" ticks the paper's CLIP feedback choice (the best
-text score per prompt); a person can change any tick. The picks are saved with the pool
+(scored by the worker), drawn by default at MaskGIT's varied temperatures rather than
+the base's near-mode ones, so that the images of one prompt differ enough to choose from.
+"Select by CLIP" ticks the paper's CLIP feedback choice (the best text score per prompt);
+a person can change any tick. The picks are saved with the pool
 (`selection.json` in the generation job's folder) before round 2 is queued on them.
 """
 
@@ -20,12 +22,22 @@ from feedback.selection import (
     clip_best_per_prompt,
 )
 from styledrop.prompt_sets import round_prompts
-from styledrop.terms import ADAPTER_KINDS
+from styledrop.terms import ADAPTER_KINDS, VARIED_TEMPERATURE, VARIED_TOKEN_TEMPERATURE
 from ui import services
 from worker import client
 from worker.store import job_key
 
 COLUMNS = 4
+VARIED = "varied"
+SHARP = "sharp"
+VARIETY_LABELS = {
+    VARIED: f"Varied (temperatures {VARIED_TEMPERATURE:g} / {VARIED_TOKEN_TEMPERATURE:g})",
+    SHARP: "Sharp (the base's own temperatures)",
+}
+VARIETY_HELP = (
+    "Varied candidates differ more between the images of one prompt, so there is more to"
+    " choose from; sharp ones are the base's most likely pictures, nearly alike."
+)
 
 
 def _pick_key(pool: str, candidate_id: str) -> str:
@@ -47,11 +59,18 @@ def _draw_form(source: str) -> None:
         a, b = st.columns(2)
         per_prompt = a.number_input("Images per prompt", min_value=1, max_value=16, value=2)
         seed = b.number_input("Seed", min_value=0, value=0)
+        variety = st.radio(
+            "Candidates", list(VARIETY_LABELS), format_func=VARIETY_LABELS.get,
+            horizontal=True, help=VARIETY_HELP, key="review_variety",
+        )  # fmt: skip
         if st.form_submit_button("Draw candidates"):
             lines = [p.strip() for p in prompts.splitlines() if p.strip()]
+            varied = variety == VARIED
             try:
                 job = client.submit_generate(
                     source, lines, num_images=int(per_prompt), seed=int(seed),
+                    temperature=VARIED_TEMPERATURE if varied else None,
+                    token_temperature=VARIED_TOKEN_TEMPERATURE if varied else None,
                     store=services.store(), app=services.celery_app(),
                 )  # fmt: skip
             except (ValueError, ConnectionError, LookupError) as error:
