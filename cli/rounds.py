@@ -10,7 +10,7 @@ from cli.errors import UserError
 from cli.finetune import parse_captions
 from cli.text_table import print_table
 from cli.training_options import add_dtype_option, compute_dtype
-from styledrop.terms import DEFAULT_CAPTION, DEFAULT_LAMBDA_A, DEFAULT_STEPS
+from styledrop.terms import ADAPTER_KINDS, DEFAULT_CAPTION, DEFAULT_LAMBDA_A, DEFAULT_STEPS
 
 
 def add_parser(subparsers) -> None:
@@ -38,11 +38,20 @@ def add_parser(subparsers) -> None:
         "--prompts", default="parti190", help="evaluation prompts: parti190, world or a file"
     )
     parser.add_argument("--pool-k", type=int, default=8, help="pool images per prompt (paper 64)")
+    parser.add_argument(
+        "--picks-per-prompt", type=int, default=1,
+        help="images CLIP feedback keeps per round prompt, best first (paper 1; the random"
+        " control takes as many)",
+    )  # fmt: skip
     parser.add_argument("-n", "--images-per-prompt", type=int, default=8, help="eval images")
     parser.add_argument("--round1-steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--round2-steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--round1-lr", type=float, help="default: the adapter kind's")
     parser.add_argument("--round2-lr", type=float, help="default: the adapter kind's")
+    parser.add_argument(
+        "--round2-adapter", choices=ADAPTER_KINDS, default="r2",
+        help="round-2 adapter kind (paper r2: bottleneck 32, not shared)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--lambda-a", type=float, default=DEFAULT_LAMBDA_A, help="StyleDrop guidance"
@@ -89,7 +98,8 @@ def run(args) -> None:
     from styledrop.rounds import RoundsConfig, check_stage_settings, run_rounds, stage_settings
     from styledrop.zoo.embedded import embedded_base, is_emoji_world
 
-    for name in ("pool_k", "images_per_prompt", "round1_steps", "round2_steps"):
+    for name in ("pool_k", "picks_per_prompt", "images_per_prompt", "round1_steps",
+                 "round2_steps"):  # fmt: skip
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1.")
     pool_temperature, pool_token_temperature = checked_temperatures(args, "pool-")
@@ -106,15 +116,16 @@ def run(args) -> None:
     except ValueError as error:
         raise UserError(str(error)) from error
     scorer = load_scorer(args, base)
-    config = RoundsConfig(
-        round1_steps=args.round1_steps, round1_lr=args.round1_lr,
-        round2_steps=args.round2_steps, round2_lr=args.round2_lr,
-        pool_images_per_prompt=args.pool_k, eval_images_per_prompt=args.images_per_prompt,
-        seed=args.seed, lambda_a=args.lambda_a, lambda_b=args.lambda_b,
-        dtype=compute_dtype(args.dtype), pool_temperature=pool_temperature,
-        pool_token_temperature=pool_token_temperature,
-    )  # fmt: skip
     try:
+        config = RoundsConfig(
+            round1_steps=args.round1_steps, round1_lr=args.round1_lr,
+            round2_steps=args.round2_steps, round2_lr=args.round2_lr,
+            round2_adapter=args.round2_adapter, pool_images_per_prompt=args.pool_k,
+            eval_images_per_prompt=args.images_per_prompt, seed=args.seed,
+            lambda_a=args.lambda_a, lambda_b=args.lambda_b, dtype=compute_dtype(args.dtype),
+            pool_temperature=pool_temperature, pool_token_temperature=pool_token_temperature,
+            picks_per_prompt=args.picks_per_prompt,
+        )  # fmt: skip
         check_stage_settings(
             args.out, stage_settings(Path(base), examples, args.descriptor, config)
         )

@@ -2,7 +2,7 @@
 
 Policies (all deterministic given their inputs):
 - `clip_best_per_prompt`: the paper's CLIP feedback; per prompt, the image with the highest
-  text score.
+  text score (or the best few).
 - `top_k`: the k best overall by text score, style score or their sum.
 - `threshold`: every image at or above given text / style scores.
 - `random_selection`: the paper's control; as many images as another policy picked, drawn
@@ -59,15 +59,26 @@ def _check_unique(candidates: Sequence[Candidate]) -> None:
         raise ValueError("Candidate ids must be unique within a pool.")
 
 
-def clip_best_per_prompt(candidates: Sequence[Candidate]) -> list[Candidate]:
-    """Per prompt, the candidate with the highest text score (ties: the first), prompt order."""
+def clip_best_per_prompt(candidates: Sequence[Candidate], per_prompt: int = 1) -> list[Candidate]:
+    """Per prompt, the `per_prompt` candidates with the highest text scores.
+
+    The paper keeps one (`per_prompt=1`). Ties keep pool order. The result lists the
+    prompts in pool order, each prompt's picks best first.
+
+    Raises:
+        ValueError: per_prompt < 1, or ids that repeat.
+    """
     _check_unique(candidates)
-    best: dict[str, Candidate] = {}
+    if per_prompt < 1:
+        raise ValueError(f"per_prompt must be >= 1, got {per_prompt}.")
+    by_prompt: dict[str, list[Candidate]] = {}
     for candidate in candidates:
-        kept = best.get(candidate.prompt)
-        if kept is None or candidate.text_score > kept.text_score:
-            best[candidate.prompt] = candidate
-    return list(best.values())
+        by_prompt.setdefault(candidate.prompt, []).append(candidate)
+    return [
+        picked
+        for group in by_prompt.values()
+        for picked in sorted(group, key=lambda c: -c.text_score)[:per_prompt]  # stable
+    ]
 
 
 def top_k(candidates: Sequence[Candidate], k: int, key: str = "text") -> list[Candidate]:

@@ -3,8 +3,8 @@
 `run_rounds` repeats the paper's experiment end to end:
 1. round 1: a round-1 adapter on the style image(s);
 2. pool: the round-1 model draws K images for each of the 30 round prompts;
-3. selection: CLIP feedback (per prompt, the best text score) and, as the control, the
-   same number of images at random;
+3. selection: CLIP feedback (per prompt, the best text score; optionally the best few)
+   and, as the control, the same number of images at random;
 4. round 2: a new adapter (the round-2 kind: bottleneck 32, not shared) on each selection,
    trained on (image, content prompt + descriptor) pairs;
 5. evaluation of the base with the descriptor only, round 1, round 2 CLIP and round 2
@@ -60,6 +60,8 @@ class RoundsConfig:
         pool_token_temperature: Softmax temperature of the pool's token draws (None: the
             base's). The zoo samples near its modes (1 and 0.5); the paper's MaskGIT
             settings (4.5 and 1) give feedback more varied candidates to choose from.
+        picks_per_prompt: Images CLIP feedback keeps per round prompt (paper: 1, i.e. 30
+            images); the random control takes as many.
     """
 
     round1_steps: int = 1000
@@ -76,6 +78,14 @@ class RoundsConfig:
     dtype: str = "float32"
     pool_temperature: float | None = None
     pool_token_temperature: float | None = None
+    picks_per_prompt: int = 1
+
+    def __post_init__(self):
+        if self.picks_per_prompt < 1 or self.picks_per_prompt > self.pool_images_per_prompt:
+            raise ValueError(
+                f"picks_per_prompt must be in [1, pool_images_per_prompt ="
+                f" {self.pool_images_per_prompt}], got {self.picks_per_prompt}."
+            )
 
 
 def stage_settings(
@@ -117,6 +127,7 @@ def check_stage_settings(out_dir: Path, settings: dict) -> None:
         return
     recorded = json.loads(path.read_text())
     recorded.setdefault("dtype", "float32")  # folders older than the setting used float32
+    recorded.setdefault("picks_per_prompt", 1)  # older folders kept the paper's one
     for key in ("pool_temperature", "pool_token_temperature"):  # older: the base's, as now
         recorded.setdefault(key, settings.get(key))
     changed = sorted(
@@ -309,7 +320,7 @@ def run_rounds(
         references, pool_dir, c.lambda_a, c.lambda_b, c.dtype, c.pool_temperature,
         c.pool_token_temperature,
     )  # fmt: skip
-    chosen = clip_best_per_prompt(candidates)
+    chosen = clip_best_per_prompt(candidates, c.picks_per_prompt)
     control = random_selection(candidates, len(chosen), seed=c.seed)
     selections = {"clip": chosen, "random": control}
     (out_dir / "selections.json").write_text(

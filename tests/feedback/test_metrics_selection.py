@@ -78,6 +78,12 @@ def test_preference_rates_and_wilson():
 
 def test_clip_feedback_keeps_the_best_text_score_per_prompt():
     assert [c.id for c in clip_best_per_prompt(POOL)] == ["a1", "b0", "c0"]
+    # The best two per prompt, best first; a prompt with one image gives its one.
+    assert [c.id for c in clip_best_per_prompt(POOL, 2)] == ["a1", "a0", "b0", "b1", "c0"]
+    tied = [Candidate("x0", "a fox", 0.3), Candidate("x1", "a fox", 0.3)]
+    assert [c.id for c in clip_best_per_prompt(tied)] == ["x0"]  # ties: pool order
+    with pytest.raises(ValueError, match="per_prompt"):
+        clip_best_per_prompt(POOL, 0)
 
 
 def test_top_k_threshold_random():

@@ -181,12 +181,15 @@ def test_rerun_with_other_settings_is_refused_before_anything_changes(experiment
 def test_stage_settings_name_the_compute_dtype(tmp_path):
     old = {"round1_steps": 2, "descriptor": "x"}  # written before the dtype setting
     (tmp_path / SETTINGS_FILE).write_text(json.dumps(old))
-    check_stage_settings(tmp_path, {**old, "dtype": "float32"})  # what it computed in
+    picks = {"picks_per_prompt": 1}  # it kept the paper's one image per prompt
+    check_stage_settings(tmp_path, {**old, "dtype": "float32", **picks})  # computed in float32
     # Its pool was drawn at the base's temperatures, the ones recorded today.
     pools = {"pool_temperature": 1.0, "pool_token_temperature": 0.5}
-    check_stage_settings(tmp_path, {**old, "dtype": "float32", **pools})
+    check_stage_settings(tmp_path, {**old, "dtype": "float32", **pools, **picks})
     with pytest.raises(ValueError, match=r"\(dtype\)"):
-        check_stage_settings(tmp_path, {**old, "dtype": "bfloat16"})
+        check_stage_settings(tmp_path, {**old, "dtype": "bfloat16", **pools, **picks})
+    with pytest.raises(ValueError, match=r"\(picks_per_prompt\)"):
+        check_stage_settings(tmp_path, {**old, "dtype": "float32", **pools, "picks_per_prompt": 3})
 
 
 def test_draws_take_decoding_temperatures_and_the_pool_records_them(experiment, tiny_zoo):
@@ -271,3 +274,31 @@ def test_rounds_command_reuses_the_stages_and_prints_what_feedback_picked(
                                                          ["random", "30"]]  # fmt: skip
     figures = json.loads((out / "evaluation.json").read_text())
     assert figures["provenance"]["feedback_selection"]["clip"]["images"] == 30
+
+
+def test_rounds_command_keeps_the_best_few_per_prompt(experiment, tiny_zoo, tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "rounds"
+    shutil.copytree(experiment[0], out)
+    (out / SETTINGS_FILE).unlink()  # the stages are reused; the selection follows the settings
+    reference = tmp_path / "house.png"
+    Image.fromarray(heldout_references("line_art", ["house"])[0][0]).save(reference)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a dog\n")
+    args = [
+        "rounds", str(reference), "--caption", "house.png=a house", "--descriptor",
+        "in line art style", "--base", str(tiny_zoo), "--prompts", str(prompts),
+        "--round1-steps", "2", "--round2-steps", "2", "--round1-lr", "1e-3", "--round2-lr",
+        "1e-3", "--pool-k", "2", "-n", "1", "--out", str(out), "--round2-adapter", "r1",
+    ]  # fmt: skip
+    assert main([*args, "--picks-per-prompt", "3"]) == 2  # more than the pool holds
+    assert "picks_per_prompt must be in [1, pool_images_per_prompt = 2]" in capsys.readouterr().err
+    assert not (out / SETTINGS_FILE).exists()
+    assert main([*args, "--picks-per-prompt", "2"]) == 0
+    chosen = json.loads((out / "selections.json").read_text())
+    assert len(chosen["clip"]) == len(chosen["random"]) == 60  # 2 of each prompt's 2
+    pool = json.loads((out / "pool" / "candidates.json").read_text())
+    assert set(chosen["clip"]) == {c["id"] for c in pool}
+    settings = json.loads((out / SETTINGS_FILE).read_text())
+    assert (settings["picks_per_prompt"], settings["round2_adapter"]) == (2, "r1")
