@@ -21,8 +21,8 @@ DEFAULT_LAMBDA_B = 5.0
 # Style + subject mixing (Eqs. 5-6): the subject adapter's weight gamma (paper: 0.5-0.7).
 DEFAULT_GAMMA = 0.6
 # MaskGIT's sampling temperatures (choice 4.5, token 1). The zoo samples nearer its modes
-# (1 and 0.5); candidates for feedback are drawn at these, which vary more within a prompt
-# and give CLIP or a reviewer better picks (docs/experiments.md, "Feedback rounds").
+# (1 and 0.5); candidates for feedback are drawn at these, which vary more within a prompt,
+# so that CLIP or a reviewer has more to choose from (docs/experiments.md).
 VARIED_TEMPERATURE = 4.5
 VARIED_TOKEN_TEMPERATURE = 1.0
 
