@@ -81,7 +81,8 @@ def paper_table(evaluation) -> list[list[str]]:
 
 def selection_table(figures: dict[str, dict[str, float]]) -> list[list[str]]:
     """A header row, then one row per image set (pool, each selection) with its means."""
-    keys = [k for k in ("text", "style", "subject_named") if k in next(iter(figures.values()))]
+    present = next(iter(figures.values()))
+    keys = [k for k in ("text", "style", "leakage", "subject_named") if k in present]
     rows = [["images", "count", *keys]]
     for name, values in figures.items():
         rows.append([name, str(int(values["images"])), *[f"{values[k]:.3f}" for k in keys]])

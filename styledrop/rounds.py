@@ -228,6 +228,7 @@ def selection_figures(
     selections: dict[str, Sequence[Candidate]],
     prompts: PromptSet,
     scorer: ClipScorer,
+    reference_caption: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """What the pool holds and what each selection took from it.
 
@@ -237,21 +238,30 @@ def selection_figures(
         selections: Name -> the candidates it picked ("clip", "random").
         prompts: The pool's prompt set (its world subjects, where known).
         scorer: The CLIP that names each image's subject zero-shot over the vocabulary.
+        reference_caption: The style image's content ("a house"), for leakage.
 
     Returns:
-        "pool" and each selection -> images, mean text and style scores, and (where the
-        prompts are world subjects) `subject_named`, the fraction whose subject the scorer
-        names: is there content in the pool for feedback to select?
+        "pool" and each selection -> images, mean text and style scores, `leakage` (with a
+        reference caption: the fraction of images closer to it than to their own prompt,
+        the evaluation's measure) and, where the prompts are world subjects,
+        `subject_named`, the fraction whose subject the scorer names: is there content in
+        the pool for feedback to select, and did the selection leave the reference's out?
     """
+    from feedback.metrics import leakage_flags
     from styledrop.inputs import load_images
     from styledrop.zoo.naming import named_flags
 
     subject_of = dict(zip(prompts.prompts, prompts.subjects, strict=True))
     truth = [subject_of.get(c.prompt) for c in candidates]
-    named = None
-    if any(subject is not None for subject in truth):
+    named = leaked = None
+    if any(subject is not None for subject in truth) or reference_caption is not None:
         images = load_images([pool_dir / c.id for c in candidates], max_images=len(candidates))
-        named = named_flags(scorer, np.stack([image.pixels for image in images]), truth)
+        pixels = np.stack([image.pixels for image in images])  # [N, H, W, 3] uint8
+        if any(subject is not None for subject in truth):
+            named = named_flags(scorer, pixels, truth)
+        if reference_caption is not None:
+            own = scorer.text_scores(pixels, [reference_caption] * len(pixels))
+            leaked = leakage_flags(np.array([c.text_score for c in candidates]), own)
     row_of = {c.id: row for row, c in enumerate(candidates)}
     out = {}
     for name, chosen in {"pool": candidates, **selections}.items():
@@ -261,6 +271,8 @@ def selection_figures(
             "text": float(np.mean([candidates[r].text_score for r in rows])),
             "style": float(np.mean([candidates[r].style_score for r in rows])),
         }
+        if leaked is not None:
+            figures["leakage"] = float(np.mean(leaked[rows]))
         if named is not None:
             figures["subject_named"] = float(np.nanmean(named[rows]))
         out[name] = figures
@@ -355,7 +367,7 @@ def run_rounds(
     evaluation.provenance["pool_candidates"] = len(candidates)
     evaluation.provenance["selected"] = {k: len(v) for k, v in selections.items()}
     evaluation.provenance["feedback_selection"] = selection_figures(
-        pool_dir, candidates, selections, round_prompts(), scorer
+        pool_dir, candidates, selections, round_prompts(), scorer, reference_caption
     )
     write_json(evaluation, out_dir / "evaluation.json")
     write_html(evaluation, out_dir / "evaluation.html", references)

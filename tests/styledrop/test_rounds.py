@@ -112,7 +112,9 @@ def test_evaluation_table_has_four_methods_with_ground_truth(experiment):
         assert figures["methods"][name]["subject_named"] in (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def test_feedback_selection_figures_describe_the_pool_and_both_picks(experiment):
+def test_feedback_selection_figures_describe_the_pool_and_both_picks(experiment, tiny_zoo):
+    from PIL import Image
+
     out, evaluation = experiment
     pool = json.loads((out / "pool" / "candidates.json").read_text())
     picked = evaluation.provenance["feedback_selection"]
@@ -122,7 +124,14 @@ def test_feedback_selection_figures_describe_the_pool_and_both_picks(experiment)
     # CLIP feedback takes each prompt's best text score: its mean is at least the pool's.
     assert picked["clip"]["text"] >= picked["pool"]["text"]
     for figures in picked.values():
-        assert 0 <= figures["subject_named"] <= 1
+        assert 0 <= figures["subject_named"] <= 1 and 0 <= figures["leakage"] <= 1
+    # Leakage as the evaluation counts it: closer to the reference's "a house" than to the
+    # image's own prompt, here over the whole pool.
+    scorer = ClipScorer.load(tiny_zoo / "judge")
+    pixels = np.stack([np.asarray(Image.open(out / "pool" / c["id"]).convert("RGB")) for c in pool])
+    house = scorer.text_scores(pixels, ["a house"] * len(pool))
+    own = np.array([c["text_score"] for c in pool])
+    assert picked["pool"]["leakage"] == pytest.approx(np.mean(house > own))
     # The rounds report: the reference, then per method 2 prompts x 2 images.
     assert assert_report_complete(out / "evaluation.html") == 1 + 4 * 4
 
