@@ -4,8 +4,8 @@ The candidates are a generation job's images with their CLIP text and style scor
 (scored by the worker), drawn by default at MaskGIT's varied temperatures rather than
 the base's near-mode ones, so that the images of one prompt differ enough to choose from.
 "Select by CLIP" ticks the paper's CLIP feedback choice (the best text score per prompt);
-a person can change any tick. The picks are saved with the pool
-(`selection.json` in the generation job's folder) before round 2 is queued on them.
+a person can change any tick. The picks are saved with the pool (`selection.json` in the
+generation job's folder) before round 2 is queued on them.
 """
 
 from __future__ import annotations
