@@ -255,7 +255,7 @@ def test_generate_page_queues_style_and_subject_with_the_chosen_weights(service)
     assert job.inputs["gamma"] == pytest.approx(0.4)
 
 
-def test_generate_page_leaves_lambda_b_to_the_base_unless_set(service):
+def test_generate_page_leaves_lambda_b_and_temperatures_to_the_base_unless_set(service):
     at = page("generate").run()
     at.selectbox(key="gen_style").set_value(service.style).run()
     at.text_area(key="gen_prompts").set_value("a cat")
@@ -263,6 +263,13 @@ def test_generate_page_leaves_lambda_b_to_the_base_unless_set(service):
     assert not at.error, _values(at.error)
     job = jobs.get(Store(service.store_dir), at.session_state["generate_job"])
     assert job.inputs["lambda_b"] is None and job.inputs["lambda_a"] == DEFAULT_LAMBDA_A
+    # Drawn sharp (the base's temperatures) unless "varied" is chosen.
+    assert (job.inputs["temperature"], job.inputs["token_temperature"]) == (None, None)
+    at.radio(key="gen_variety").set_value("varied")
+    at.button(key="generate").click().run()
+    varied = jobs.get(Store(service.store_dir), at.session_state["generate_job"])
+    assert varied.id != job.id
+    assert (varied.inputs["temperature"], varied.inputs["token_temperature"]) == (4.5, 1.0)
 
 
 def test_the_app_and_its_pages_never_import_jax_or_torch(service):

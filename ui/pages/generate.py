@@ -2,7 +2,8 @@
 
 The sliders are the StyleDrop guidance weights: lambda_A scales (adapted - base), the
 style's pull; lambda_B is classifier-free guidance. With a subject adapter, gamma weighs
-the subject against the style (the paper's style + subject composition).
+the subject against the style (the paper's style + subject composition). The images are
+drawn at the base's own temperatures unless "Varied" is chosen.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import streamlit as st
 
 from styledrop.terms import DEFAULT_GAMMA, DEFAULT_LAMBDA_A, DEFAULT_LAMBDA_B
 from ui import services
+from ui.decoding import SHARP, temperature_choice
 from worker import client
 
 NO_SUBJECT = ""
@@ -60,6 +62,7 @@ gamma = DEFAULT_GAMMA
 if subject:
     gamma = st.slider("Subject weight gamma", 0.0, 1.0, DEFAULT_GAMMA, 0.05, key="gen_gamma")
 negative = st.text_input("Negative prompt", value="", key="gen_negative")
+temperature, token_temperature = temperature_choice("gen_variety", SHARP)
 
 if st.button("Generate", type="primary", key="generate"):
     lines = [p.strip() for p in prompts.splitlines() if p.strip()]
@@ -70,7 +73,8 @@ if st.button("Generate", type="primary", key="generate"):
             job = client.submit_generate(
                 style, lines, num_images=int(per_prompt), seed=int(seed),
                 lambda_a=lambda_a, lambda_b=lambda_b, negative_prompt=negative,
-                subject=subject or None, gamma=gamma,
+                subject=subject or None, gamma=gamma, temperature=temperature,
+                token_temperature=token_temperature,
                 store=services.store(), app=services.celery_app(),
             )  # fmt: skip
         except (ValueError, ConnectionError, LookupError) as error:

@@ -22,22 +22,13 @@ from feedback.selection import (
     clip_best_per_prompt,
 )
 from styledrop.prompt_sets import round_prompts
-from styledrop.terms import ADAPTER_KINDS, VARIED_TEMPERATURE, VARIED_TOKEN_TEMPERATURE
+from styledrop.terms import ADAPTER_KINDS
 from ui import services
+from ui.decoding import VARIED, temperature_choice
 from worker import client
 from worker.store import job_key
 
 COLUMNS = 4
-VARIED = "varied"
-SHARP = "sharp"
-VARIETY_LABELS = {
-    VARIED: f"Varied (temperatures {VARIED_TEMPERATURE:g} / {VARIED_TOKEN_TEMPERATURE:g})",
-    SHARP: "Sharp (the base's own temperatures)",
-}
-VARIETY_HELP = (
-    "Varied candidates differ more between the images of one prompt, so there is more to"
-    " choose from; sharp ones are the base's most likely pictures, nearly alike."
-)
 
 
 def _pick_key(pool: str, candidate_id: str) -> str:
@@ -59,18 +50,13 @@ def _draw_form(source: str) -> None:
         a, b = st.columns(2)
         per_prompt = a.number_input("Images per prompt", min_value=1, max_value=16, value=2)
         seed = b.number_input("Seed", min_value=0, value=0)
-        variety = st.radio(
-            "Candidates", list(VARIETY_LABELS), format_func=VARIETY_LABELS.get,
-            horizontal=True, help=VARIETY_HELP, key="review_variety",
-        )  # fmt: skip
+        temperature, token_temperature = temperature_choice("review_variety", VARIED)
         if st.form_submit_button("Draw candidates"):
             lines = [p.strip() for p in prompts.splitlines() if p.strip()]
-            varied = variety == VARIED
             try:
                 job = client.submit_generate(
                     source, lines, num_images=int(per_prompt), seed=int(seed),
-                    temperature=VARIED_TEMPERATURE if varied else None,
-                    token_temperature=VARIED_TOKEN_TEMPERATURE if varied else None,
+                    temperature=temperature, token_temperature=token_temperature,
                     store=services.store(), app=services.celery_app(),
                 )  # fmt: skip
             except (ValueError, ConnectionError, LookupError) as error:
