@@ -208,6 +208,10 @@ def _print(job, as_json: bool) -> None:
         print(f"  error: {job.error}")
     if job.attempts:
         print(f"  attempts: {job.attempts} (last worker: {job.worker})")
+    if job.device:
+        print(f"  device: {job.device}")
+    if job.sampling_summary():
+        print(f"  sampled with: {job.sampling_summary()}")
     for name, key in sorted(job.artifacts.items()):
         print(f"  {name}: {key}")
 

@@ -101,6 +101,27 @@ class Job:
     guidance: dict[str, float] | None = None
     decoding: dict[str, Any] | None = None
 
+    def sampling_summary(self) -> str:
+        """How a generation job sampled, for people.
+
+        Returns:
+            "lambda_A 1, lambda_B 5; temperatures 4.5 / 1" (choice / token temperature; a
+            choice schedule reads "4.5 to 0"), the parts the record has: empty before a
+            worker has started the job, and for other kinds.
+        """
+        parts = []
+        if self.guidance:
+            parts.append(
+                f"lambda_A {self.guidance['lambda_a']:g}, lambda_B {self.guidance['lambda_b']:g}"
+            )
+        if self.decoding:
+            choice = self.decoding["temperature"]
+            choice = (
+                " to ".join(f"{t:g}" for t in choice) if isinstance(choice, list) else f"{choice:g}"
+            )
+            parts.append(f"temperatures {choice} / {self.decoding['token_temperature']:g}")
+        return "; ".join(parts)
+
     @property
     def is_terminal(self) -> bool:
         """Whether the job has ended (succeeded, failed or cancelled)."""

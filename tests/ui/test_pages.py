@@ -125,6 +125,15 @@ def test_jobs_page_shows_a_finished_job_and_offers_its_adapter(service):
     assert job.artifacts["adapter"].endswith(".safetensors")
 
 
+def test_jobs_page_says_how_a_generation_job_sampled(service):
+    at = page("jobs").run()
+    at.selectbox(key="jobs_pick").set_value(service.pool).run()
+    assert not at.exception
+    job = jobs.get(Store(service.store_dir), service.pool)
+    assert job.decoding is not None and job.guidance == {"lambda_a": 1.0, "lambda_b": 5.0}
+    assert f"Sampled with {job.sampling_summary()} on {job.device}." in _values(at.caption)
+
+
 def test_jobs_page_cancels_a_queued_job(empty_service):
     store, _ = empty_service
     options = FinetuneOptions("in line art style", steps=5)

@@ -100,7 +100,7 @@ def test_a_generate_job_scores_every_image(queue_service, style_job, generated, 
 
 
 def test_a_generate_job_draws_and_records_the_temperatures_asked(
-    queue_service, style_job, generated, tiny_zoo
+    queue_service, style_job, generated, tiny_zoo, capsys
 ):
     from muse.checkpoint import read_model_config
 
@@ -121,6 +121,11 @@ def test_a_generate_job_draws_and_records_the_temperatures_asked(
     )
     with pytest.raises(ValueError, match="token_temperature must be positive"):
         _generate(queue_service, style_job.id, token_temperature=0.0)
+    # `jobs show` says how it sampled (the tiny zoo stores no lambda_B: the paper's 5).
+    assert main(["jobs", "show", done.id, "--store", str(queue_service.store.root)]) == 0
+    printed = capsys.readouterr().out
+    assert "sampled with: lambda_A 1, lambda_B 5; temperatures 4.5 / 1" in printed
+    assert f"device: {done.device}" in printed
 
 
 def test_score_false_writes_no_scores(queue_service, style_job, generated, service):

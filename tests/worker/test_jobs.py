@@ -230,6 +230,15 @@ def test_the_client_and_jobs_cli_do_not_import_jax(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def test_the_sampling_summary_names_what_the_record_has():
+    job = jobs.Job(id="gen-x", kind="generate")
+    assert job.sampling_summary() == ""  # not started yet
+    job.guidance = {"lambda_a": 1.0, "lambda_b": 0.5}
+    assert job.sampling_summary() == "lambda_A 1, lambda_B 0.5"
+    job.decoding = {"temperature": [4.5, 0.0], "token_temperature": 1.0}  # a schedule
+    assert job.sampling_summary() == "lambda_A 1, lambda_B 0.5; temperatures 4.5 to 0 / 1"
+
+
 def test_generate_and_round_spec_validation():
     from worker.generate_spec import GenerateSpec
 
