@@ -210,8 +210,9 @@ def _print(job, as_json: bool) -> None:
         print(f"  attempts: {job.attempts} (last worker: {job.worker})")
     if job.device:
         print(f"  device: {job.device}")
-    if job.sampling_summary():
-        print(f"  sampled with: {job.sampling_summary()}")
+    sampling = job.sampling_summary()
+    if sampling:
+        print(f"  sampled with: {sampling}")
     for name, key in sorted(job.artifacts.items()):
         print(f"  {name}: {key}")
 

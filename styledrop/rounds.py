@@ -253,11 +253,12 @@ def selection_figures(
 
     subject_of = dict(zip(prompts.prompts, prompts.subjects, strict=True))
     truth = [subject_of.get(c.prompt) for c in candidates]
+    world_subjects = any(subject is not None for subject in truth)
     named = leaked = None
-    if any(subject is not None for subject in truth) or reference_caption is not None:
+    if world_subjects or reference_caption is not None:
         images = load_images([pool_dir / c.id for c in candidates], max_images=len(candidates))
         pixels = np.stack([image.pixels for image in images])  # [N, H, W, 3] uint8
-        if any(subject is not None for subject in truth):
+        if world_subjects:
             named = named_flags(scorer, pixels, truth)
         if reference_caption is not None:
             own = scorer.text_scores(pixels, [reference_caption] * len(pixels))

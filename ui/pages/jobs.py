@@ -70,8 +70,9 @@ def _show_generate(job: jobs.Job) -> None:
     progress = job.progress
     done, total = int(progress.get("done", 0)), int(progress.get("total") or 1)
     st.progress(min(done / max(total, 1), 1.0), text=f"{done} of {total} images")
-    if job.sampling_summary():
-        st.caption(f"Sampled with {job.sampling_summary()} on {job.device or '-'}.")
+    sampling = job.sampling_summary()
+    if sampling:
+        st.caption(f"Sampled with {sampling} on {job.device or '-'}.")
     if "grid" in job.artifacts:
         st.image(services.image_bytes(job.artifacts["grid"]), caption="All images")
 
