@@ -1,6 +1,6 @@
 # Sourced by the GPU scripts (gpu_zoo_build.sh, gpu_bench.sh) after their options are read:
 # the Python to use, the carried wheels, the checkout on PYTHONPATH, and the refusal to run
-# without a GPU unless $rehearse is 1. Sets $python and $backend.
+# without a GPU unless $rehearse or $any_backend is 1. Sets $python and $backend.
 python=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 
@@ -14,7 +14,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 backend=$("$python" -c 'import jax; print(jax.default_backend())')
 echo "JAX backend: $backend"
-if [ "$backend" != gpu ] && [ "$rehearse" = 0 ]; then
+if [ "$backend" != gpu ] && [ "$rehearse" = 0 ] && [ "${any_backend:-0}" = 0 ]; then
     echo "error: JAX sees no GPU ($backend); this script is for a lent GPU (--rehearse to try it here)" >&2
     exit 3
 fi

@@ -5,7 +5,8 @@
 #
 # - the data pack of scripts/gpu_zoo_build.sh (.zoo_pack/world.npz; not with --wheels-only);
 # - the pure-Python wheels the GPU image lacks (.whl/): ftfy and wcwidth for the CLIP
-#   tokenizer and flax at our tested version (both scripts); diffusers, which builds the
+#   tokenizer and flax at the version tested on the GPU image's JAX (both scripts; see
+#   GPU_FLAX below); diffusers, which builds the
 #   random-weight fixtures and is the parity tests' reference, and open_clip_torch, whose
 #   BPE merges the tokenizer is built from (scripts/gpu_bench.sh). About 9 MB in all;
 #   --zoo-only keeps the first three (1.4 MB), what the zoo build needs, which leaves room
@@ -26,9 +27,16 @@ done
 if [ "$pack" = 1 ]; then
     "$bin/styledrop" zoo pack --out .zoo_pack/world.npz
 fi
+# The GPU image has JAX 0.11 on Python 3.12. The flax installed here (0.12.8, the last for
+# Python 3.11) fails to import there (`jax.experimental.hijax` has no `HiPrimitive` in JAX
+# 0.11); 0.12.10 and later work with both JAX 0.10 and 0.11 but need Python >= 3.12. So the
+# GPU gets its own flax, rehearsed on the image's versions by scripts/rehearse_gpu_versions.sh.
+GPU_FLAX=${GPU_FLAX:-0.12.12}
 version() { "$bin/python" -c "import importlib.metadata as m; print(m.version('$1'))"; }
 pinned=()
-for name in "${wheels[@]}"; do pinned+=("$name==$(version "$name")"); done
+for name in "${wheels[@]}"; do
+    if [ "$name" = flax ]; then pinned+=("flax==$GPU_FLAX"); else pinned+=("$name==$(version "$name")"); fi
+done
 rm -rf .whl && mkdir -p .whl
 "$bin/pip" download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The zoo build as run on a lent GPU (one call of the device tool), and its CPU rehearsal.
 #
-#   scripts/gpu_zoo_build.sh [--rehearse] [--budget SECONDS] [--pack FILE] [--work DIR]
-#                            [-- extra `styledrop zoo build` options]
+#   scripts/gpu_zoo_build.sh [--rehearse | --any-backend] [--budget SECONDS] [--pack FILE]
+#                            [--work DIR] [-- extra `styledrop zoo build` options]
 #
 # On the GPU machine (Python 3.12, JAX with CUDA, no fonts, no network, the checkout not
 # installed): installs the wheels carried in .whl/ when there are any, refuses to run
@@ -14,12 +14,16 @@
 # Rebuild the zoo folder from them with `styledrop zoo unshard --shards DIR --out ZOO`.
 #
 # --rehearse runs the tiny build only, on any backend (the test suite runs it on CPU).
+# --any-backend runs the whole GPU sequence on any backend, the real build cut to --budget:
+# a rehearsal of the GPU call on the GPU machine's package versions where no GPU is
+# (scripts/rehearse_gpu_versions.sh runs it so).
 # The data pack (`styledrop zoo pack --out .zoo_pack/world.npz`) travels in an ignored
 # folder: name `.zoo_pack` (and `.whl`, if any) in the device call's `carry`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rehearse=0
+any_backend=0
 budget=420
 pack=.zoo_pack/world.npz
 work=${TMPDIR:-/tmp}/styledrop-zoo-build
@@ -27,6 +31,7 @@ extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --rehearse) rehearse=1 ;;
+        --any-backend) any_backend=1 ;;
         --budget) budget=$2; shift ;;
         --pack) pack=$2; shift ;;
         --work) work=$2; shift ;;
