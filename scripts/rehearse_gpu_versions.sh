@@ -43,8 +43,10 @@ fi
 
 # The GPU image's versions (the device tool's KINDS.md, read 2026-11). torch's own pin of
 # nvidia-nccl-cu13 (2.28.9) is not on PyPI's mirror here; 2.32.3 has the symbols it needs.
+# The image has a flax of its own (with msgpack, orbax-checkpoint, ...); the calls carry
+# flax 0.12.12 over it (scripts/gpu_prepare.sh).
 gpu_python_packages=(jax==0.11.2 jaxlib==0.11.2 numpy==2.5.2 transformers==5.17.0
-    tokenizers==0.23.2 safetensors==0.8.0 huggingface_hub==1.33.0 optax chex pillow tqdm
+    tokenizers==0.23.2 safetensors==0.8.0 huggingface_hub==1.33.0 flax==0.12.12 optax chex pillow tqdm
     pytest pytest-xdist filelock typing-extensions "setuptools<82" sympy networkx jinja2
     fsspec regex pyyaml)
 torch_cuda_libraries=("cuda-toolkit[cublas,cudart,cufft,cufile,cupti,curand,cusolver,cusparse,nvjitlink,nvrtc,nvtx]==13.0.2"
@@ -54,7 +56,7 @@ torch_cuda_libraries=("cuda-toolkit[cublas,cudart,cufft,cufile,cupti,curand,cuso
 test_packages=(open_clip_torch "celery[redis]" redis streamlit "diffusers<0.43" "peft<0.22"
     "moto[server]" s3fs playwright)
 
-in_root() { chroot "$root" env HOME=/root LC_ALL=C.UTF-8 "$@"; }
+in_root() { chroot "$root" env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root LC_ALL=C.UTF-8 "$@"; }
 pip_in_root() { in_root /venv/bin/pip install -q --disable-pip-version-check "$@"; }
 
 mounted=()
@@ -68,7 +70,8 @@ mount_in_root() {  # mount_in_root TYPE_OR_--bind SOURCE TARGET
     fi
 }
 
-if [ ! -f "$root/venv/.installed" ]; then
+installed="${gpu_python_packages[*]} ${torch_cuda_libraries[*]} ${test_packages[*]}"
+if [ "$(cat "$root/venv/.installed" 2>/dev/null)" != "$installed" ]; then
     command -v debootstrap >/dev/null || apt-get install -y -q debootstrap
     [ -x "$root/usr/bin/python3" ] || debootstrap --variant=minbase \
         --include=python3,python3-venv,ca-certificates,fontconfig,fonts-noto-color-emoji,fonts-symbola,fonts-dejavu-core,redis-server \
@@ -78,13 +81,13 @@ cp /etc/resolv.conf "$root/etc/resolv.conf"
 cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 mount_in_root proc proc /proc
 mount_in_root --bind /dev /dev
-if [ ! -f "$root/venv/.installed" ]; then
+if [ "$(cat "$root/venv/.installed" 2>/dev/null)" != "$installed" ]; then
     in_root python3 -m venv /venv
     pip_in_root "${gpu_python_packages[@]}"
     pip_in_root --no-deps torch==2.11.0 torchvision==0.26.0
     pip_in_root "${torch_cuda_libraries[@]}"
     pip_in_root "${test_packages[@]}"
-    touch "$root/venv/.installed"
+    echo "$installed" > "$root/venv/.installed"
 fi
 
 rm -rf "$root/src/checkout" && mkdir -p "$root/src/checkout"
@@ -101,9 +104,11 @@ case "$mode" in
     full) run_in_checkout env PYTHON=/venv/bin/python OUT=/tmp/gpu-rehearsal \
         scripts/gpu_zoo_build.sh --any-backend --budget 300 ;;
     tests)
-        # The carried wheels as the GPU call installs them (flax at the GPU's version).
+        # The carried wheels as the GPU call installs them (flax at the GPU's version), and
+        # the checkout itself for the `styledrop` command (its Python bound is < 3.13).
         run_in_checkout /venv/bin/pip install -q --no-index --no-deps --upgrade \
             --target /tmp/site .whl/*.whl
+        run_in_checkout /venv/bin/pip install -q --no-deps --ignore-requires-python -e .
         run_in_checkout env PYTHONPATH=/tmp/site:/src/checkout /venv/bin/python -m pytest \
             -p no:cacheprovider "${pytest_args[@]}" ;;
 esac
