@@ -4,7 +4,9 @@
 python=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 
-if compgen -G ".whl/*.whl" >/dev/null; then
+# The carried wheels are for the GPU image's Python, 3.12 (scripts/gpu_prepare.sh; its flax
+# needs >= 3.12); on an older Python, a rehearsal here, the installed packages serve.
+if compgen -G ".whl/*.whl" >/dev/null && "$python" -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then
     "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
