@@ -282,6 +282,15 @@ def test_without_a_gpu_the_script_refuses_unless_rehearsing(tmp_path):
     assert "no GPU" in result.stderr and "--rehearse" in result.stderr
 
 
+def test_any_backend_passes_the_gpu_check_and_runs_the_gpu_sequence(tmp_path):
+    # Past the refusal, the first thing the GPU sequence checks is its pack: a missing one
+    # stops it there, before any build, instead of the refusal's exit 3.
+    result = _run(["--any-backend", "--pack", str(tmp_path / "none.npz")], tmp_path,
+                  OUT=str(tmp_path / "OUT"))  # fmt: skip
+    assert result.returncode == 2 and "no data pack" in result.stderr
+    assert "no GPU" not in result.stderr
+
+
 def test_a_missing_pack_is_named_with_the_command_that_writes_it(tmp_path):
     result = _run(["--rehearse", "--pack", str(tmp_path / "none.npz")], tmp_path)
     assert result.returncode == 2 and "styledrop zoo pack --out" in result.stderr
