@@ -29,7 +29,7 @@ if [ "$pack" = 1 ]; then
 fi
 # The GPU image has JAX 0.11 on Python 3.12. The flax installed here (0.12.8, the last for
 # Python 3.11) fails to import there (`jax.experimental.hijax` has no `HiPrimitive` in JAX
-# 0.11); 0.12.10 and later work with both JAX 0.10 and 0.11 but need Python >= 3.12. So the
+# 0.11); 0.12.10 to 0.12.12 import on JAX 0.11.2 but need Python >= 3.12. So the
 # GPU gets its own flax, rehearsed on the image's versions by scripts/rehearse_gpu_versions.sh.
 GPU_FLAX=${GPU_FLAX:-0.12.12}
 version() { "$bin/python" -c "import importlib.metadata as m; print(m.version('$1'))"; }
