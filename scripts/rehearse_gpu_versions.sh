@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rehearses the lent-GPU zoo build on the GPU image's package versions, on this machine's CPU:
 #
-#   scripts/rehearse_gpu_versions.sh [--root DIR] [--full] [--tests [PYTEST ARGS...]]
+#   scripts/rehearse_gpu_versions.sh [--root DIR] [--full | --bench | --tests [PYTEST ARGS...]]
 #
 # The GPU image runs Python 3.12 with JAX 0.11.2, numpy 2.5.2, transformers 5.17.0 and torch
 # 2.11.0 (the versions below; docs/gpu.md). JAX 0.11 needs Python >= 3.12, which Debian 12
@@ -12,6 +12,7 @@
 # - by default, `scripts/gpu_zoo_build.sh --rehearse`: the tiny build (about 1 min);
 # - with --full, the whole GPU call, `scripts/gpu_zoo_build.sh --any-backend --budget 300`:
 #   the tests, the tiny builds and the real build cut to 300 s (about 8 min on 2 cores);
+# - with --bench, `scripts/gpu_bench.sh --rehearse`: ours and diffusers, tiny (about 4 min);
 # - with --tests, pytest on the checkout, with PYTEST ARGS if given (the default suite
 #   otherwise; the browser test has no Chromium there).
 # The root is kept between runs (about 7 GB, most of it torch's CUDA libraries) and
@@ -27,6 +28,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --root) root=$2; shift ;;
         --full) mode=full ;;
+        --bench) mode=bench ;;
         --tests) mode=tests; shift; pytest_args=("$@"); break ;;
         *) echo "unknown option $1 (see the comment at the top of $0)" >&2; exit 2 ;;
     esac
@@ -103,6 +105,8 @@ case "$mode" in
         scripts/gpu_zoo_build.sh --rehearse ;;
     full) run_in_checkout env PYTHON=/venv/bin/python OUT=/tmp/gpu-rehearsal \
         scripts/gpu_zoo_build.sh --any-backend --budget 300 ;;
+    bench) run_in_checkout env PYTHON=/venv/bin/python OUT=/tmp/gpu-rehearsal \
+        scripts/gpu_bench.sh --rehearse ;;
     tests)
         # The carried wheels as the GPU call installs them (flax at the GPU's version), and
         # the checkout itself for the `styledrop` command (its Python bound is < 3.13).
