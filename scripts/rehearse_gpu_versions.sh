@@ -73,7 +73,9 @@ mount_in_root() {  # mount_in_root TYPE_OR_--bind SOURCE TARGET
 }
 
 installed="${gpu_python_packages[*]} ${torch_cuda_libraries[*]} ${test_packages[*]}"
-if [ "$(cat "$root/venv/.installed" 2>/dev/null)" != "$installed" ]; then
+install=0
+[ "$(cat "$root/venv/.installed" 2>/dev/null)" = "$installed" ] || install=1
+if [ "$install" = 1 ]; then
     command -v debootstrap >/dev/null || apt-get install -y -q debootstrap
     [ -x "$root/usr/bin/python3" ] || debootstrap --variant=minbase \
         --include=python3,python3-venv,ca-certificates,fontconfig,fonts-noto-color-emoji,fonts-symbola,fonts-dejavu-core,redis-server \
@@ -83,7 +85,7 @@ cp /etc/resolv.conf "$root/etc/resolv.conf"
 cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 mount_in_root proc proc /proc
 mount_in_root --bind /dev /dev
-if [ "$(cat "$root/venv/.installed" 2>/dev/null)" != "$installed" ]; then
+if [ "$install" = 1 ]; then
     in_root python3 -m venv /venv
     pip_in_root "${gpu_python_packages[@]}"
     pip_in_root --no-deps torch==2.11.0 torchvision==0.26.0
@@ -109,10 +111,10 @@ case "$mode" in
         scripts/gpu_bench.sh --rehearse ;;
     tests)
         # The carried wheels as the GPU call installs them (flax at the GPU's version), and
-        # the checkout itself for the `styledrop` command (its Python bound is < 3.13).
+        # the checkout itself for the `styledrop` command.
         run_in_checkout /venv/bin/pip install -q --no-index --no-deps --upgrade \
             --target /tmp/site .whl/*.whl
-        run_in_checkout /venv/bin/pip install -q --no-deps --ignore-requires-python -e .
+        run_in_checkout /venv/bin/pip install -q --no-deps -e .
         run_in_checkout env PYTHONPATH=/tmp/site:/src/checkout /venv/bin/python -m pytest \
             -p no:cacheprovider "${pytest_args[@]}" ;;
 esac
