@@ -18,6 +18,8 @@
 # The root is kept between runs (about 7 GB, most of it torch's CUDA libraries) and
 # reused; the checkout in it is copied anew each run. Needs root, debootstrap and the
 # network to Debian's and PyPI's registries; nothing here is needed by the tests or CI.
+# It mounts /proc and binds /dev into DIR for the run and unmounts them when it exits; if a
+# run was killed, `umount DIR/proc DIR/dev` before deleting DIR (rm -r would reach /dev).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
