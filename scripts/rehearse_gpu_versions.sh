@@ -15,7 +15,7 @@
 # - with --bench, `scripts/gpu_bench.sh --rehearse`: ours and diffusers, tiny (about 4 min);
 # - with --tests, pytest on the checkout, with PYTEST ARGS if given (the default suite
 #   otherwise; the browser test has no Chromium there).
-# The root is kept between runs (about 7 GB, most of it torch's CUDA libraries) and
+# The root is kept between runs (about 8 GB, most of it torch's CUDA libraries) and
 # reused; the checkout in it is copied anew each run. Needs root, debootstrap and the
 # network to Debian's and PyPI's registries; nothing here is needed by the tests or CI.
 # It mounts /proc and binds /dev into DIR for the run and unmounts them when it exits; if a
