@@ -34,11 +34,14 @@ def world(tmp_path_factory):
     return data, vq, TextEncoder(text, tokenizer)
 
 
-def test_base_training_learns(world, tmp_path):
+# bfloat16 is what `zoo build` computes in on a GPU ("auto"); the CPU suite trains in it too.
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_base_training_learns(world, tmp_path, dtype):
     data, vq, text = world
     config = BaseTrainConfig(
-        width=32, steps=40, batch_size=16, learning_rate=3e-3, warmup_steps=5, checkpoint_every=0
-    )
+        width=32, steps=40, batch_size=16, learning_rate=3e-3, warmup_steps=5, checkpoint_every=0,
+        dtype=dtype,
+    )  # fmt: skip
     path = train_base(data, vq, text, tmp_path, config)
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     first = np.mean([r["loss"] for r in log[:5]])
@@ -48,7 +51,10 @@ def test_base_training_learns(world, tmp_path):
     assert info["transformer"]["codebook_size"] == 16
     assert info["transformer"]["sample_size"] == 8  # 64 px / factor 8
     assert info["machine"]["jax_backend"] == "cpu" and info["machine"]["cpu"]
-    assert len(load_file(str(path))) > 0
+    weights = load_file(str(path))
+    assert len(weights) > 0
+    # Parameters stay float32 whatever the compute dtype.
+    assert {w.dtype for w in weights.values()} == {np.dtype(np.float32)}
 
 
 def test_pool_holds_the_canonical_framing_and_repeats_only_the_plain_draw(world):
