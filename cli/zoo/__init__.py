@@ -25,6 +25,7 @@ STEPS = {
     "assemble": ("cli.zoo.assemble", "main"),
     "report": ("cli.zoo.report", "main"),
     "compare": ("cli.zoo.compare", "main"),
+    "targets": ("cli.zoo.targets", "main"),
     "pack": ("cli.zoo.pack", "main"),
     "build": ("cli.zoo.build", "main"),
     "unshard": ("cli.zoo.unshard", "main"),
@@ -42,7 +43,8 @@ def add_parser(subparsers) -> None:
             " descriptor-invariance` fine-tunes a trained text encoder; `zoo compact-vq` shrinks"
             " a trained tokenizer's codebook by k-means; `zoo assemble` writes"
             " the embedded zoo folder; `zoo report` scores it (HTML + one JSON line); `zoo"
-            " compare` pairs two zoos' reports subject by subject."
+            " compare` pairs two zoos' reports subject by subject; `zoo targets` measures a"
+            " zoo on the targets a new default must meet (report, demo, watercolor, rounds)."
             " `zoo pack` writes the data pack a machine without the fonts builds from;"
             " `zoo build` trains the tokenizer and the base from it within a time budget (a"
             " GPU's minutes) and writes the zoo as shards; `zoo unshard` puts it back together."

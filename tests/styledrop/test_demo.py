@@ -44,13 +44,16 @@ def test_demo_writes_adapter_grids_scores_and_report(tiny_zoo, tmp_path):
     reference = shown[0][None]
     for name, images in (("round 1 (StyleDrop)", shown[1:3]), ("base + descriptor", shown[3:])):
         images = np.stack(images)
+        hits = np.array(judge_guesses(scorer, images)) == ["cat", "dog"]
         expected = {
             "style": float(scorer.style_scores(images, reference).mean()),
             "text": float(scorer.text_scores(images, ["a cat", "a dog"]).mean()),
             # "a cat" and "a dog" are world subjects: how often the judge names them.
-            "subject_named": np.mean(np.array(judge_guesses(scorer, images)) == ["cat", "dog"]),
+            "subject_named": np.mean(hits),
         }
-        assert summary["scores"][name] == pytest.approx(expected, abs=2e-3), name
+        scores = dict(summary["scores"][name])
+        assert scores.pop("named_per_prompt") == {"a cat": int(hits[0]), "a dog": int(hits[1])}
+        assert scores == pytest.approx(expected, abs=2e-3), name
         assert f"{summary['scores'][name]['style']:.4g}" in report.read_text()
 
 
