@@ -22,8 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
             " check), a timed generation of 16 images, the demo, a round-1 adapter on the"
             " held-out watercolor house, and optionally the feedback-rounds experiment."
             " Writes targets.json, targets.md and every part's outputs into --out, as it"
-            " goes. About 20 minutes for the committed zoo on 2 CPU cores (the rounds add"
-            " 30 to 40 at K 64)."
+            " goes. About 10 minutes for the committed zoo on 2 CPU cores (the rounds at"
+            " K 64 add about 30)."
         ),
     )
     parser.add_argument("--zoo", type=Path, default=None, help="zoo folder (default: embedded)")
@@ -67,10 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code.
     """
     args = build_parser().parse_args(argv)
-    if not (args.data / "manifest.json").is_file():
+    if not all((args.data / name).is_file() for name in ("manifest.json", "heldout.npz")):
         raise UserError(
-            f"--data {args.data} is not an emoji-world dataset; write one with"
-            f" `styledrop zoo data --out {args.data}`."
+            f"--data {args.data} is not an emoji-world dataset with its held-out styles (a"
+            f" `zoo build` work folder's world has none); write one with `styledrop zoo data"
+            f" --out {args.data}`."
         )
     others = []
     for path in args.against:

@@ -102,6 +102,9 @@ def test_command_refuses_bad_inputs_before_measuring(tiny_zoo, tmp_path, capsys)
     data = tiny_zoo.parent / "data"
     assert main(["zoo", "targets", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "styledrop zoo data --out" in capsys.readouterr().err
+    (tmp_path / "manifest.json").write_text("{}")  # a world without its held-out styles
+    assert main(["zoo", "targets", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "held-out styles" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"format": "something else"}))
     argv = ["zoo", "targets", "--zoo", str(tiny_zoo), "--data", str(data), "--out",
