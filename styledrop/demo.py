@@ -159,9 +159,10 @@ def run_demo(
             named = named_flags(scorer, images, subjects)  # [P * n] 1/0, NaN: no subject
             scores[name]["subject_named"] = float(np.nanmean(named))
             per_prompt = named.reshape(len(config.prompts), config.images_per_prompt)
-            scores[name]["named_per_prompt"] = {
-                prompt: int(np.nansum(row)) for prompt, row in zip(config.prompts, per_prompt)
-            }  # images of each prompt whose subject the judge names
+            scores[name]["named_per_prompt"] = {  # images of each prompt the judge names
+                prompt: int(np.nansum(row))
+                for prompt, row in zip(config.prompts, per_prompt, strict=True)
+            }
     columns = config.images_per_prompt * 4
     save_image(make_grid(baseline, columns=columns), out_dir / "baseline.png")
     save_image(make_grid(styled, columns=columns), out_dir / "styled.png")

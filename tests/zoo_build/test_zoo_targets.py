@@ -69,9 +69,10 @@ def test_each_target_is_the_figure_of_its_part(measured):
     assert generation["images"] == 4
     assert figures["generation_seconds_per_image"] == generation["seconds_with_loading"] / 4
     # Not run here: the rounds.
-    assert "rounds_text_gain_in_stderr" not in figures and record["met"][
-        "rounds_text_gain_in_stderr"
-    ] is None
+    assert (
+        "rounds_text_gain_in_stderr" not in figures
+        and record["met"]["rounds_text_gain_in_stderr"] is None
+    )
 
 
 def test_met_follows_each_bound(measured):
