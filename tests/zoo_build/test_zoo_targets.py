@@ -122,3 +122,25 @@ def test_command_refuses_bad_inputs_before_measuring(tiny_zoo, tmp_path, capsys)
     assert "at least 1" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     assert np.isfinite(TARGETS[0].bound)
+
+
+@pytest.mark.e2e
+def test_rounds_target_is_round2_clip_over_round1_in_standard_errors(tiny_zoo, tmp_path):
+    two = PromptSet("two", ("a penguin", "a dog"), ("penguin", "dog"))
+    config = TargetsConfig(
+        t2i_subjects=3, report_batch_size=4, demo=None, watercolor_prompts=None,
+        generation_prompts=(), watercolor_steps=2, rounds_pool=1,
+        rounds_images_per_prompt=2, rounds_prompts=two,
+    )  # fmt: skip
+    record = measure_targets(tiny_zoo, tiny_zoo.parent / "data", tmp_path, config, print)
+    assert set(record["parts"]) == {"report", "rounds"}
+    evaluation = json.loads((tmp_path / "rounds" / "evaluation.json").read_text())
+    gain = evaluation["comparisons"]["round 2 CLIP feedback - round 1"]
+    assert record["parts"]["rounds"]["round2_clip_minus_round1"] == gain
+    assert record["figures"]["rounds_text_gain_in_stderr"] == pytest.approx(
+        gain["text"] / gain["text_stderr"]
+    )
+    settings = evaluation["provenance"]["rounds_config"]
+    assert settings["pool_images_per_prompt"] == 1 and settings["round1_steps"] == 2
+    assert evaluation["provenance"]["descriptor"] == "in watercolor painting style"
+    assert (tmp_path / "rounds" / "watercolor_house.png").is_file()
