@@ -147,8 +147,9 @@ def measure_targets(
         log: Receives a line per stage.
 
     Returns:
-        The record written to `targets.json`: "figures" (each target's value, None where
-        not measured), "met", "parts" (each part's own figures) and "seconds" per part.
+        The record written to `targets.json`: "figures" (the value of each target its
+        parts measured), "met" (per target; None where not measured), "parts" (each
+        part's own figures), "seconds" per part, "config" and "machine".
     """
     zoo, out_dir = Path(zoo), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
