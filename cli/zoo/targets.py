@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cli.errors import UserError
+from styledrop.demo import DemoConfig
+from styledrop.prompt_sets import world_prompts
 from styledrop.zoo.embedded import zoo_dir
 from zoo_build.targets import TargetsConfig, load_targets, markdown_table, measure_targets
 
@@ -90,8 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = TargetsConfig(
         t2i_subjects=None if args.t2i_subjects <= 0 else args.t2i_subjects,
         seed=args.seed,
-        demo=None if args.no_demo else TargetsConfig().demo,
-        watercolor_prompts=None if args.no_watercolor else TargetsConfig().watercolor_prompts,
+        demo=None if args.no_demo else DemoConfig(),
+        watercolor_prompts=None if args.no_watercolor else world_prompts(),
         rounds_pool=rounds[0],
         rounds_images_per_prompt=rounds[1],
     )
