@@ -224,6 +224,10 @@ class SamplingConfig:
     # paper's 5. With an adapter that changes nothing, lambda_B = guidance_scale - 1 gives
     # the logits of plain sampling at guidance_scale.
     styledrop_lambda_b: float | None = None
+    # The fraction of decoding steps in which adapted sampling on this model draws the
+    # content prompt alone (no descriptor, no adapter) before StyleDrop guidance takes over;
+    # 0: the paper's rule, the adapter throughout.
+    styledrop_content_first: float = 0.0
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SamplingConfig:

@@ -21,7 +21,7 @@ from flax import nnx
 from muse import checkpoint
 from muse.config import ModelConfig
 from muse.folder_layout import TEXT_ENCODER_DIR, TOKENIZER_DIR
-from muse.sampling import DecodeConfig, combine_branches, decode
+from muse.sampling import DecodeConfig, combine_branches, decode, initial_base_count
 from muse.text_encoder import TextEncoder, default_device
 from muse.transformer import UVit2D
 from muse.vq import VQModel
@@ -51,15 +51,25 @@ def cfg_branches(prompts: Sequence[str], negative: Sequence[str], scale: float) 
     return [Branch(tuple(negative), 1.0 - scale), Branch(tuple(prompts), scale)]
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "cfg"))
-def _sample_tokens(graphdef, state, init_ids, hidden, pooled, micro, gates, weights, key, cfg):
-    """Jitted decode of one chunk. Rows of hidden/pooled/micro/gates are branch-major."""
+def layout_key(key: jax.Array) -> jax.Array:
+    """The layout phase's key, derived from a chunk's key (which the main phase keeps)."""
+    return jax.random.fold_in(key, 0x1A7)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "steps"))
+def _sample_tokens(
+    graphdef, state, init_ids, hidden, pooled, micro, gates, weights, key, cfg, steps, base_count
+):
+    """Jitted decode of one chunk's steps. Rows of hidden/pooled/micro/gates are branch-major."""
     model = nnx.merge(graphdef, state)
 
     def logits_fn(ids, inputs):
         return model(ids, *inputs)
 
-    return decode(logits_fn, (hidden, pooled, micro, gates), weights, init_ids, key, cfg)
+    inputs = (hidden, pooled, micro, gates)
+    return decode(
+        logits_fn, inputs, weights, init_ids, key, cfg, steps=steps, base_count=base_count
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -129,8 +139,13 @@ class Pipeline:
         batch_size: int = 8,
         aesthetic_score: float | None = None,
         progress: Callable[[int, int], None] | None = None,
+        layout: Sequence[Branch] = (),
+        layout_steps: int = 0,
     ) -> np.ndarray:
         """Decodes one token grid per image with the given guidance branches.
+
+        The first `layout_steps` decoding steps may use other branches (`layout`): the
+        early steps lay the image out, the later ones draw its detail.
 
         Args:
             branches: Guidance branches, all with the same number of prompts N.
@@ -139,27 +154,42 @@ class Pipeline:
             batch_size: Images per compiled chunk.
             aesthetic_score: Micro-conditioning score (default: the model's).
             progress: Called with (images done, total) after each chunk.
+            layout: The branches of the first `layout_steps` steps, N prompts each.
+            layout_steps: How many of the K decoding steps use `layout` (0 to K).
 
         Returns:
             [N, h, w] int32 token ids.
         """
         total = len(branches[0].prompts)
-        if any(len(b.prompts) != total for b in branches):
+        if any(len(b.prompts) != total for b in (*branches, *layout)):
             raise ValueError("Every guidance branch needs one prompt per image.")
         cfg = decode_config or self.decode_config()
+        if not 0 <= layout_steps <= cfg.num_steps or (layout_steps and not layout):
+            raise ValueError(
+                f"layout_steps must be in [0, {cfg.num_steps}], with layout branches when "
+                f"above 0; got {layout_steps}."
+            )
+        phases = [(branches, (layout_steps, cfg.num_steps))]
+        if layout_steps:
+            phases.insert(0, (layout, (0, layout_steps)))
         side = self.config.transformer.sample_size
         chunk = min(batch_size, total)
         graphdef, state = nnx.split(self.transformer)
-        weights = jnp.asarray([b.weight for b in branches], jnp.float32)
         key = jax.random.key(seed)
         out = []
         for index, start in enumerate(range(0, total, chunk)):
             rows = _padded_rows(start, chunk, total)  # [chunk]
-            inputs = self.branch_inputs(branches, rows, aesthetic_score)
-            init = jnp.full((chunk, side, side), cfg.mask_token_id, jnp.int32)
-            ids = _sample_tokens(
-                graphdef, state, init, *inputs, weights, jax.random.fold_in(key, index), cfg
-            )
+            ids = jnp.full((chunk, side, side), cfg.mask_token_id, jnp.int32)
+            base_count = initial_base_count(ids, cfg)  # [chunk]
+            chunk_key = jax.random.fold_in(key, index)
+            for phase_branches, steps in phases:
+                inputs = self.branch_inputs(phase_branches, rows, aesthetic_score)
+                weights = jnp.asarray([b.weight for b in phase_branches], jnp.float32)
+                # The main phase keeps the chunk's key, so no layout draws what it drew before.
+                phase_key = chunk_key if steps[1] == cfg.num_steps else layout_key(chunk_key)
+                ids = _sample_tokens(
+                    graphdef, state, ids, *inputs, weights, phase_key, cfg, steps, base_count
+                )
             out.append(np.asarray(ids)[: min(chunk, total - start)])
             if progress is not None:
                 progress(min(start + chunk, total), total)

@@ -139,6 +139,20 @@ def decode_step(
     return jnp.where(step == cfg.num_steps - 1, x0, masked)
 
 
+def initial_base_count(init_ids: jax.Array, cfg: DecodeConfig) -> jax.Array:
+    """[B] the count the mask ratio applies to: L (aMUSEd) or the unknown tokens (MaskGIT).
+
+    Args:
+        init_ids: [B, H, W] the tokens decoding starts from.
+        cfg: Static settings.
+    """
+    batch = init_ids.shape[0]
+    flat = init_ids.reshape(batch, -1)
+    if cfg.style == "maskgit":
+        return (flat == cfg.mask_token_id).sum(-1).astype(jnp.int32)
+    return jnp.full((batch,), flat.shape[1], jnp.int32)
+
+
 def decode(
     logits_fn: LogitsFn,
     inputs: Any,
@@ -147,8 +161,13 @@ def decode(
     key: jax.Array,
     cfg: DecodeConfig,
     return_history: bool = False,
+    steps: tuple[int, int] | None = None,
+    base_count: jax.Array | None = None,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Decodes a batch of token grids. Pure and traceable: jit it with `cfg` static.
+
+    A decode may run in phases with different branches: steps (0, k) from all mask
+    tokens, then steps (k, K) from their result, passing the first phase's `base_count`.
 
     Args:
         logits_fn: `(ids [n * B, H, W], inputs) -> logits [n * B, H, W, V]`, one call
@@ -160,9 +179,14 @@ def decode(
         key: PRNG key; the same key gives the same images.
         cfg: Static decoding settings.
         return_history: Also return the tokens after every step.
+        steps: The steps (first, end) to run, 0 <= first <= end <= K (default: all K).
+        base_count: [B] the count the mask ratio applies to (default: L for aMUSEd, the
+            unknown tokens of `init_ids` for MaskGIT; a later phase passes the first's,
+            `initial_base_count`).
 
     Returns:
-        [B, H, W] token ids, and with `return_history` a [K, B, H, W] history.
+        [B, H, W] token ids, and with `return_history` a [K, B, H, W] history (rows of
+        steps outside `steps` stay zero).
     """
     weights = jnp.asarray(weights, jnp.float32)
     num_branches = weights.shape[0]
@@ -170,10 +194,11 @@ def decode(
     length = height * width
     temps = jnp.asarray(cfg.step_temperatures())
     ids0 = init_ids.reshape(batch, length).astype(jnp.int32)
-    if cfg.style == "maskgit":
-        base_count = (ids0 == cfg.mask_token_id).sum(-1)
-    else:
-        base_count = jnp.full((batch,), length, jnp.int32)
+    first, end = (0, cfg.num_steps) if steps is None else steps
+    if not 0 <= first <= end <= cfg.num_steps:
+        raise ValueError(f"steps must satisfy 0 <= first <= end <= {cfg.num_steps}, got {steps}.")
+    if base_count is None:
+        base_count = initial_base_count(init_ids, cfg)
 
     def body(step, carry):
         ids, key, history = carry
@@ -190,7 +215,7 @@ def decode(
         return ids, key, history
 
     history = jnp.zeros((cfg.num_steps, batch, length), jnp.int32) if return_history else None
-    ids, _, history = jax.lax.fori_loop(0, cfg.num_steps, body, (ids0, key, history))
+    ids, _, history = jax.lax.fori_loop(first, end, body, (ids0, key, history))
     ids = ids.reshape(batch, height, width)
     if return_history:
         return ids, history.reshape(cfg.num_steps, batch, height, width)

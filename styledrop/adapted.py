@@ -18,7 +18,7 @@ from flax import nnx
 from adapters import adapter_indices, inject_adapter, load_adapter_state
 from adapters.files import AdapterFile, read_adapter_file
 from muse import checkpoint as model_checkpoint
-from muse.pipeline import Pipeline
+from muse.pipeline import Branch, Pipeline
 from muse.transformer import current_adapter_gate
 from styledrop.guidance import (
     GuidanceScales,
@@ -123,7 +123,35 @@ def generate_styled(
         temperature=temperature, token_temperature=token_temperature, num_steps=num_steps,
         style=decoding,
     )  # fmt: skip
+    layout_steps = scales.layout_steps(cfg.num_steps)
+    layout = content_branches(pipe, styled, descriptor, negatives, scales, subject, count)
     ids = pipe.sample_tokens(
-        branches, seed=seed, decode_config=cfg, batch_size=batch_size, progress=progress
-    )
+        branches, seed=seed, decode_config=cfg, batch_size=batch_size, progress=progress,
+        layout=layout if layout_steps else (), layout_steps=layout_steps,
+    )  # fmt: skip
     return pipe.decode_tokens(ids, batch_size=batch_size)
+
+
+def content_branches(
+    pipe: Pipeline,
+    styled: Sequence[str],
+    descriptor: str,
+    negatives: Sequence[str],
+    scales: GuidanceScales,
+    subject: AttachedAdapter | None,
+    num_adapters: int,
+) -> list[Branch]:
+    """The branches of the content-first steps (`GuidanceScales.content_first`).
+
+    They draw the prompts without the style descriptor: with the base at its own
+    classifier-free scale, or with a subject adapter, its Eq. 4 term (the paper's subject
+    term of Eqs. 5-6), so a subject only the adapter knows is laid out too.
+    """
+    content = [without_descriptor(p, descriptor) for p in styled]
+    if subject is None:
+        scale = pipe.config.sampling.guidance_scale
+        base = (0.0,) * num_adapters  # every adapter off: the frozen base
+        return [Branch(tuple(negatives), 1.0 - scale, base), Branch(tuple(content), scale, base)]
+    return styledrop_branches(
+        content, negatives, scales, adapter_index=subject.index, num_adapters=num_adapters
+    )

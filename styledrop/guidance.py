@@ -32,14 +32,34 @@ class GuidanceScales:
     Attributes:
         lambda_a: Weight of (adapted - base) on the prompt: pushes towards the style.
         lambda_b: Weight of (base on prompt - base on negative): classifier-free guidance.
+        content_first: The fraction of the decoding steps, in [0, 1), drawn first from the
+            content prompt alone (the prompt without the style descriptor, at the model's
+            classifier-free scale, no adapter) before Eq. 4 draws the rest. Early steps lay
+            the image out and late ones draw its detail, so the base keeps the subject and
+            the adapter gives it the style. 0 is the paper's rule (Eq. 4 throughout).
     """
 
     lambda_a: float = DEFAULT_LAMBDA_A
     lambda_b: float = DEFAULT_LAMBDA_B
+    content_first: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.content_first < 1.0:
+            raise ValueError(
+                "content_first is the fraction of decoding steps drawn from the content "
+                f"prompt alone; give a value in [0, 1), got {self.content_first}."
+            )
+
+    def layout_steps(self, num_steps: int) -> int:
+        """How many of `num_steps` decoding steps draw the content prompt alone."""
+        return round(self.content_first * num_steps)
 
 
 def model_guidance(
-    sampling: SamplingConfig, lambda_a: float | None = None, lambda_b: float | None = None
+    sampling: SamplingConfig,
+    lambda_a: float | None = None,
+    lambda_b: float | None = None,
+    content_first: float | None = None,
 ) -> GuidanceScales:
     """The scales to sample one model with: those given, else the model's, else the paper's.
 
@@ -52,23 +72,31 @@ def model_guidance(
         sampling: The model's sampling settings (`Pipeline.config.sampling`).
         lambda_a: lambda_A, or None for the paper's 1.
         lambda_b: lambda_B, or None for the model's (the paper's 5 if it stores none).
+        content_first: `GuidanceScales.content_first`, or None for the model's
+            (`styledrop_content_first`; 0, the paper's rule, if it stores none).
 
     Returns:
         Concrete scales.
     """
     if lambda_b is None:
         lambda_b = sampling.styledrop_lambda_b
+    if content_first is None:
+        content_first = sampling.styledrop_content_first
     return GuidanceScales(
         DEFAULT_LAMBDA_A if lambda_a is None else lambda_a,
         DEFAULT_LAMBDA_B if lambda_b is None else lambda_b,
+        content_first,
     )
 
 
 def folder_guidance(
-    base: str | Path, lambda_a: float | None = None, lambda_b: float | None = None
+    base: str | Path,
+    lambda_a: float | None = None,
+    lambda_b: float | None = None,
+    content_first: float | None = None,
 ) -> GuidanceScales:
     """`model_guidance` for a model folder, from its `model.json` (no weights load)."""
-    return model_guidance(read_model_config(base).sampling, lambda_a, lambda_b)
+    return model_guidance(read_model_config(base).sampling, lambda_a, lambda_b, content_first)
 
 
 def _gate(num_adapters: int, on: int | None) -> tuple[float, ...]:
