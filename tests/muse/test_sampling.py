@@ -175,3 +175,51 @@ def test_bad_settings_are_refused():
         DecodeConfig(mask_token_id=MASK, num_steps=0)
     with pytest.raises(ValueError, match="token_temperature"):
         DecodeConfig(mask_token_id=MASK, token_temperature=0.0)
+
+
+@pytest.mark.parametrize("style", ["amused", "maskgit"])
+def test_a_decode_in_two_phases_keeps_the_first_phases_tokens_and_finishes(style):
+    side, batch, steps, split = 5, 3, 8, 5
+    temperature = (2.0, 0.0) if style == "amused" else 4.5
+    cfg = DecodeConfig(mask_token_id=MASK, num_steps=steps, style=style, temperature=temperature)
+    init = jnp.full((batch, side, side), MASK)
+    whole = decode(_random_logits_fn, _decode_inputs(2, batch, side), jnp.array([-1.0, 2.0]),
+                   init, jax.random.key(1), cfg)  # fmt: skip
+    default_range = decode(
+        _random_logits_fn, _decode_inputs(2, batch, side), jnp.array([-1.0, 2.0]), init,
+        jax.random.key(1), cfg, steps=(0, steps),
+    )  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(whole), np.asarray(default_range))
+
+    first, history = decode(
+        _random_logits_fn, _decode_inputs(2, batch, side, seed=5), jnp.array([-1.0, 2.0]), init,
+        jax.random.key(2), cfg, return_history=True, steps=(0, split),
+    )  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(history[split - 1]), np.asarray(first))
+    assert not np.asarray(history[split:]).any()  # steps outside the range stay zero
+    # The second phase has other branches (one, other inputs) and the first phase's count.
+    from muse.sampling import initial_base_count
+
+    last = decode(
+        _random_logits_fn, _decode_inputs(1, batch, side, seed=6), jnp.array([1.0]), first,
+        jax.random.key(3), cfg, steps=(split, steps), base_count=initial_base_count(init, cfg),
+    )  # fmt: skip
+    first, last = np.asarray(first), np.asarray(last)
+    known = first != MASK
+    assert known.any() and (~known).any()  # the first phase left part of the grid
+    np.testing.assert_array_equal(last[known], first[known])
+    assert (last != MASK).all()
+    # Each phase keeps the schedule of the whole decode: after `split` of `steps` steps,
+    # floor(L * cos(pi/2 * split/steps)) tokens are still masked.
+    masked = (first == MASK).reshape(batch, -1).sum(-1)
+    expected = int(side * side * np.cos(np.pi / 2 * split / steps))
+    np.testing.assert_array_equal(masked, expected)
+
+
+def test_a_step_range_outside_the_schedule_is_refused():
+    cfg = DecodeConfig(mask_token_id=MASK, num_steps=4)
+    init = jnp.full((1, 2, 2), MASK)
+    for steps in ((3, 2), (0, 5), (-1, 2)):
+        with pytest.raises(ValueError, match="steps must satisfy"):
+            decode(_random_logits_fn, _decode_inputs(1, 1, 2), jnp.array([1.0]), init,
+                   jax.random.key(0), cfg, steps=steps)  # fmt: skip

@@ -18,6 +18,7 @@ from muse.transformer import current_adapter_gate
 from styledrop.adapted import attach_adapter, generate_styled
 from styledrop.dataset import StyleExample, build_token_pool
 from styledrop.finetune import FinetuneConfig, finetune
+from styledrop.guidance import GuidanceScales
 from styledrop.train_step import make_train_step, mask_tokens
 
 
@@ -162,6 +163,11 @@ def test_adapter_file_provenance_and_base_check(tiny_model_dir, tmp_path, make_t
     attached = attach_adapter(pipe, result.adapter_path)
     images = generate_styled(pipe, attached, ["a cat"], num_images_per_prompt=2)
     assert images.shape == (2, 16, 16, 3)
+    content_first = generate_styled(
+        pipe, attached, ["a cat"], num_images_per_prompt=2,
+        scales=GuidanceScales(content_first=0.5),
+    )  # fmt: skip
+    assert content_first.shape == images.shape and not np.array_equal(content_first, images)
 
     other = convert_diffusers(
         make_tiny_diffusers(tmp_path / "other-src", seed=1), tmp_path / "other"

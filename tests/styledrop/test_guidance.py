@@ -133,6 +133,61 @@ def test_batched_gated_rows_equal_separate_forwards(two_adapter_pipe):
         np.testing.assert_allclose(batched[i], alone[0], atol=1e-4)
 
 
+def test_content_first_is_given_then_the_models_then_the_papers_and_is_a_fraction():
+    assert model_guidance(SamplingConfig()).content_first == 0.0  # the paper's rule
+    stored = SamplingConfig(styledrop_content_first=0.75)
+    assert model_guidance(stored) == GuidanceScales(1.0, 5.0, 0.75)
+    assert model_guidance(stored, content_first=0.0).content_first == 0.0
+    assert GuidanceScales(content_first=0.75).layout_steps(36) == 27
+    assert GuidanceScales().layout_steps(36) == 0
+    for bad in (-0.1, 1.0, 2.0):
+        with pytest.raises(ValueError, match="content_first"):
+            GuidanceScales(content_first=bad)
+
+
+def test_layout_steps_decode_the_layout_branches_then_the_main_ones(tiny_model_dir):
+    pipe = muse.load(tiny_model_dir)
+    steps = pipe.config.sampling.num_steps
+    main = cfg_branches(["a cat", "a bus"], ["", ""], 3.0)
+    layout = cfg_branches(["a dog", "a tree"], ["", ""], 2.0)
+    alone_main = pipe.sample_tokens(main, seed=1)
+    alone_layout = pipe.sample_tokens(layout, seed=1)
+    assert (alone_main != alone_layout).any()
+    # No layout steps: the main branches alone; all of them: the layout branches alone.
+    none = pipe.sample_tokens(main, seed=1, layout=layout, layout_steps=0)
+    np.testing.assert_array_equal(none, alone_main)
+    every = pipe.sample_tokens(main, seed=1, layout=layout, layout_steps=steps)
+    np.testing.assert_array_equal(every, alone_layout)
+    half = pipe.sample_tokens(main, seed=1, layout=layout, layout_steps=steps // 2)
+    assert (half != pipe.config.sampling.mask_token_id).all()  # every token decoded
+    assert (half != alone_main).any() and (half != alone_layout).any()
+    with pytest.raises(ValueError, match="layout_steps"):
+        pipe.sample_tokens(main, layout=(), layout_steps=1)
+    with pytest.raises(ValueError, match="layout_steps"):
+        pipe.sample_tokens(main, layout=layout, layout_steps=steps + 1)
+
+
+def test_content_first_steps_draw_the_content_prompt_with_the_base_or_the_subject(
+    two_adapter_pipe,
+):
+    from styledrop.adapted import AttachedAdapter, content_branches
+
+    pipe = two_adapter_pipe
+    styled = ["a cat in pastel style", "a bus in pastel style"]
+    scales = GuidanceScales(1.0, 5.0, 0.5)
+    base_only = content_branches(pipe, styled, "in pastel style", ["", ""], scales, None, 2)
+    scale = pipe.config.sampling.guidance_scale
+    assert base_only == [
+        Branch(("", ""), 1.0 - scale, (0.0, 0.0)),
+        Branch(("a cat", "a bus"), scale, (0.0, 0.0)),
+    ]
+    subject = AttachedAdapter(1, None)  # only its gate index is read
+    with_subject = content_branches(pipe, styled, "in pastel style", ["", ""], scales, subject, 2)
+    assert with_subject == styledrop_branches(
+        ["a cat", "a bus"], ["", ""], scales, adapter_index=1, num_adapters=2
+    )
+
+
 def test_descriptor_helpers():
     assert with_descriptor("a cat", "in pastel style") == "a cat in pastel style"
     assert with_descriptor("a cat in Pastel Style", "in pastel style") == "a cat in Pastel Style"
