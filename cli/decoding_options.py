@@ -1,4 +1,4 @@
-"""The decoding temperature options that `evaluate` and `rounds` share."""
+"""The decoding options that the sampling commands share: temperatures, content first."""
 
 from __future__ import annotations
 
@@ -42,3 +42,27 @@ def checked_temperatures(
             raise UserError(f"--{prefix}{name} must be positive, got {value}.")
         values.append(value)
     return values[0], values[1]
+
+
+def content_first_fraction(text: str) -> float:
+    """The argparse type of `--content-first`: a fraction of the decoding steps in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(
+            f"expected a fraction of the decoding steps in [0, 1), got {value:g} (0: the "
+            "paper's rule)"
+        )
+    return value
+
+
+def add_content_first_option(parser: argparse.ArgumentParser) -> None:
+    """`--content-first F` (None: the base's stored value, else 0, the paper's rule)."""
+    parser.add_argument(
+        "--content-first", type=content_first_fraction, metavar="F",
+        help="draw the first F of the decoding steps from the content prompt alone (no"
+        " descriptor, no adapter), then StyleDrop guidance; keeps subjects a one-image"
+        " adapter would lose (default: the base's; the zoo 0.75, else 0, the paper's rule)",
+    )  # fmt: skip

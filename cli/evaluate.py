@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from cli.clip_options import add_clip_options, load_scorer
-from cli.decoding_options import add_temperature_options, checked_temperatures
+from cli.decoding_options import (
+    add_content_first_option,
+    add_temperature_options,
+    checked_temperatures,
+)
 from cli.errors import UserError
 from cli.text_table import print_table
 from cli.training_options import add_dtype_option, compute_dtype
@@ -56,6 +60,7 @@ def add_parser(subparsers) -> None:
         help="classifier-free guidance (default: the base's, else the paper's 5)",
     )
     add_temperature_options(parser, "", "every method's draws")
+    add_content_first_option(parser)
     parser.add_argument("--json", type=Path, required=True, help="figures and provenance")
     parser.add_argument("--html", type=Path, required=True, help="report with image grids")
     parser.set_defaults(run=run)
@@ -117,7 +122,8 @@ def run(args) -> None:
     evaluation = evaluate(
         base, methods, prompt_set, descriptor, references, caption, scorer,
         images_per_prompt=args.images_per_prompt, seed=args.seed, lambda_a=args.lambda_a,
-        lambda_b=args.lambda_b, heldout_style=args.heldout_style,
+        lambda_b=args.lambda_b, content_first=args.content_first,
+        heldout_style=args.heldout_style,
         dtype=compute_dtype(args.dtype), temperature=temperature,
         token_temperature=token_temperature, log=print,
     )  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cli.decoding_options import add_content_first_option
 from cli.errors import UserError
 from styledrop.terms import DEFAULT_GAMMA, DEFAULT_LAMBDA_A
 
@@ -70,6 +71,7 @@ def add_parser(subparsers) -> None:
         type=float,
         help="StyleDrop classifier-free guidance (default: the base's, else the paper's 5)",
     )
+    add_content_first_option(parser)
     parser.add_argument(
         "--dtype", choices=["float32", "bfloat16"], default="float32", help="compute precision"
     )
@@ -147,7 +149,9 @@ def _generate_styled(pipe, args, temperature, progress):
         args.prompt,
         num_images_per_prompt=args.num_images,
         seed=args.seed,
-        scales=model_guidance(pipe.config.sampling, args.lambda_a, args.lambda_b),
+        scales=model_guidance(
+            pipe.config.sampling, args.lambda_a, args.lambda_b, args.content_first
+        ),
         negative_prompt=args.negative_prompt,
         subject=subject,
         gamma=args.gamma,

@@ -6,7 +6,11 @@ import json
 import sys
 from pathlib import Path
 
-from cli.decoding_options import add_temperature_options, checked_temperatures
+from cli.decoding_options import (
+    add_content_first_option,
+    add_temperature_options,
+    checked_temperatures,
+)
 from cli.errors import UserError
 from cli.training_options import (
     add_optimizer_options,
@@ -70,6 +74,7 @@ def add_parser(subparsers) -> None:
     generate.add_argument("--seed", type=int, default=0, help="random seed")
     generate.add_argument("--lambda-a", type=float, help="StyleDrop guidance weight")
     generate.add_argument("--lambda-b", type=float, help="classifier-free guidance weight")
+    add_content_first_option(generate)
     generate.add_argument(
         "--subject", metavar="JOB",
         help="id of a succeeded fine-tune job whose adapter is composed in as the subject",
@@ -269,8 +274,9 @@ def run_generate(args) -> None:
     _queue_and_print(
         args, client.submit_generate, args.source, args.prompt, num_images=args.num_images,
         seed=args.seed, lambda_a=args.lambda_a, lambda_b=args.lambda_b,
-        subject=args.subject, gamma=args.gamma, score=args.score, temperature=temperature,
-        token_temperature=token_temperature, store=store, app=app,
+        content_first=args.content_first, subject=args.subject, gamma=args.gamma,
+        score=args.score, temperature=temperature, token_temperature=token_temperature,
+        store=store, app=app,
     )  # fmt: skip
 
 

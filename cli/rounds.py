@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from cli.clip_options import add_clip_options, load_scorer
-from cli.decoding_options import add_temperature_options, checked_temperatures
+from cli.decoding_options import (
+    add_content_first_option,
+    add_temperature_options,
+    checked_temperatures,
+)
 from cli.errors import UserError
 from cli.finetune import parse_captions
 from cli.text_table import print_table
@@ -64,6 +68,7 @@ def add_parser(subparsers) -> None:
     add_dtype_option(parser)
     add_clip_options(parser)
     add_temperature_options(parser, "pool-", "the pool's draws")
+    add_content_first_option(parser)
     parser.add_argument(
         "--heldout-style", help="emoji-world held-out style: also score against ground truth"
     )
@@ -123,7 +128,8 @@ def run(args) -> None:
             round2_steps=args.round2_steps, round2_lr=args.round2_lr,
             round2_adapter=args.round2_adapter, pool_images_per_prompt=args.pool_k,
             eval_images_per_prompt=args.images_per_prompt, seed=args.seed,
-            lambda_a=args.lambda_a, lambda_b=args.lambda_b, dtype=compute_dtype(args.dtype),
+            lambda_a=args.lambda_a, lambda_b=args.lambda_b, content_first=args.content_first,
+            dtype=compute_dtype(args.dtype),
             pool_temperature=pool_temperature, pool_token_temperature=pool_token_temperature,
             picks_per_prompt=args.picks_per_prompt,
         )  # fmt: skip

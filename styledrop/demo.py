@@ -62,6 +62,9 @@ class DemoConfig:
         lambda_a: StyleDrop guidance towards the style (Eq. 4).
         lambda_b: StyleDrop classifier-free guidance (Eq. 4; None: the base's, else the
             paper's 5; the summary records the value used).
+        content_first: The fraction of decoding steps the adapted draws give the content
+            prompt alone (`styledrop.guidance.GuidanceScales`; None: the base's, else 0;
+            the summary records the value used).
     """
 
     caption: str = "a house"
@@ -74,6 +77,7 @@ class DemoConfig:
     seed: int = 0
     lambda_a: float = 1.0
     lambda_b: float | None = None
+    content_first: float | None = None
 
 
 def run_demo(
@@ -110,8 +114,13 @@ def run_demo(
     reference = load_images([style_path])[0]
     stage(f"loading the base ({base.name})")
     pipe = muse.load(base)
-    scales = model_guidance(pipe.config.sampling, config.lambda_a, config.lambda_b)
-    config = replace(config, lambda_a=scales.lambda_a, lambda_b=scales.lambda_b)
+    scales = model_guidance(
+        pipe.config.sampling, config.lambda_a, config.lambda_b, config.content_first
+    )
+    config = replace(
+        config, lambda_a=scales.lambda_a, lambda_b=scales.lambda_b,
+        content_first=scales.content_first,
+    )  # fmt: skip
     styled_prompts = [with_descriptor(p, config.descriptor) for p in config.prompts]
 
     stage("baseline: the base with the descriptor only")

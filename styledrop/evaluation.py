@@ -176,11 +176,13 @@ def draw(
     dtype: str = "float32",
     temperature: float | tuple[float, float] | None = None,
     token_temperature: float | None = None,
+    content_first: float | None = None,
 ) -> np.ndarray:
     """uint8 [len(prompts) * n, H, W, 3]: one method's images (a fresh base per method).
 
-    `dtype` is the base model's compute dtype (float32 or bfloat16); lambdas left None are
-    the base's (`styledrop.guidance.model_guidance`), and so are the decoding temperatures
+    `dtype` is the base model's compute dtype (float32 or bfloat16); lambdas and
+    `content_first` left None are the base's (`styledrop.guidance.model_guidance`; an
+    adapter's draws only), and so are the decoding temperatures
     left None (choice `temperature`, `token_temperature`; `muse.pipeline.DecodeConfig`).
     """
     import muse
@@ -199,7 +201,8 @@ def draw(
         style = attach_adapter(pipe, method.adapter)
         images = generate_styled(
             pipe, style, list(prompts), num_images_per_prompt=images_per_prompt, seed=seed,
-            scales=model_guidance(pipe.config.sampling, lambda_a, lambda_b), progress=progress,
+            scales=model_guidance(pipe.config.sampling, lambda_a, lambda_b, content_first),
+            progress=progress,
             temperature=temperature, token_temperature=token_temperature,
         )  # fmt: skip
     return _to_uint8(images)
@@ -269,6 +272,7 @@ def evaluate(
     seed: int = 0,
     lambda_a: float | None = None,
     lambda_b: float | None = None,
+    content_first: float | None = None,
     heldout_style: str | None = None,
     dtype: str = "float32",
     temperature: float | tuple[float, float] | None = None,
@@ -289,6 +293,8 @@ def evaluate(
         seed: Sampling seed, the same for every method.
         lambda_a: StyleDrop guidance towards the style (None: the paper's 1).
         lambda_b: StyleDrop classifier-free guidance (None: the base's, else the paper's 5).
+        content_first: The fraction of decoding steps an adapter's draws give the content
+            prompt alone (`GuidanceScales.content_first`; None: the base's, else 0).
         heldout_style: An emoji-world held-out style name: also score against ground truth.
         dtype: The base model's compute dtype (float32 or bfloat16).
         temperature: MaskGIT choice temperature of every method's draws (None: the base's).
@@ -301,7 +307,7 @@ def evaluate(
     from styledrop.guidance import folder_guidance
 
     base = Path(base)
-    scales = folder_guidance(base, lambda_a, lambda_b)
+    scales = folder_guidance(base, lambda_a, lambda_b, content_first)
     sampling = model_checkpoint.read_model_config(base).sampling
     temperature = sampling.temperature if temperature is None else temperature
     if token_temperature is None:
@@ -318,7 +324,8 @@ def evaluate(
         log(f"{method.name}: drawing {len(content)} images")
         images = draw(base, method, prompt_set.prompts, descriptor, n, seed, scales.lambda_a,
                       scales.lambda_b, dtype=dtype, temperature=temperature,
-                      token_temperature=token_temperature)  # fmt: skip
+                      token_temperature=token_temperature,
+                      content_first=scales.content_first)  # fmt: skip
         result = score_method(scorer, method.name, images, content, references,
                               reference_caption, truths, subjects)  # fmt: skip
         if method.adapter is not None:
@@ -335,6 +342,7 @@ def evaluate(
         "seed": seed,
         "lambda_a": scales.lambda_a,
         "lambda_b": scales.lambda_b,
+        "content_first": scales.content_first,
         "temperature": temperature,
         "token_temperature": token_temperature,
         "clip": scorer.name,

@@ -55,6 +55,9 @@ class RoundsConfig:
         lambda_a: StyleDrop guidance towards the style.
         lambda_b: StyleDrop classifier-free guidance (None: the base's, else the paper's 5;
             the stages' settings record the value used).
+        content_first: The fraction of decoding steps the adapters' draws give the content
+            prompt alone (`styledrop.guidance.GuidanceScales`; None: the base's, else 0;
+            recorded as lambda_B is).
         dtype: The base model's compute dtype in every stage (float32 or bfloat16).
         pool_temperature: MaskGIT choice temperature of the pool's draws (None: the base's).
         pool_token_temperature: Softmax temperature of the pool's token draws (None: the
@@ -75,6 +78,7 @@ class RoundsConfig:
     seed: int = 0
     lambda_a: float = 1.0
     lambda_b: float | None = None
+    content_first: float | None = None
     dtype: str = "float32"
     pool_temperature: float | None = None
     pool_token_temperature: float | None = None
@@ -97,7 +101,9 @@ def stage_settings(
     """
     values = asdict(config)
     values.pop("eval_images_per_prompt")
-    values["lambda_b"] = folder_guidance(base, config.lambda_a, config.lambda_b).lambda_b
+    scales = folder_guidance(base, config.lambda_a, config.lambda_b, config.content_first)
+    values["lambda_b"] = scales.lambda_b
+    values["content_first"] = scales.content_first
     sampling = model_checkpoint.read_model_config(base).sampling
     for key, own in (("pool_temperature", sampling.temperature),
                      ("pool_token_temperature", sampling.token_temperature)):  # fmt: skip
@@ -186,10 +192,11 @@ def build_pool(
     dtype: str = "float32",
     temperature: float | None = None,
     token_temperature: float | None = None,
+    content_first: float | None = None,
 ) -> list[Candidate]:
     """Draws the candidate pool, scores it, and writes PNGs + candidates.json.
 
-    The decoding temperatures left None are the base's.
+    The decoding temperatures and `content_first` left None are the base's.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     listing = out_dir / CANDIDATES_FILE
@@ -198,7 +205,7 @@ def build_pool(
     method = Method("round 1", adapter)
     images = draw(base, method, prompts.prompts, descriptor, images_per_prompt, seed,
                   lambda_a, lambda_b, dtype=dtype, temperature=temperature,
-                  token_temperature=token_temperature)  # fmt: skip
+                  token_temperature=token_temperature, content_first=content_first)  # fmt: skip
     content = [p for p in prompts.prompts for _ in range(images_per_prompt)]
     text = scorer.text_scores(images, content)
     style = scorer.style_scores(images, references)
@@ -331,7 +338,7 @@ def run_rounds(
     candidates = build_pool(
         base, round1, round_prompts(), descriptor, c.pool_images_per_prompt, c.seed, scorer,
         references, pool_dir, c.lambda_a, c.lambda_b, c.dtype, c.pool_temperature,
-        c.pool_token_temperature,
+        c.pool_token_temperature, content_first=c.content_first,
     )  # fmt: skip
     chosen = clip_best_per_prompt(candidates, c.picks_per_prompt)
     control = random_selection(candidates, len(chosen), seed=c.seed)
@@ -355,7 +362,8 @@ def run_rounds(
     evaluation = evaluate(
         base, methods, eval_prompts, descriptor, references, reference_caption, scorer,
         images_per_prompt=c.eval_images_per_prompt, seed=c.seed + 1, lambda_a=c.lambda_a,
-        lambda_b=c.lambda_b, heldout_style=heldout_style, dtype=c.dtype, log=log,
+        lambda_b=c.lambda_b, content_first=c.content_first, heldout_style=heldout_style,
+        dtype=c.dtype, log=log,
     )  # fmt: skip
     # The paper's claims: round 1 adds style; CLIP feedback adds text over round 1 and over
     # a random selection of the same size.

@@ -178,6 +178,7 @@ def submit_generate(
     seed: int = 0,
     lambda_a: float | None = None,
     lambda_b: float | None = None,
+    content_first: float | None = None,
     negative_prompt: str = "",
     subject: str | None = None,
     gamma: float = DEFAULT_GAMMA,
@@ -198,6 +199,8 @@ def submit_generate(
         lambda_a: StyleDrop guidance weight (None: the paper's 1).
         lambda_b: Classifier-free guidance weight (None: the base's stored value, else
             the paper's 5). The job record's `guidance` says which values were used.
+        content_first: The fraction of decoding steps drawn from the content prompt alone
+            before StyleDrop guidance (None: the base's, else 0, the paper's rule).
         negative_prompt: The negative branch's prompt.
         subject: Id of another succeeded fine-tune job whose adapter is the subject
             adapter of a style + subject composition (None: style only). It must be
@@ -237,6 +240,7 @@ def submit_generate(
         base=parent.inputs.get("base"),
         lambda_a=lambda_a,
         lambda_b=lambda_b,
+        content_first=content_first,
         negative_prompt=negative_prompt,
         source_job=source,
         subject_adapter=subject_adapter,

@@ -122,7 +122,7 @@ def _generate(store: Store, job: jobs.Job) -> Outcome:
     references = style_references(store, spec.source_job) if spec.score else []
     folder = store.pull(job_id)
     pipe = base_pipeline(spec.base)
-    scales = model_guidance(pipe.config.sampling, spec.lambda_a, spec.lambda_b)
+    scales = model_guidance(pipe.config.sampling, spec.lambda_a, spec.lambda_b, spec.content_first)
     decode = pipe.decode_config(
         temperature=spec.temperature, token_temperature=spec.token_temperature
     )

@@ -28,6 +28,9 @@ class GenerateSpec:
         base: Base model folder on the workers (None: the embedded default).
         lambda_a: StyleDrop guidance weight of (adapted - base) (None: the paper's 1).
         lambda_b: Classifier-free guidance weight (None: the base's, else the paper's 5).
+        content_first: The fraction of decoding steps drawn from the content prompt alone
+            before StyleDrop guidance (`styledrop.guidance.GuidanceScales`; None: the
+            base's, else 0, the paper's rule).
         negative_prompt: The negative branch's prompt.
         source_job: The fine-tune job that made the adapter, if any (its style images are
             the references of the style scores).
@@ -50,6 +53,7 @@ class GenerateSpec:
     base: str | None = None
     lambda_a: float | None = None
     lambda_b: float | None = None
+    content_first: float | None = None
     negative_prompt: str = ""
     source_job: str | None = None
     subject_adapter: str | None = None
@@ -67,6 +71,11 @@ class GenerateSpec:
             problems.append(f"1 to {MAX_IMAGES} images in all")
         if not 0.0 <= self.gamma <= 1.0:
             problems.append(f"gamma must be in [0, 1], got {self.gamma}")
+        if self.content_first is not None and not 0.0 <= self.content_first < 1.0:
+            problems.append(
+                f"content_first is a fraction of the decoding steps in [0, 1), got "
+                f"{self.content_first}"
+            )
         if self.subject_adapter is not None and self.subject_adapter == self.adapter:
             problems.append("the subject adapter is the style adapter")
         for name in ("temperature", "token_temperature"):

@@ -75,8 +75,8 @@ class Job:
         heartbeat: When the worker running it last said it is alive (`worker.heartbeat`).
         device: What computed it: "cpu:cpu (float32)", "gpu:NVIDIA H200 (bfloat16)".
         guidance: The StyleDrop guidance a generation job sampled with,
-            {"lambda_a": 1.0, "lambda_b": 0.5}: its inputs, else its base's, else the
-            paper's (`styledrop.guidance.model_guidance`).
+            {"lambda_a": 1.0, "lambda_b": 0.5, "content_first": 0.75}: its inputs, else
+            its base's, else the paper's (`styledrop.guidance.model_guidance`).
         decoding: The MaskGIT temperatures a generation job sampled with,
             {"temperature": 4.5, "token_temperature": 1.0}: its inputs, else its base's
             (the choice temperature may be a [start, end] pair).
@@ -111,9 +111,10 @@ class Job:
         """
         parts = []
         if self.guidance:
-            parts.append(
-                f"lambda_A {self.guidance['lambda_a']:g}, lambda_B {self.guidance['lambda_b']:g}"
-            )
+            guidance = self.guidance
+            parts.append(f"lambda_A {guidance['lambda_a']:g}, lambda_B {guidance['lambda_b']:g}")
+            if guidance.get("content_first"):  # records from before it existed have none
+                parts[-1] += f", content first {guidance['content_first']:g}"
         if self.decoding:
             choice = self.decoding["temperature"]
             choice = (

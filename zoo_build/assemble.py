@@ -44,12 +44,18 @@ ZOO_GUIDANCE_SCALE = 1.5
 # and token temperature 0.5 (docs/zoo.md, "Sampling").
 ZOO_CHOICE_TEMPERATURE = 1.0
 ZOO_TOKEN_TEMPERATURE = 0.5
+# The fraction of decoding steps StyleDrop draws on the zoo give the content prompt alone
+# (`styledrop.guidance.GuidanceScales.content_first`). Measured on the committed zoo
+# (docs/experiments.md, "Content first"): at 0.75 a round-1 adapter keeps the subjects the
+# paper's rule (0) loses, with more of the style than the base with the descriptor.
+ZOO_CONTENT_FIRST = 0.75
 
 
 def zoo_sampling(
     mask_token_id: int,
     guidance_scale: float = ZOO_GUIDANCE_SCALE,
     styledrop_lambda_b: float | None = None,
+    styledrop_content_first: float = ZOO_CONTENT_FIRST,
 ) -> SamplingConfig:
     """MaskGIT decoding (36 steps, as the StyleDrop paper) at the zoo base's temperatures.
 
@@ -58,6 +64,7 @@ def zoo_sampling(
     nothing then draws from the base's own logits. Measured on the watercolor target
     (docs/experiments.md, "Guidance strength on the zoo"): the 16x16 zoo keeps its subjects
     at 0.5 and loses most of them at 5; the committed 8x8 zoo does better at 5.
+    `styledrop_content_first` is the zoo's `SamplingConfig.styledrop_content_first`.
     """
     return SamplingConfig(
         mask_token_id=mask_token_id,
@@ -67,6 +74,7 @@ def zoo_sampling(
         token_temperature=ZOO_TOKEN_TEMPERATURE,
         guidance_scale=guidance_scale,
         styledrop_lambda_b=styledrop_lambda_b,
+        styledrop_content_first=styledrop_content_first,
         aesthetic_score=6.0,
     )
 
@@ -156,6 +164,7 @@ def assemble_zoo(
     data_recipe_version: str = "",
     guidance_scale: float = ZOO_GUIDANCE_SCALE,
     styledrop_lambda_b: float | None = None,
+    styledrop_content_first: float = ZOO_CONTENT_FIRST,
     lineage_from: str | Path | None = None,
     earlier_base_runs: Sequence[str | Path] = (),
 ) -> Path:
@@ -176,6 +185,8 @@ def assemble_zoo(
         guidance_scale: Default classifier-free guidance scale of the base.
         styledrop_lambda_b: StyleDrop guidance lambda_B stored with the zoo (None: the
             paper's 5 applies).
+        styledrop_content_first: The fraction of decoding steps StyleDrop draws give the
+            content prompt alone, stored with the zoo (0: the paper's rule).
         lineage_from: The zoo whose base the base run was warm-started from, when it is
             not the one in `out_dir` (`zoo build --init`); its base record is kept the same
             way.
@@ -198,7 +209,12 @@ def assemble_zoo(
     config = ModelConfig(
         transformer=transformer,
         vq=vq,
-        sampling=zoo_sampling(transformer.mask_token_id, guidance_scale, styledrop_lambda_b),
+        sampling=zoo_sampling(
+            transformer.mask_token_id,
+            guidance_scale,
+            styledrop_lambda_b,
+            styledrop_content_first,
+        ),
         source=ZOO_SOURCE,
     )
     base_entry = {k: v for k, v in base_info.items() if k != "transformer"}

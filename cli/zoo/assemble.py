@@ -7,9 +7,10 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from cli.decoding_options import content_first_fraction
 from cli.errors import UserError
 from styledrop.zoo.embedded import EMBEDDED_ZOO, MANIFEST
-from zoo_build.assemble import ZOO_GUIDANCE_SCALE, assemble_zoo
+from zoo_build.assemble import ZOO_CONTENT_FIRST, ZOO_GUIDANCE_SCALE, assemble_zoo
 from zoo_build.dataset import MANIFEST_FILE, recipe_version
 
 
@@ -46,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
         " applies; the 16x16 zoo measured best at 0.5, its own strength --guidance - 1)",
     )  # fmt: skip
     parser.add_argument(
+        "--styledrop-content-first", type=content_first_fraction, default=ZOO_CONTENT_FIRST,
+        metavar="F",
+        help="the fraction of decoding steps StyleDrop draws give the content prompt alone,"
+        " stored with the zoo (default: %(default)s; 0: the paper's rule)",
+    )  # fmt: skip
+    parser.add_argument(
         "--lineage-from", type=Path,
         help="the zoo the base (or its oldest --earlier-base-runs piece) was warm-started"
         " from, when it is not --out; its base record is kept in the manifest",
@@ -78,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = assemble_zoo(
             args.base, args.vq, args.text, args.out, judge_dir=args.judge,
             data_recipe_version=recipe, guidance_scale=args.guidance,
-            styledrop_lambda_b=args.styledrop_lambda_b, lineage_from=args.lineage_from,
+            styledrop_lambda_b=args.styledrop_lambda_b,
+            styledrop_content_first=args.styledrop_content_first, lineage_from=args.lineage_from,
             earlier_base_runs=args.earlier_base_runs,
         )  # fmt: skip
     except ValueError as error:  # the pieces of a base do not chain
