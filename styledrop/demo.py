@@ -193,6 +193,15 @@ def world_subjects(base: Path, prompts: list[str]) -> list[str | None]:
     return [subject_of_phrase(prompt) for prompt in prompts]
 
 
+def _content_first_note(fraction: float) -> str:
+    if not fraction:
+        return ""
+    return (
+        f", the first {fraction:.0%} of the decoding steps drawn from the content prompt"
+        " alone (content first)"
+    )
+
+
 def _write_report(
     path: Path,
     reference: np.ndarray,
@@ -206,8 +215,10 @@ def _write_report(
     report.paragraph(
         f"One style image, captioned {config['caption']!r}, descriptor"
         f" {config['descriptor']!r}; {summary['steps']} fine-tuning steps of a"
-        f" {config['adapter']} adapter. Scores are the judge CLIP's raw cosines"
-        f" ({summary['scorer']}), means over {len(content)} images."
+        f" {config['adapter']} adapter; StyleDrop guidance lambda_A {config['lambda_a']:g},"
+        f" lambda_B {config['lambda_b']:g}{_content_first_note(config['content_first'])}."
+        f" Scores are the judge CLIP's raw cosines ({summary['scorer']}), means over"
+        f" {len(content)} images."
     )
     report.figures([reference], ["style reference"])
     named = all("subject_named" in s for s in summary["scores"].values())

@@ -130,7 +130,8 @@ def test_jobs_page_says_how_a_generation_job_sampled(service):
     at.selectbox(key="jobs_pick").set_value(service.pool).run()
     assert not at.exception
     job = jobs.get(Store(service.store_dir), service.pool)
-    assert job.decoding is not None and job.guidance == {"lambda_a": 1.0, "lambda_b": 5.0}
+    assert job.decoding is not None
+    assert job.guidance == {"lambda_a": 1.0, "lambda_b": 5.0, "content_first": 0.0}
     assert f"Sampled with {job.sampling_summary()} on {job.device}." in _values(at.caption)
 
 
@@ -254,6 +255,9 @@ def test_generate_page_queues_style_and_subject_with_the_chosen_weights(service)
     at.checkbox(key="gen_set_lambda_b").check().run()
     at.slider(key="gen_lambda_b").set_value(3.0)
     at.slider(key="gen_gamma").set_value(0.4)
+    assert "gen_content_first" not in [s.key for s in at.slider]  # unset: the base's own
+    at.checkbox(key="gen_set_content_first").check().run()
+    at.slider(key="gen_content_first").set_value(0.5)
     at.button(key="generate").click().run()
     assert not at.error, _values(at.error)
     job = jobs.get(Store(service.store_dir), at.session_state["generate_job"])
@@ -262,6 +266,7 @@ def test_generate_page_queues_style_and_subject_with_the_chosen_weights(service)
     assert job.inputs["lambda_a"] == 1.5 and job.inputs["lambda_b"] == 3.0
     assert job.inputs["subject_adapter"] == subject.artifacts["adapter"]
     assert job.inputs["gamma"] == pytest.approx(0.4)
+    assert job.inputs["content_first"] == pytest.approx(0.5)
 
 
 def test_generate_page_leaves_lambda_b_and_temperatures_to_the_base_unless_set(service):
@@ -272,6 +277,7 @@ def test_generate_page_leaves_lambda_b_and_temperatures_to_the_base_unless_set(s
     assert not at.error, _values(at.error)
     job = jobs.get(Store(service.store_dir), at.session_state["generate_job"])
     assert job.inputs["lambda_b"] is None and job.inputs["lambda_a"] == DEFAULT_LAMBDA_A
+    assert job.inputs["content_first"] is None
     # Drawn sharp (the base's temperatures) unless "varied" is chosen.
     assert (job.inputs["temperature"], job.inputs["token_temperature"]) == (None, None)
     at.radio(key="gen_variety").set_value("varied")

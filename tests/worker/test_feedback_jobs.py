@@ -132,7 +132,8 @@ def test_score_false_writes_no_scores(queue_service, style_job, generated, servi
     job = _generate(queue_service, style_job.id, score=False, seed=SEED + 1, lambda_b=2.0)
     assert job.inputs["score"] is False
     done = _succeeded(queue_service, job.id)
-    assert done.guidance == {"lambda_a": 1.0, "lambda_b": 2.0}  # the given lambda_B
+    # The given lambda_B; the tiny base stores no content first: the paper's rule.
+    assert done.guidance == {"lambda_a": 1.0, "lambda_b": 2.0, "content_first": 0.0}
     assert "scores" not in done.artifacts and "image-003" in done.artifacts
     assert not queue_service.store.exists(f"jobs/{job.id}/scores.json")
     assert client.read_scores(job.id, store=queue_service.store) == []

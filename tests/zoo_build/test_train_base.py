@@ -194,7 +194,12 @@ def test_assembled_zoo_folder_loads_and_generates(world, tmp_path):
     from muse.checkpoint import sha256_file
     from styledrop.guidance import folder_guidance, model_guidance
     from styledrop.terms import DEFAULT_LAMBDA_B
-    from zoo_build.assemble import ZOO_CHOICE_TEMPERATURE, ZOO_TOKEN_TEMPERATURE, assemble_zoo
+    from zoo_build.assemble import (
+        ZOO_CHOICE_TEMPERATURE,
+        ZOO_CONTENT_FIRST,
+        ZOO_TOKEN_TEMPERATURE,
+        assemble_zoo,
+    )
 
     data, vq, text = world
     config = BaseTrainConfig(width=32, steps=2, batch_size=4, warmup_steps=1, checkpoint_every=0)
@@ -219,6 +224,7 @@ def test_assembled_zoo_folder_loads_and_generates(world, tmp_path):
     assert pipe.decode_config().temperature == ZOO_CHOICE_TEMPERATURE  # the zoo's, not 4.5
     assert pipe.decode_config().token_temperature == ZOO_TOKEN_TEMPERATURE < 1
     assert model_guidance(pipe.config.sampling).lambda_b == DEFAULT_LAMBDA_B  # stores none
+    assert model_guidance(pipe.config.sampling).content_first == ZOO_CONTENT_FIRST > 0
     images = pipe.generate("a penguin", num_steps=4)
     assert images.shape == (1, 64, 64, 3)
     # A base warm-started from this zoo's transformer keeps the first run in its manifest.
@@ -229,8 +235,11 @@ def test_assembled_zoo_folder_loads_and_generates(world, tmp_path):
     )
     # The tokenizer and text encoder may come from the zoo folder itself (the committed
     # zoo's, say): its VQ sizes and its record of the VQ's training are kept.
-    again = assemble_zoo(tmp_path / "more", out, out, out, styledrop_lambda_b=0.5)
+    again = assemble_zoo(
+        tmp_path / "more", out, out, out, styledrop_lambda_b=0.5, styledrop_content_first=0.0
+    )
     assert folder_guidance(again).lambda_b == 0.5  # the zoo's own, stored in model.json
+    assert folder_guidance(again).content_first == 0.0  # the paper's rule, as asked
     renewed = json.loads((again / "manifest.json").read_text())
     lineage = renewed["training"]["base"]
     assert lineage["train"]["steps"] == 2 and lineage["init"] == manifest["training"]["base"]

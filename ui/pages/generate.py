@@ -2,8 +2,9 @@
 
 The sliders are the StyleDrop guidance weights: lambda_A scales (adapted - base), the
 style's pull; lambda_B is classifier-free guidance. With a subject adapter, gamma weighs
-the subject against the style (the paper's style + subject composition). The images are
-drawn at the base's own temperatures unless "Varied" is chosen.
+the subject against the style (the paper's style + subject composition). "Content first"
+lets the base lay each image out from the prompt alone before the style joins. The images
+are drawn at the base's own temperatures unless "Varied" is chosen.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ NO_SUBJECT = ""
 LAMBDA_B_HELP = (
     "Unset: the base model's own lambda_B if it stores one (`zoo assemble"
     " --styledrop-lambda-b`), else the paper's 5."
+)
+CONTENT_FIRST_HELP = (
+    "The share of the decoding steps drawn from the prompt alone (no style) before the"
+    " style joins: higher keeps more of the subject, lower gives more of the style. Unset:"
+    " the base model's own (the embedded zoo: 0.75), else 0, the paper's rule."
 )
 
 
@@ -58,6 +64,9 @@ if st.checkbox("Set text guidance lambda_B", key="gen_set_lambda_b", help=LAMBDA
     lambda_b = st.slider(
         "Text guidance lambda_B", 0.0, 10.0, DEFAULT_LAMBDA_B, 0.5, key="gen_lambda_b"
     )
+content_first = None  # the base's own if it stores one, else 0 (the paper's rule)
+if st.checkbox("Set content first", key="gen_set_content_first", help=CONTENT_FIRST_HELP):
+    content_first = st.slider("Content first", 0.0, 0.95, 0.75, 0.05, key="gen_content_first")
 gamma = DEFAULT_GAMMA
 if subject:
     gamma = st.slider("Subject weight gamma", 0.0, 1.0, DEFAULT_GAMMA, 0.05, key="gen_gamma")
@@ -72,7 +81,8 @@ if st.button("Generate", type="primary", key="generate"):
         try:
             job = client.submit_generate(
                 style, lines, num_images=int(per_prompt), seed=int(seed),
-                lambda_a=lambda_a, lambda_b=lambda_b, negative_prompt=negative,
+                lambda_a=lambda_a, lambda_b=lambda_b, content_first=content_first,
+                negative_prompt=negative,
                 subject=subject or None, gamma=gamma, temperature=temperature,
                 token_temperature=token_temperature,
                 store=services.store(), app=services.celery_app(),
