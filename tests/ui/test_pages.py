@@ -18,6 +18,7 @@ from styledrop.terms import DEFAULT_LAMBDA_A
 from worker import client, jobs
 from worker.finetune_spec import FinetuneOptions
 from worker.store import Store, job_key
+from zoo_build.assemble import ZOO_CONTENT_FIRST
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ROOT / "ui/pages"
@@ -131,7 +132,7 @@ def test_jobs_page_says_how_a_generation_job_sampled(service):
     assert not at.exception
     job = jobs.get(Store(service.store_dir), service.pool)
     assert job.decoding is not None
-    assert job.guidance == {"lambda_a": 1.0, "lambda_b": 5.0, "content_first": 0.0}
+    assert job.guidance == {"lambda_a": 1.0, "lambda_b": 5.0, "content_first": ZOO_CONTENT_FIRST}
     assert f"Sampled with {job.sampling_summary()} on {job.device}." in _values(at.caption)
 
 

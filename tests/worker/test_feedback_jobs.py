@@ -18,6 +18,7 @@ from PIL import Image
 from cli.main import main
 from worker import client, jobs
 from worker.finetune_spec import FinetuneOptions
+from zoo_build.assemble import ZOO_CONTENT_FIRST
 
 JOB = {"adapter": "r1", "batch_size": 2, "variants_per_image": 2}
 DESCRIPTOR = "in stripes style"
@@ -72,9 +73,10 @@ def test_a_generate_job_scores_every_image(queue_service, style_job, generated, 
     from styledrop.zoo.embedded import embedded_judge
 
     assert generated.inputs["score"] is True
-    # lambda_B left to the base: the tiny zoo stores none, so the paper's 5 was used.
+    # lambda_B left to the base: the tiny zoo stores none, so the paper's 5 was used; its
+    # content first is the one every zoo assembly stores.
     assert (generated.inputs["lambda_b"], generated.guidance) == (
-        None, {"lambda_a": 1.0, "lambda_b": 5.0}
+        None, {"lambda_a": 1.0, "lambda_b": 5.0, "content_first": ZOO_CONTENT_FIRST}
     )  # fmt: skip
     assert generated.artifacts["scores"] == f"jobs/{generated.id}/scores.json"
     scores = client.read_scores(generated.id, store=queue_service.store)
@@ -124,15 +126,18 @@ def test_a_generate_job_draws_and_records_the_temperatures_asked(
     # `jobs show` says how it sampled (the tiny zoo stores no lambda_B: the paper's 5).
     assert main(["jobs", "show", done.id, "--store", str(queue_service.store.root)]) == 0
     printed = capsys.readouterr().out
-    assert "sampled with: lambda_A 1, lambda_B 5; temperatures 4.5 / 1" in printed
+    expected = f"lambda_A 1, lambda_B 5, content first {ZOO_CONTENT_FIRST:g}; temperatures 4.5 / 1"
+    assert f"sampled with: {expected}" in printed
     assert f"device: {done.device}" in printed
 
 
 def test_score_false_writes_no_scores(queue_service, style_job, generated, service):
-    job = _generate(queue_service, style_job.id, score=False, seed=SEED + 1, lambda_b=2.0)
+    job = _generate(
+        queue_service, style_job.id, score=False, seed=SEED + 1, lambda_b=2.0, content_first=0.0
+    )
     assert job.inputs["score"] is False
     done = _succeeded(queue_service, job.id)
-    # The given lambda_B; the tiny base stores no content first: the paper's rule.
+    # The given lambda_B; the given content first (the paper's rule).
     assert done.guidance == {"lambda_a": 1.0, "lambda_b": 2.0, "content_first": 0.0}
     assert "scores" not in done.artifacts and "image-003" in done.artifacts
     assert not queue_service.store.exists(f"jobs/{job.id}/scores.json")
