@@ -29,6 +29,7 @@ from muse import checkpoint as model_checkpoint
 from muse.pipeline import Pipeline
 from muse.transformer import current_adapter_gate
 from styledrop import train_checkpoint
+from styledrop.adapted import content_branches
 from styledrop.dataset import StyleExample, build_token_pool
 from styledrop.fingerprint import settings_fingerprint
 from styledrop.guidance import model_guidance, styledrop_branches
@@ -245,15 +246,24 @@ def finetune(
 def preview_images(
     pipe: Pipeline, config: FinetuneConfig, descriptor: str, index: int
 ) -> np.ndarray:
-    """Samples the preview prompts with StyleDrop guidance at the fixed preview seed."""
+    """Samples the preview prompts as the finished adapter draws them, at the preview seed.
+
+    That is StyleDrop guidance at the base's own settings, content first included.
+    """
     prompts = [add_descriptor(p, descriptor) for p in config.preview_prompts]
     if not prompts:
         return np.zeros((0, pipe.image_size, pipe.image_size, 3), np.float32)
+    negatives = [""] * len(prompts)
+    scales = model_guidance(pipe.config.sampling)
     branches = styledrop_branches(
-        prompts, [""] * len(prompts), model_guidance(pipe.config.sampling), adapter_index=index,
-        num_adapters=index + 1,
+        prompts, negatives, scales, adapter_index=index, num_adapters=index + 1
+    )
+    layout_steps = scales.layout_steps(pipe.config.sampling.num_steps)
+    layout = content_branches(pipe, prompts, descriptor, negatives, scales, None, index + 1)
+    ids = pipe.sample_tokens(
+        branches, seed=config.preview_seed, layout=layout if layout_steps else (),
+        layout_steps=layout_steps,
     )  # fmt: skip
-    ids = pipe.sample_tokens(branches, seed=config.preview_seed)
     return pipe.decode_tokens(ids)
 
 

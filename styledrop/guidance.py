@@ -33,8 +33,9 @@ class GuidanceScales:
         lambda_a: Weight of (adapted - base) on the prompt: pushes towards the style.
         lambda_b: Weight of (base on prompt - base on negative): classifier-free guidance.
         content_first: The fraction of the decoding steps, in [0, 1), drawn first from the
-            content prompt alone (the prompt without the style descriptor, at the model's
-            classifier-free scale, no adapter) before Eq. 4 draws the rest. Early steps lay
+            content prompt alone (the prompt without the style descriptor, by the base at
+            its own classifier-free scale, or by a composed subject adapter's Eq. 4 term)
+            before Eq. 4 draws the rest. Early steps lay
             the image out and late ones draw its detail, so the base keeps the subject and
             the adapter gives it the style. 0 is the paper's rule (Eq. 4 throughout).
     """

@@ -211,3 +211,24 @@ def test_a_bfloat16_base_fine_tunes(tiny_model_dir, tmp_path):
     assert result.status == "succeeded" and np.isfinite(result.final_loss)
     weights = load_file(str(result.adapter_path))
     assert weights and all(np.isfinite(w).all() for w in weights.values())
+
+
+def test_previews_are_what_the_finished_adapter_draws_content_first_included(tiny_zoo, tmp_path):
+    from styledrop.finetune import preview_images
+    from styledrop.guidance import folder_guidance
+
+    assert folder_guidance(tiny_zoo).content_first > 0  # the zoo's stored value is exercised
+    side = muse.load(tiny_zoo).image_size
+    example = [StyleExample(_style_image(side), "a grid", "grid.png", "cd" * 32)]
+    config = FinetuneConfig(
+        adapter=AdapterSpec(kind="r1"), steps=2, checkpoint_every=0, variants_per_image=1,
+        preview_prompts=("a penguin", "a dog"), preview_seed=3,
+    )  # fmt: skip
+    pipe = muse.load(tiny_zoo)
+    result = finetune(pipe, example, "in stripes style", config, tmp_path)
+    previews = preview_images(pipe, config, "in stripes style", 0)
+    fresh = muse.load(tiny_zoo)
+    drawn = generate_styled(
+        fresh, attach_adapter(fresh, result.adapter_path), ["a penguin", "a dog"], seed=3
+    )
+    np.testing.assert_allclose(previews, drawn, atol=1e-5)
