@@ -114,6 +114,9 @@ class TargetsConfig:
         rounds_images_per_prompt: n of the rounds experiment's evaluation.
         rounds_prompts: Its evaluation prompts (None: the `world` set).
         generation_prompts: Prompts of the timed generation, 4 images each (empty: skip).
+        content_first: The content first of every StyleDrop draw: the demo's, the
+            watercolor round 1's and the rounds' (None: the zoo's own;
+            `styledrop.guidance.GuidanceScales`).
     """
 
     t2i_subjects: int | None = None
@@ -128,6 +131,7 @@ class TargetsConfig:
     rounds_images_per_prompt: int = 16
     rounds_prompts: PromptSet | None = None
     generation_prompts: tuple[str, ...] = GENERATION_PROMPTS
+    content_first: float | None = None
 
 
 def measure_targets(
@@ -176,7 +180,8 @@ def measure_targets(
     if config.generation_prompts:
         part("generation", lambda: _generation(zoo, config))
     if config.demo is not None:
-        part("demo", lambda: _demo(zoo, out_dir / "demo", replace(config.demo, seed=config.seed)))
+        demo = replace(config.demo, seed=config.seed, content_first=config.content_first)
+        part("demo", lambda: _demo(zoo, out_dir / "demo", demo))
     if config.watercolor_prompts is not None:
         part("watercolor", lambda: _watercolor(zoo, out_dir / "watercolor", config, log))
     if config.rounds_pool > 0:
@@ -351,13 +356,15 @@ def _watercolor(zoo: Path, out_dir: Path, config: TargetsConfig, log) -> tuple:
         zoo, [Method(BASE_METHOD), Method("round 1", result.adapter_path)],
         config.watercolor_prompts, WATERCOLOR_DESCRIPTOR, reference[None], WATERCOLOR_CAPTION,
         ClipScorer.load(zoo / JUDGE_DIR), images_per_prompt=config.watercolor_images_per_prompt,
-        seed=config.seed, heldout_style="watercolor", log=log,
+        seed=config.seed, content_first=config.content_first, heldout_style="watercolor",
+        log=log,
     )  # fmt: skip
     write_json(evaluation, out_dir / "evaluation.json")
     write_html(evaluation, out_dir / "evaluation.html", reference[None])
     round1 = evaluation.method("round 1").summary()
     details = {m.name: m.summary() for m in evaluation.methods}
     details["lambda_b"] = evaluation.provenance["lambda_b"]
+    details["content_first"] = evaluation.provenance["content_first"]
     return {"watercolor_subject_named": round1["subject_named"]}, details
 
 
@@ -370,6 +377,7 @@ def _rounds(zoo: Path, out_dir: Path, config: TargetsConfig, log) -> tuple:
         round1_steps=config.watercolor_steps, round1_lr=config.watercolor_lr,
         round2_steps=config.watercolor_steps, pool_images_per_prompt=config.rounds_pool,
         eval_images_per_prompt=config.rounds_images_per_prompt, seed=config.seed,
+        content_first=config.content_first,
     )  # fmt: skip
     evaluation = run_rounds(
         zoo, [example], WATERCOLOR_DESCRIPTOR, out_dir, ClipScorer.load(zoo / JUDGE_DIR),

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cli.decoding_options import content_first_fraction
 from cli.errors import UserError
 from styledrop.demo import DemoConfig
 from styledrop.prompt_sets import world_prompts
@@ -48,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=int, nargs=2, metavar=("K", "N"), default=None,
         help="also run the feedback rounds on the watercolor house: K pool images per round"
         " prompt, N evaluation images per world prompt (the paper's size: 64 16)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--content-first", type=content_first_fraction, metavar="F",
+        help="the content first of the demo's, the watercolor's and the rounds' StyleDrop"
+        " draws (default: the zoo's own; 0: the paper's rule)",
     )  # fmt: skip
     parser.add_argument(
         "--against", type=Path, action="append", default=[],
@@ -96,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         watercolor_prompts=None if args.no_watercolor else world_prompts(),
         rounds_pool=rounds[0],
         rounds_images_per_prompt=rounds[1],
+        content_first=args.content_first,
     )
     record = measure_targets(zoo, args.data, args.out, config, log=_log)
     print("\n".join(markdown_table([record, *others])))

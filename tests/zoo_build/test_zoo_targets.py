@@ -9,6 +9,7 @@ import pytest
 from cli.main import main
 from styledrop.demo import DemoConfig
 from styledrop.prompt_sets import PromptSet
+from zoo_build.assemble import ZOO_CONTENT_FIRST
 from zoo_build.targets import (
     TARGETS,
     TARGETS_FORMAT,
@@ -64,6 +65,9 @@ def test_each_target_is_the_figure_of_its_part(measured):
     assert figures["watercolor_subject_named"] == round1["subject_named"]
     assert round1["images"] == 4 and evaluation["provenance"]["heldout_style"] == "watercolor"
     assert evaluation["provenance"]["descriptor"] == "in watercolor painting style"
+    # Their StyleDrop draws use the zoo's own content first (none was given).
+    demo_config = json.loads((out / "demo" / "summary.json").read_text())["config"]
+    assert demo_config["content_first"] == ZOO_CONTENT_FIRST == parts["watercolor"]["content_first"]
     generation = parts["generation"]
     assert generation["images"] == 4
     assert figures["generation_seconds_per_image"] == generation["seconds_with_loading"] / 4
@@ -125,10 +129,12 @@ def test_command_refuses_bad_inputs_before_measuring(tiny_zoo, tmp_path, capsys)
 @pytest.mark.e2e
 def test_rounds_target_is_round2_clip_over_round1_in_standard_errors(tiny_zoo, tmp_path):
     two = PromptSet("two", ("a penguin", "a dog"), ("penguin", "dog"))
+    # The paper's rule: the tiny zoo stores content first 0.75, under which its 2-step
+    # adapters leave every image as the base draws it (a difference of 0 with no error).
     config = TargetsConfig(
         t2i_subjects=3, report_batch_size=4, demo=None, watercolor_prompts=None,
         generation_prompts=(), watercolor_steps=2, rounds_pool=1,
-        rounds_images_per_prompt=2, rounds_prompts=two,
+        rounds_images_per_prompt=2, rounds_prompts=two, content_first=0.0,
     )  # fmt: skip
     record = measure_targets(tiny_zoo, tiny_zoo.parent / "data", tmp_path, config, print)
     assert set(record["parts"]) == {"report", "rounds"}
@@ -140,5 +146,6 @@ def test_rounds_target_is_round2_clip_over_round1_in_standard_errors(tiny_zoo, t
     )
     settings = evaluation["provenance"]["rounds_config"]
     assert settings["pool_images_per_prompt"] == 1 and settings["round1_steps"] == 2
+    assert evaluation["provenance"]["content_first"] == 0.0 == settings["content_first"]
     assert evaluation["provenance"]["descriptor"] == "in watercolor painting style"
     assert (tmp_path / "rounds" / "watercolor_house.png").is_file()
