@@ -19,6 +19,7 @@ from adapters import adapter_indices, inject_adapter, load_adapter_state
 from adapters.files import AdapterFile, read_adapter_file
 from muse import checkpoint as model_checkpoint
 from muse.pipeline import Branch, Pipeline
+from muse.sampling import DecodeConfig
 from muse.transformer import current_adapter_gate
 from styledrop.guidance import (
     GuidanceScales,
@@ -123,13 +124,59 @@ def generate_styled(
         temperature=temperature, token_temperature=token_temperature, num_steps=num_steps,
         style=decoding,
     )  # fmt: skip
-    layout_steps = scales.layout_steps(cfg.num_steps)
-    layout = content_branches(pipe, styled, descriptor, negatives, scales, subject, count)
-    ids = pipe.sample_tokens(
-        branches, seed=seed, decode_config=cfg, batch_size=batch_size, progress=progress,
-        layout=layout if layout_steps else (), layout_steps=layout_steps,
+    ids = styled_tokens(
+        pipe, branches, styled, descriptor, negatives, scales, subject=subject,
+        num_adapters=count, seed=seed, decode_config=cfg, batch_size=batch_size,
+        progress=progress,
     )  # fmt: skip
     return pipe.decode_tokens(ids, batch_size=batch_size)
+
+
+def styled_tokens(
+    pipe: Pipeline,
+    branches: Sequence[Branch],
+    styled: Sequence[str],
+    descriptor: str,
+    negatives: Sequence[str],
+    scales: GuidanceScales,
+    *,
+    subject: AttachedAdapter | None = None,
+    num_adapters: int,
+    seed: int,
+    decode_config: DecodeConfig | None = None,
+    batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Decodes StyleDrop guidance branches, content first when `scales` asks for it.
+
+    Args:
+        pipe: The base with the adapter(s) attached.
+        branches: Eq. 4 (or Eqs. 5-6) branches over the `styled` prompts.
+        styled: The prompts with the style descriptor, one per image.
+        descriptor: The style descriptor (removed for the content-first steps).
+        negatives: The negative prompts, one per image.
+        scales: The guidance scales; `content_first` says how many steps come first.
+        subject: The composed subject adapter, if any (it lays the subject out).
+        num_adapters: Width of the adapter gate (every adapter the model holds).
+        seed: Randomness.
+        decode_config: Decoding settings (default: the model's).
+        batch_size: Images per compiled chunk.
+        progress: Called with (images done, total).
+
+    Returns:
+        [N, h, w] int32 token ids.
+    """
+    cfg = decode_config or pipe.decode_config()
+    layout_steps = scales.layout_steps(cfg.num_steps)
+    layout = []
+    if layout_steps:
+        layout = content_branches(
+            pipe, styled, descriptor, negatives, scales, subject, num_adapters
+        )
+    return pipe.sample_tokens(
+        branches, seed=seed, decode_config=cfg, batch_size=batch_size, progress=progress,
+        layout=layout, layout_steps=layout_steps,
+    )  # fmt: skip
 
 
 def content_branches(

@@ -29,7 +29,7 @@ from muse import checkpoint as model_checkpoint
 from muse.pipeline import Pipeline
 from muse.transformer import current_adapter_gate
 from styledrop import train_checkpoint
-from styledrop.adapted import content_branches
+from styledrop.adapted import styled_tokens
 from styledrop.dataset import StyleExample, build_token_pool
 from styledrop.fingerprint import settings_fingerprint
 from styledrop.guidance import model_guidance, styledrop_branches
@@ -258,11 +258,9 @@ def preview_images(
     branches = styledrop_branches(
         prompts, negatives, scales, adapter_index=index, num_adapters=index + 1
     )
-    layout_steps = scales.layout_steps(pipe.config.sampling.num_steps)
-    layout = content_branches(pipe, prompts, descriptor, negatives, scales, None, index + 1)
-    ids = pipe.sample_tokens(
-        branches, seed=config.preview_seed, layout=layout if layout_steps else (),
-        layout_steps=layout_steps,
+    ids = styled_tokens(
+        pipe, branches, prompts, descriptor, negatives, scales, num_adapters=index + 1,
+        seed=config.preview_seed,
     )  # fmt: skip
     return pipe.decode_tokens(ids)
 
