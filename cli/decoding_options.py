@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cli.errors import UserError
+from styledrop.terms import content_first_problem
 
 
 def add_temperature_options(parser: argparse.ArgumentParser, prefix: str, what: str) -> None:
@@ -50,11 +51,9 @@ def content_first_fraction(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(
-            f"expected a fraction of the decoding steps in [0, 1), got {value:g} (0: the "
-            "paper's rule)"
-        )
+    problem = content_first_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return value
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from muse.checkpoint import read_model_config
 from muse.config import SamplingConfig
 from muse.pipeline import Branch
-from styledrop.terms import DEFAULT_LAMBDA_A, DEFAULT_LAMBDA_B
+from styledrop.terms import DEFAULT_LAMBDA_A, DEFAULT_LAMBDA_B, content_first_problem
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,9 @@ class GuidanceScales:
     content_first: float = 0.0
 
     def __post_init__(self):
-        if not 0.0 <= self.content_first < 1.0:
-            raise ValueError(
-                "content_first is the fraction of decoding steps drawn from the content "
-                f"prompt alone; give a value in [0, 1), got {self.content_first}."
-            )
+        problem = content_first_problem(self.content_first)
+        if problem:
+            raise ValueError(problem[0].upper() + problem[1:] + ".")
 
     def layout_steps(self, num_steps: int) -> int:
         """How many of `num_steps` decoding steps draw the content prompt alone."""

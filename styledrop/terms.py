@@ -27,6 +27,19 @@ VARIED_TEMPERATURE = 4.5
 VARIED_TOKEN_TEMPERATURE = 1.0
 
 
+def content_first_problem(value: float) -> str | None:
+    """What is wrong with a content-first fraction (`GuidanceScales.content_first`), or None.
+
+    It is the share of the decoding steps drawn from the content prompt alone, in [0, 1).
+    """
+    if 0.0 <= value < 1.0:
+        return None
+    return (
+        f"content first is the fraction of the decoding steps drawn from the content prompt"
+        f" alone: give a value in [0, 1) (0: the paper's rule), got {value:g}"
+    )
+
+
 def add_descriptor(content: str, descriptor: str) -> str:
     """Joins a content caption and a style descriptor: ("A house", "in watercolor style")."""
     content, descriptor = content.strip(), descriptor.strip()

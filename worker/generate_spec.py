@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from styledrop.terms import DEFAULT_GAMMA
+from styledrop.terms import DEFAULT_GAMMA, content_first_problem
 
 MAX_IMAGES = 256
 SCORES_FILE = "scores.json"  # in the job folder: one entry per image (see `worker.generate_job`)
@@ -71,11 +71,8 @@ class GenerateSpec:
             problems.append(f"1 to {MAX_IMAGES} images in all")
         if not 0.0 <= self.gamma <= 1.0:
             problems.append(f"gamma must be in [0, 1], got {self.gamma}")
-        if self.content_first is not None and not 0.0 <= self.content_first < 1.0:
-            problems.append(
-                f"content_first is a fraction of the decoding steps in [0, 1), got "
-                f"{self.content_first}"
-            )
+        if self.content_first is not None and content_first_problem(self.content_first):
+            problems.append(content_first_problem(self.content_first))
         if self.subject_adapter is not None and self.subject_adapter == self.adapter:
             problems.append("the subject adapter is the style adapter")
         for name in ("temperature", "token_temperature"):

@@ -141,7 +141,7 @@ def test_content_first_is_given_then_the_models_then_the_papers_and_is_a_fractio
     assert GuidanceScales(content_first=0.75).layout_steps(36) == 27
     assert GuidanceScales().layout_steps(36) == 0
     for bad in (-0.1, 1.0, 2.0):
-        with pytest.raises(ValueError, match="content_first"):
+        with pytest.raises(ValueError, match="Content first is the fraction"):
             GuidanceScales(content_first=bad)
 
 

@@ -252,6 +252,9 @@ def test_generate_and_round_spec_validation():
         GenerateSpec(adapter="a", prompts=("x",), subject_adapter="a")
     with pytest.raises(ValueError, match="temperature must be positive"):
         GenerateSpec(adapter="a", prompts=("x",), temperature=-1.0)
+    with pytest.raises(ValueError, match=r"content first is the fraction .* got 1"):
+        GenerateSpec(adapter="a", prompts=("x",), content_first=1.0)
+    assert GenerateSpec(adapter="a", prompts=("x",), content_first=0.0).content_first == 0.0
     old_record = GenerateSpec.from_dict({"adapter": "a", "prompts": ["x"]})  # before the field
     assert (old_record.temperature, old_record.token_temperature) == (None, None)
     image = ImageInput(key="k", name="a.png", sha256="", caption=DEFAULT_CAPTION)
