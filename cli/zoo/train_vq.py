@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="styledrop zoo train vq",
         description=(
-            "Train the embedded VQ tokenizer (64 px -> 8x8 codes) on an emoji-world dataset."
+            "Train a zoo VQ tokenizer on an emoji-world dataset: 64 px images to a grid of"
+            " 64 / 2^(n-1) tokens a side for n --channels levels (16,32,64: the embedded zoo's"
+            " 16x16; the default: 8x8)."
             " Checkpoints every --checkpoint-every steps; --resume continues bit-identically."
         ),
     )
