@@ -1,9 +1,11 @@
-"""Refitting a tokenizer's decoder to a new codebook, with the encoder and codes kept.
+"""Refitting a tokenizer's decoder, with the encoder and codes kept.
 
-`zoo compact-vq` replaces 1024 trained codes by 128 k-means centroids, but the decoder
-was trained on the old codes and loses about 1 dB on the centroids. Refitting trains only
-`post_quant_conv` and `decoder` on the code grids the compacted tokenizer assigns to its
-training images:
+Two uses. `zoo compact-vq` replaces 1024 trained codes by 128 k-means centroids, but the
+decoder was trained on the old codes and loses about 1 dB on the centroids. And `zoo
+refit-decoder` trains a tokenizer's decoder longer than its own training did, after a base
+has been trained on its codes (`zoo_build.refit_run`). Refitting trains only
+`post_quant_conv` and `decoder` on the code grids the tokenizer assigns to its training
+images:
 
     ids = tokenize(x)                        [N, h, w]   fixed: computed once, no gradient
     x'  = decoder(post_quant_conv(codebook[ids]))  [N, H, W, 3]
@@ -95,6 +97,54 @@ def _make_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, config:
     return step
 
 
+@dataclass
+class RefitState:
+    """What a refit's steps run on: the trainable and frozen parts, data and the step.
+
+    Attributes:
+        graphdef: The tokenizer's structure.
+        params: The trained parameters (`post_quant_conv.*`, `decoder.*`).
+        rest: Everything else, frozen (encoder, `quant_conv`, codebook).
+        opt_state: Adam's state for `params`.
+        images: uint8 [N, H, W, 3], on the device.
+        grids: int32 [N or 2N, h, w]: the code grids (then those of the mirrored copies).
+        step_fn: The jitted step (params, opt_state, rest, images, grids, index, key)
+            -> (params, opt_state, loss).
+    """
+
+    graphdef: nnx.GraphDef
+    params: nnx.State
+    rest: nnx.State
+    opt_state: optax.OptState
+    images: jax.Array
+    grids: jax.Array
+    step_fn: Callable
+
+
+def prepare_refit(model: VQModel, images: np.ndarray, config: RefitConfig) -> RefitState:
+    """Tokenizes the training images once and builds the optimizer and the step.
+
+    Args:
+        model: The tokenizer (its encoder, `quant_conv` and codebook are not changed).
+        images: Training images, uint8 [N, H, W, 3].
+        config: Settings.
+    """
+    ids = tokenize_all(model, images)  # [N, h, w]
+    if config.hflip:
+        ids = np.concatenate([ids, tokenize_all(model, images[:, :, ::-1])])  # [2N, h, w]
+    graphdef, params, rest = nnx.split(model, _is_decoder_param, ...)
+    tx = make_optimizer(config)  # the VQ trainer's schedule, with this refit's settings
+    return RefitState(
+        graphdef=graphdef,
+        params=params,
+        rest=rest,
+        opt_state=tx.init(params),
+        images=jnp.asarray(images),
+        grids=jnp.asarray(ids),
+        step_fn=_make_step(graphdef, tx, config),
+    )
+
+
 def refit_decoder(
     model: VQModel,
     images: np.ndarray,
@@ -102,6 +152,8 @@ def refit_decoder(
     progress: Callable[[int, float], None] | None = None,
 ) -> None:
     """Trains `model`'s `post_quant_conv` and `decoder` in place on its own code grids.
+
+    In memory, in one go; `zoo_build.refit_run` is the resumable run with checkpoints.
 
     Args:
         model: The tokenizer (its encoder, `quant_conv` and codebook are not changed).
@@ -111,17 +163,13 @@ def refit_decoder(
     """
     if config.steps == 0:
         return
-    ids = tokenize_all(model, images)  # [N, h, w]
-    if config.hflip:
-        ids = np.concatenate([ids, tokenize_all(model, images[:, :, ::-1])])  # [2N, h, w]
-    graphdef, params, rest = nnx.split(model, _is_decoder_param, ...)
-    tx = make_optimizer(config)  # the VQ trainer's schedule, with this refit's settings
-    step = _make_step(graphdef, tx, config)
-    opt_state = tx.init(params)
-    data, grids = jnp.asarray(images), jnp.asarray(ids)
+    state = prepare_refit(model, images, config)
+    params, opt_state = state.params, state.opt_state
     key = jax.random.key(config.seed)
     for index in range(config.steps):
-        params, opt_state, loss = step(params, opt_state, rest, data, grids, index, key)
+        params, opt_state, loss = state.step_fn(
+            params, opt_state, state.rest, state.images, state.grids, index, key
+        )
         if progress is not None:
             progress(index + 1, float(loss))
     nnx.update(model, params)

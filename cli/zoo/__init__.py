@@ -18,6 +18,7 @@ STEPS = {
     "data": ("cli.zoo.data", "main"),
     "train vq": ("cli.zoo.train_vq", "main"),
     "compact-vq": ("cli.zoo.compact_vq", "main"),
+    "refit-decoder": ("cli.zoo.refit_decoder", "main"),
     "train text": ("cli.zoo.train_text", "main"),
     "train descriptor-invariance": ("cli.zoo.train_descriptor_invariance", "main"),
     "train judge": ("cli.zoo.train_judge", "main"),
@@ -41,8 +42,9 @@ def add_parser(subparsers) -> None:
             "Steps: `zoo data` renders the dataset; `zoo train vq|text|judge|base` trains one"
             " model (resumable: rerun the same command to continue); `zoo train"
             " descriptor-invariance` fine-tunes a trained text encoder; `zoo compact-vq` shrinks"
-            " a trained tokenizer's codebook by k-means; `zoo assemble` writes"
-            " the embedded zoo folder; `zoo report` scores it (HTML + one JSON line); `zoo"
+            " a trained tokenizer's codebook by k-means; `zoo refit-decoder` trains only a"
+            " tokenizer's decoder, keeping every token; `zoo assemble` writes the embedded zoo"
+            " folder; `zoo report` scores it (HTML + one JSON line); `zoo"
             " compare` pairs two zoos' reports subject by subject; `zoo targets` measures a"
             " zoo on the targets a new default must meet (report, demo, watercolor, rounds)."
             " `zoo pack` writes the data pack a machine without the fonts builds from;"

@@ -25,7 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--base", type=Path, required=True, help="`zoo train base` run folder")
     zoo = "or a zoo folder (its part and its training record are kept)"
-    parser.add_argument("--vq", type=Path, required=True, help=f"`zoo train vq` run folder, {zoo}")
+    parser.add_argument(
+        "--vq",
+        type=Path,
+        required=True,
+        help=f"`zoo train vq`, `zoo compact-vq` or `zoo refit-decoder` run folder, {zoo}",
+    )
     parser.add_argument(
         "--text",
         type=Path,

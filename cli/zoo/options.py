@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from styledrop import train_checkpoint
 from zoo_build.descriptors import DESCRIPTOR_WORDS
 
 
@@ -219,6 +220,28 @@ def deadline(minutes: float | None) -> Callable[[], bool] | None:
         return None
     end = time.monotonic() + 60.0 * minutes
     return lambda: time.monotonic() > end
+
+
+def add_resume_option(parser: argparse.ArgumentParser) -> None:
+    """`--resume`: continue the run folder's checkpoint (without it, such a folder is refused)."""
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the run folder's checkpoint"
+    )
+
+
+def refuse_to_overwrite(out_dir: Path, resume: bool) -> int | None:
+    """Refuses a run folder that holds a checkpoint unless `resume` (`--resume`) is set.
+
+    Returns:
+        2, with the reason on stderr, when `out_dir` holds a checkpoint and `resume` is
+        false; else None (go on).
+    """
+    if resume or not (out_dir / train_checkpoint.CHECKPOINT_DIR / "state.json").is_file():
+        return None
+    return refuse(
+        f"{out_dir} already holds a checkpoint; pass --resume to continue it"
+        " or choose another --out."
+    )
 
 
 def refuse(message: object) -> int:

@@ -11,16 +11,18 @@ from cli.zoo.options import (
     add_config_options,
     add_data_option,
     add_out_option,
+    add_resume_option,
     add_time_limit_option,
     comma_ints,
     comma_names,
     config_from_args,
     progress_bar,
     refuse,
+    refuse_to_overwrite,
 )
 from styledrop import train_checkpoint
 from zoo_build.run_files import VQ_INFO_FILE
-from zoo_build.train_vq import VQTrainConfig, has_checkpoint, train_vq
+from zoo_build.train_vq import VQTrainConfig, train_vq
 
 OPTIONS = (
     Option("--steps", "steps"),
@@ -66,9 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_time_limit_option(
         parser, "minutes; then checkpoint, export the weights so far and stop (resume later)"
     )
-    parser.add_argument(
-        "--resume", action="store_true", help="continue from the run folder's checkpoint"
-    )
+    add_resume_option(parser)
     return parser
 
 
@@ -94,11 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings the trainer refuses, or when --resume meets a run with other settings).
     """
     args = build_parser().parse_args(argv)
-    if has_checkpoint(args.out) and not args.resume:
-        return refuse(
-            f"{args.out} already holds a checkpoint; pass --resume to continue it"
-            " or choose another --out."
-        )
+    if (refused := refuse_to_overwrite(args.out, args.resume)) is not None:
+        return refused
     try:
         config = config_from_args(VQTrainConfig(), args, OPTIONS)
     except ValueError as error:
