@@ -28,6 +28,11 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint exists but belongs to a run with other settings."""
 
 
+def has_checkpoint(out_dir: str | Path) -> bool:
+    """Whether the run folder `out_dir` holds a checkpoint."""
+    return (Path(out_dir) / CHECKPOINT_DIR / "state.json").is_file()
+
+
 def save(out_dir: Path, state: Any, step: int, fingerprint: str) -> Path:
     """Writes the checkpoint of `state` at `step` under `out_dir/checkpoint`, atomically."""
     folder = Path(out_dir) / CHECKPOINT_DIR

@@ -47,11 +47,6 @@ def load_training_images(data_dir: str | Path, splits: Sequence[str]) -> np.ndar
     return np.concatenate([load_dataset(data_dir, split=s)[0] for s in splits])
 
 
-def has_checkpoint(out_dir: str | Path) -> bool:
-    """Whether `out_dir` holds a training checkpoint."""
-    return (Path(out_dir) / train_checkpoint.CHECKPOINT_DIR / "state.json").is_file()
-
-
 def _truncated_normal(rng: np.random.Generator, shape: tuple[int, ...], std: float) -> np.ndarray:
     """Normal samples redrawn outside 2 sigma, rescaled so their std is `std` (as flax)."""
     out = rng.standard_normal(shape)
@@ -235,7 +230,7 @@ def export_vq(data_dir: str | Path, out_dir: str | Path, config: VQTrainConfig) 
         FileNotFoundError: if the run folder has no checkpoint.
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    if not has_checkpoint(out_dir):
+    if not train_checkpoint.has_checkpoint(out_dir):
         raise FileNotFoundError(f"No checkpoint in {out_dir}.")
     model, codebook, params, _, _, _, step, _ = _restore(out_dir, config)
     nnx.update(model, codebook, params)

@@ -236,7 +236,7 @@ def refuse_to_overwrite(out_dir: Path, resume: bool) -> int | None:
         2, with the reason on stderr, when `out_dir` holds a checkpoint and `resume` is
         false; else None (go on).
     """
-    if resume or not (out_dir / train_checkpoint.CHECKPOINT_DIR / "state.json").is_file():
+    if resume or not train_checkpoint.has_checkpoint(out_dir):
         return None
     return refuse(
         f"{out_dir} already holds a checkpoint; pass --resume to continue it"
